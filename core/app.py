@@ -1,0 +1,119 @@
+"""The platform service: assembles every slice's router into one FastAPI app.
+
+The app owns the shared pieces (settings, DB, authenticator, services) on ``app.state``
+and one error table: a :class:`~loopml.errors.LoopMLError` becomes its HTTP status with
+a JSON ``message``; request validation errors become 422 naming the field; anything else
+is logged and answered with a generic 500 that leaks nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from contextlib import asynccontextmanager, suppress
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from loopml import projects
+from loopml.auth import StaticTokenAuthenticator, User, current_user
+from loopml.db import Database, migrate
+from loopml.errors import LoopMLError, http_status
+from loopml.executor import routes as executor_routes
+from loopml.executor.backend import JobBackend, RayJobBackend
+from loopml.executor.schedules import ScheduleService
+from loopml.executor.service import JobService
+from loopml.projects import ProjectCreate, ProjectService
+from loopml.registry.tracking import JobTracking
+from loopml.settings import Settings
+
+log = logging.getLogger(__name__)
+
+health_router = APIRouter(tags=["platform"])
+
+
+@health_router.get("/health")
+def health():
+    """Liveness, without a token (used by `loopml up` and load balancers)."""
+    return {"status": "ok"}
+
+
+@health_router.get("/status")
+def status(request: Request, user: User = Depends(current_user)):
+    """Each component's address and health, as the platform sees it."""
+    state = request.app.state
+    return {
+        "platform": {"ok": True, "url": state.settings.url, "user": user.name, "admin": user.admin},
+        "ray": state.backend.status(),
+        "mlflow": {"ok": state.tracking.ping(), "uri": state.tracking.tracking_uri},
+        "db": {"ok": True, "backend": state.db.engine.dialect.name},
+    }
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    parts = []
+    for error in exc.errors()[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{where}: {error.get('msg')}")
+    return "invalid request: " + "; ".join(parts)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(LoopMLError)
+    async def loopml_error(request: Request, exc: LoopMLError):
+        return JSONResponse(exc.to_json(), status_code=http_status(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError):
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in exc.errors()[:20]]
+        return JSONResponse({"message": _validation_message(exc), "reason": "invalid", "errors": errors},
+                            status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        incident = uuid.uuid4().hex[:8]
+        log.error("unexpected error %s on %s %s", incident, request.method, request.url.path, exc_info=exc)
+        return JSONResponse({"message": f"internal error {incident}: the platform log has the details",
+                             "reason": "internal"}, status_code=500)
+
+
+def create_app(settings: Settings, *, backend: JobBackend | None = None) -> FastAPI:
+    """The platform app. ``backend`` defaults to the Ray backend (tests may pass another)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        state = app.state
+        state.settings = settings
+        state.db = Database(settings.database_url)
+        await asyncio.to_thread(migrate, state.db.engine)
+        state.authenticator = StaticTokenAuthenticator(settings)
+        state.projects = ProjectService(state.db)
+        for seed in settings.projects:
+            state.projects.create(ProjectCreate(**seed.model_dump()), exist_ok=True)
+        state.tracking = await asyncio.to_thread(JobTracking, settings.tracking_uri)
+        state.backend = backend or RayJobBackend(settings.ray_address, settings.dashboard_url, kernel_name=settings.kernel_name,
+                                                 warm_kernels=settings.warm_kernels)
+        await state.backend.start()
+        state.jobs = JobService(settings, state.db, state.tracking, state.backend)
+        state.schedules = ScheduleService(state.db, state.jobs)
+        tasks = [asyncio.create_task(state.jobs.run(), name="jobs"),
+                 asyncio.create_task(state.schedules.run(), name="schedules")]
+        log.info("platform service ready at %s", settings.url)
+        yield
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with suppress(asyncio.CancelledError, Exception):
+                await task
+
+    base = settings.base_url
+    app = FastAPI(title="loopml", version="0.1.0", lifespan=lifespan, openapi_url=f"{base}openapi.json",
+                  docs_url=f"{base}docs", redoc_url=None)
+    _install_error_handlers(app)
+    prefix = settings.api_prefix
+    app.include_router(health_router, prefix=prefix)
+    app.include_router(projects.router, prefix=prefix)
+    app.include_router(executor_routes.router, prefix=prefix)
+    return app

@@ -1,0 +1,67 @@
+"""Who is calling: token authentication for every REST route.
+
+The authenticator is chosen by the app (headless mode: :class:`StaticTokenAuthenticator`
+from settings); routes depend on :func:`current_user`. Tokens are compared in constant
+time and never logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from loopml.errors import Unauthorized
+from loopml.settings import Settings
+
+ADMIN_USER = "admin"
+
+
+@dataclass(frozen=True)
+class User:
+    """An authenticated caller."""
+
+    name: str
+    admin: bool = False
+
+
+class StaticTokenAuthenticator:
+    """Headless mode: the admin token from ``loopml up`` plus the ``tokens`` table of the config."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._users: list[tuple[str, User]] = [
+            (token, User(name=user.name, admin=user.admin)) for token, user in settings.tokens.items()
+        ]
+        if settings.admin_token:
+            self._users.append((settings.admin_token, User(name=ADMIN_USER, admin=True)))
+
+    def authenticate(self, token: str) -> User | None:
+        found = None
+        for known, user in self._users:
+            if hmac.compare_digest(known.encode(), token.encode()):
+                found = user
+        return found
+
+
+def bearer_token(request: Request) -> str | None:
+    """The token of ``Authorization: Bearer <t>`` (or JupyterHub's ``token <t>``)."""
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() in ("bearer", "token") and value.strip():
+        return value.strip()
+    return None
+
+
+def current_user(request: Request) -> User:
+    """FastAPI dependency: the caller, or 401 with how to authenticate."""
+    token = bearer_token(request)
+    if token is None:
+        raise Unauthorized(
+            "no API token: send 'Authorization: Bearer <token>' (the CLI reads it from LOOPML_TOKEN "
+            "or the client config written by `loopml up`)"
+        )
+    user = request.app.state.authenticator.authenticate(token)
+    if user is None:
+        raise Unauthorized("the API token is not valid: use the token printed by `loopml up` or issued to you")
+    return user

@@ -1,0 +1,263 @@
+"""The dispatcher: a detached Ray actor that owns every running attempt.
+
+Why an actor: Ray tasks die with their owner. Owned by this detached actor, attempts
+keep running while the platform service restarts; the actor keeps what it learnt about
+each attempt (state, progress, log, output) until the platform has stored it and
+acknowledged it, so nothing is lost in between. The platform reads changes with the
+long-poll :meth:`Dispatcher.updates`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import shlex
+import signal
+import sys
+import time
+from typing import Any
+
+import ray
+from ray.exceptions import TaskCancelledError
+
+from loopml.executor.runner import run_attempt, warm_up
+
+log = logging.getLogger(__name__)
+
+NAME = "loopml-dispatcher"
+NAMESPACE = "loopml"
+TERMINAL = {"succeeded", "failed", "cancelled", "timeout", "lost"}
+FORCE_CANCEL_AFTER_S = 2.0
+TICK_S = 0.5
+MAX_LOG_CHARS = 2_000_000
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat()
+
+
+def describe_wait(request: dict[str, float], nodes: list[dict[str, Any]], available: dict[str, float]) -> str:
+    """Why a task asking for ``request`` (Ray resource names) has not started yet."""
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
+    wanted = ", ".join(f"{k} {v:g}" for k, v in sorted(request.items()) if v)
+    if not any(all(res.get(k, 0) >= v for k, v in request.items()) for res in alive):
+        biggest = ", ".join(
+            f"{k} {max((r.get(k, 0) for r in alive), default=0):g}" for k in sorted(request) if request[k]
+        )
+        return (
+            f"no node of the Ray cluster offers {wanted} (largest offer: {biggest}); "
+            "the job waits until such a node joins: lower the request or cancel the job"
+        )
+    free = ", ".join(f"{k} {available.get(k, 0):g}" for k in sorted(request) if request[k])
+    return f"waiting for free resources: needs {wanted}, free now {free}"
+
+
+@ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1000)
+class Dispatcher:
+    """Runs attempts as Ray tasks and records what happens to them."""
+
+    def __init__(self, kernel_name: str, prewarm: bool) -> None:
+        self.records: dict[str, dict[str, Any]] = {}
+        self.refs: dict[str, ray.ObjectRef] = {}
+        self.requests: dict[str, dict[str, float]] = {}
+        self.timeouts: dict[str, float | None] = {}
+        self.intent: dict[str, str] = {}
+        self.seq = 0
+        self.changed = asyncio.Event()
+        self.me = ray.get_runtime_context().current_actor
+        self._ticker = asyncio.get_event_loop().create_task(self._tick())
+        if prewarm:
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+            for _ in range(max(1, min(cpus, 4))):
+                warm_up.remote(kernel_name)
+
+    @staticmethod
+    def key(job_id: str, attempt: int) -> str:
+        return f"{job_id}:{attempt}"
+
+    def _touch(self, record: dict[str, Any], **patch: Any) -> None:
+        log_append = patch.pop("log_append", None)
+        if log_append:
+            record["log"] = (record["log"] + log_append)[-MAX_LOG_CHARS:]
+        record.update(patch)
+        self.seq += 1
+        record["seq"] = self.seq
+        self.changed.set()
+
+    async def submit(self, spec: dict[str, Any], options: dict[str, Any], timeout_s: float | None) -> None:
+        """Start one attempt (idempotent for the same job id and attempt)."""
+        key = self.key(spec["job_id"], spec["attempt"])
+        if key in self.records:
+            return
+        record = {"job_id": spec["job_id"], "attempt": spec["attempt"], "state": "pending", "message": None,
+                  "progress": None, "log": "", "output": None, "error": None, "pid": None, "node": None,
+                  "started_at": None, "finished_at": None}
+        self.records[key] = record
+        self.requests[key] = {"CPU": options.get("num_cpus", 1), "GPU": options.get("num_gpus", 0),
+                              **({"memory": options["memory"]} if "memory" in options else {}),
+                              **options.get("resources", {})}
+        self.timeouts[key] = timeout_s
+        ref = run_attempt.options(name=f"loopml-job:{key}", **options).remote(spec, self.me)
+        self.refs[key] = ref
+        self._touch(record)
+        asyncio.get_event_loop().create_task(self._watch(key, ref))
+
+    def report(self, job_id: str, attempt: int, patch: dict[str, Any]) -> None:
+        """Called by the runner while it works."""
+        record = self.records.get(self.key(job_id, attempt))
+        if record is None or record["state"] in TERMINAL:
+            return
+        if patch.get("state") == "running":
+            patch["started_at"] = _now()
+            patch["message"] = None
+        self._touch(record, **patch)
+
+    async def _watch(self, key: str, ref: ray.ObjectRef) -> None:
+        record = self.records[key]
+        try:
+            result = await ref
+        except TaskCancelledError:
+            result = {"state": self.intent.get(key, "cancelled")}
+        except Exception as exc:  # the runner or its worker/node died, or the runner itself broke
+            result = {"state": self.intent.get(key, "lost"), "message": _describe_crash(exc)}
+        if key in self.intent and result.get("state") not in ("succeeded",):
+            result["state"] = self.intent[key]
+        result.setdefault("message", None)
+        self.refs.pop(key, None)
+        self._touch(record, finished_at=_now(), **result)
+
+    async def cancel(self, job_id: str, attempt: int, reason: str = "cancelled") -> bool:
+        """Stop an attempt; ``reason`` is ``cancelled`` or ``timeout``. False if nothing runs."""
+        key = self.key(job_id, attempt)
+        ref = self.refs.get(key)
+        if ref is None:
+            return False
+        self.intent[key] = reason
+        ray.cancel(ref, force=False)
+        asyncio.get_event_loop().create_task(self._force_cancel(key, ref))
+        return True
+
+    async def _force_cancel(self, key: str, ref: ray.ObjectRef) -> None:
+        await asyncio.sleep(FORCE_CANCEL_AFTER_S)
+        if key in self.refs:
+            log.warning("attempt %s ignored the interrupt; killing its worker", key)
+            ray.cancel(ref, force=True)
+
+    async def updates(self, since: int, wait_s: float = 5.0) -> dict[str, Any]:
+        """Records changed after sequence number ``since``; waits up to ``wait_s`` for one."""
+        if self.seq <= since:
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), wait_s)
+            except asyncio.TimeoutError:
+                pass
+        changed = [dict(r) for r in self.records.values() if r["seq"] > since]
+        return {"seq": self.seq, "records": changed}
+
+    def known(self) -> list[str]:
+        """Keys of every attempt this dispatcher holds."""
+        return list(self.records)
+
+    def ack(self, keys: list[str]) -> None:
+        """The platform stored these finished attempts: forget them."""
+        for key in keys:
+            record = self.records.get(key)
+            if record is not None and record["state"] in TERMINAL:
+                del self.records[key]
+                for table in (self.requests, self.timeouts, self.intent):
+                    table.pop(key, None)
+
+    async def _tick(self) -> None:
+        """Enforce timeouts and explain why pending attempts wait."""
+        last_explained = 0.0
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                now = time.time()
+                for key, record in list(self.records.items()):
+                    limit = self.timeouts.get(key)
+                    if record["state"] == "running" and limit and key not in self.intent:
+                        started = dt.datetime.fromisoformat(record["started_at"]).timestamp()
+                        if now - started > limit:
+                            await self.cancel(record["job_id"], record["attempt"], "timeout")
+                pending = [k for k, r in self.records.items() if r["state"] == "pending"]
+                if pending and now - last_explained > 2.0:
+                    last_explained = now
+                    nodes, available = ray.nodes(), ray.available_resources()
+                    for key in pending:
+                        message = describe_wait(self.requests[key], nodes, available)
+                        if self.records[key]["message"] != message:
+                            self._touch(self.records[key], message=message)
+            except Exception:
+                log.exception("dispatcher tick failed")
+
+
+def _describe_crash(exc: Exception) -> str:
+    name = type(exc).__name__
+    if name in ("WorkerCrashedError", "NodeDiedError", "OwnerDiedError", "ActorDiedError", "LocalRayletDiedError"):
+        return f"the runner's worker or node died ({name})"
+    cause = getattr(exc, "cause", None)
+    return f"the runner failed: {type(cause).__name__ if cause else name}: {cause or exc}"[:2000]
+
+
+def find_dispatcher():
+    """The running dispatcher's handle, or ``None``."""
+    try:
+        return ray.get_actor(NAME, namespace=NAMESPACE)
+    except ValueError:
+        return None
+
+
+def ensure_dispatcher(dashboard_url: str, *, kernel_name: str = "python3", prewarm: bool = True,
+                      timeout_s: float = 90.0):
+    """The running dispatcher, started as a long-lived Ray job if the cluster has none yet.
+
+    Why a Ray job rather than an actor created from the platform: tasks reuse worker
+    processes (and their warm kernels) only while the job that created the dispatcher is
+    alive. A Ray job outlives any platform restart; the platform process does not.
+    """
+    handle = find_dispatcher()
+    if handle is not None:
+        return handle
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(dashboard_url)
+    args = [sys.executable, "-m", "loopml.executor.dispatcher", "--kernel-name", kernel_name]
+    if not prewarm:
+        args.append("--no-prewarm")
+    submission_id = f"loopml-dispatcher-{int(time.time())}"
+    client.submit_job(entrypoint=shlex.join(args), submission_id=submission_id, entrypoint_num_cpus=0)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        handle = find_dispatcher()
+        if handle is not None:
+            return handle
+        status = client.get_job_status(submission_id)
+        if status.is_terminal():
+            logs = client.get_job_logs(submission_id)[-2000:]
+            raise RuntimeError(f"the dispatcher job {submission_id} ended ({status}): {logs}")
+        time.sleep(0.2)
+    raise TimeoutError(f"the dispatcher job {submission_id} did not start within {timeout_s:g} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the dispatcher's Ray job: create the actor, then keep the job alive."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="loopml job dispatcher (run as a Ray job)")
+    parser.add_argument("--kernel-name", default="python3")
+    parser.add_argument("--no-prewarm", action="store_true")
+    options = parser.parse_args(argv)
+    ray.init(namespace=NAMESPACE, log_to_driver=False)
+    handle = Dispatcher.options(name=NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote(
+        options.kernel_name, not options.no_prewarm
+    )
+    ray.get(handle.known.remote())
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()

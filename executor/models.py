@@ -1,0 +1,143 @@
+"""Plain data of the executor slice: what crosses the REST boundary, validated once here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, Field, field_validator
+
+_RESOURCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
+_RESERVED_RESOURCES = {"CPU", "GPU", "memory", "object_store_memory"}
+
+
+class JobStatus(str, Enum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class Trigger(str, Enum):
+    USER = "user"
+    MAGIC = "magic"
+    SCHEDULE = "schedule"
+    REQUEUE = "requeue"
+    POLICY = "policy"
+
+
+class Resources(BaseModel):
+    """What one attempt of a job reserves on the Ray cluster."""
+
+    cpus: float = Field(1.0, gt=0, le=1024, description="CPU cores.")
+    gpus: float = Field(0.0, ge=0, le=64, description="GPUs (fractions allowed).")
+    memory_mb: int | None = Field(None, gt=0, description="Memory to reserve, MiB.")
+    custom: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources, e.g. {'node2': 1} to pin a job to the node that offers it.",
+    )
+
+    @field_validator("custom")
+    @classmethod
+    def _custom(cls, value: dict[str, float]) -> dict[str, float]:
+        for name, amount in value.items():
+            if not _RESOURCE_NAME.match(name) or name in _RESERVED_RESOURCES:
+                raise ValueError(f"invalid custom resource name {name!r}: use letters, digits, '_', '.', ':' or '-'")
+            if not amount > 0:
+                raise ValueError(f"custom resource {name!r} must be a positive amount")
+        return value
+
+    def ray_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"num_cpus": self.cpus, "num_gpus": self.gpus}
+        if self.memory_mb:
+            options["memory"] = self.memory_mb * 1024 * 1024
+        if self.custom:
+            options["resources"] = dict(self.custom)
+        return options
+
+
+class JobSubmit(BaseModel):
+    """Body of ``POST /projects/{project}/jobs``."""
+
+    notebook: dict[str, Any] = Field(description="The notebook, as nbformat v4 JSON.")
+    name: str | None = Field(None, max_length=200, description="Display name (default: the notebook's file name).")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Values for the notebook's parameters cell.")
+    resources: Resources = Field(default_factory=Resources)
+    timeout_s: float | None = Field(None, gt=0, description="Wall-clock limit of one attempt; then FAILED (timeout).")
+    max_retries: int = Field(0, ge=0, le=10, description="Retries after a system failure (not after a cell error).")
+    kernel_name: str | None = Field(None, max_length=100, description="Kernel to run (default: the notebook's).")
+
+
+class JobRequeue(BaseModel):
+    """Body of ``POST .../jobs/{id}/requeue``: overrides on top of the original job."""
+
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Parameters to change; others are kept.")
+    resources: Resources | None = None
+    timeout_s: float | None = Field(None, gt=0)
+    max_retries: int | None = Field(None, ge=0, le=10)
+
+
+class Progress(BaseModel):
+    cells_done: int = 0
+    cells_total: int = 0
+
+
+class JobFailure(BaseModel):
+    """Why a job failed: ``reason`` is one of cell_error, kernel_died, timeout, system, invalid."""
+
+    reason: str
+    message: str | None = None
+    cell_index: int | None = None
+    ename: str | None = None
+    evalue: str | None = None
+
+
+class Job(BaseModel):
+    id: str
+    project: str
+    user: str
+    name: str
+    status: JobStatus
+    message: str | None = Field(None, description="Why the job waits, or what happened last.")
+    progress: Progress
+    error: JobFailure | None = None
+    attempt: int
+    parameters: dict[str, Any]
+    resources: Resources
+    timeout_s: float | None
+    max_retries: int
+    mlflow_run_id: str | None
+    trigger: Trigger
+    parent_id: str | None
+    schedule_id: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class ScheduleCreate(BaseModel):
+    """Body of ``POST /projects/{project}/schedules``."""
+
+    name: str | None = Field(None, max_length=200)
+    cron: str = Field(description="Cron expression: 5 fields, or 6 with seconds last (croniter).")
+    template: JobSubmit = Field(description="The job submitted at every tick.")
+
+
+class Schedule(BaseModel):
+    id: str
+    project: str
+    user: str
+    name: str
+    cron: str
+    parameters: dict[str, Any]
+    next_run_at: dt.datetime
+    last_run_at: dt.datetime | None
+    last_job_id: str | None
+    created_at: dt.datetime

@@ -1,0 +1,95 @@
+"""REST routes of the executor slice: jobs and schedules of a project."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import PlainTextResponse
+
+from loopml.auth import User, current_user
+from loopml.executor.models import Job, JobRequeue, JobStatus, JobSubmit, Schedule, ScheduleCreate
+from loopml.executor.schedules import ScheduleService
+from loopml.executor.service import JobService
+
+router = APIRouter(tags=["jobs"])
+
+
+def member(project: str, request: Request, user: User = Depends(current_user)) -> User:
+    """Dependency of every route here: the caller, once their project membership is checked."""
+    request.app.state.projects.require_member(user, project)
+    return user
+
+
+def jobs(request: Request) -> JobService:
+    return request.app.state.jobs
+
+
+def schedules(request: Request) -> ScheduleService:
+    return request.app.state.schedules
+
+
+@router.post("/projects/{project}/jobs", response_model=Job, status_code=201)
+def submit_job(project: str, spec: JobSubmit, user: User = Depends(member), service: JobService = Depends(jobs)):
+    """Submit a notebook as a job. Parameters are checked against its parameters cell first."""
+    return service.submit(user.name, project, spec)
+
+
+@router.get("/projects/{project}/jobs", response_model=list[Job])
+def list_jobs(project: str, status: JobStatus | None = None, limit: int = Query(50, ge=1, le=1000),
+              user: User = Depends(member), service: JobService = Depends(jobs)):
+    """The project's jobs, newest first."""
+    return service.list(project, status, limit)
+
+
+@router.get("/projects/{project}/jobs/{job_id}", response_model=Job)
+def get_job(project: str, job_id: str, user: User = Depends(member), service: JobService = Depends(jobs)):
+    return service.get(project, job_id)
+
+
+@router.get("/projects/{project}/jobs/{job_id}/logs", response_class=PlainTextResponse)
+def job_logs(project: str, job_id: str, user: User = Depends(member), service: JobService = Depends(jobs)):
+    """The job's log so far: the kernel's stdout/stderr with a line per cell started."""
+    return service.logs(project, job_id)
+
+
+@router.get("/projects/{project}/jobs/{job_id}/output")
+def job_output(project: str, job_id: str, user: User = Depends(member), service: JobService = Depends(jobs)):
+    """The executed notebook (partial while the job runs)."""
+    return Response(service.output(project, job_id), media_type="application/x-ipynb+json")
+
+
+@router.post("/projects/{project}/jobs/{job_id}/cancel", response_model=Job)
+async def cancel_job(project: str, job_id: str, user: User = Depends(member), service: JobService = Depends(jobs)):
+    """Cancel a queued or running job; answers once it is CANCELLED (or after 5 s)."""
+    return await service.cancel(user.name, project, job_id)
+
+
+@router.post("/projects/{project}/jobs/{job_id}/requeue", response_model=Job, status_code=201)
+def requeue_job(project: str, job_id: str, change: JobRequeue | None = None, user: User = Depends(member),
+                service: JobService = Depends(jobs)):
+    """Run the job again: same notebook snapshot and parameters, with the given overrides."""
+    return service.requeue(user.name, project, job_id, change or JobRequeue())
+
+
+@router.post("/projects/{project}/schedules", response_model=Schedule, status_code=201, tags=["schedules"])
+def create_schedule(project: str, spec: ScheduleCreate, user: User = Depends(member),
+                    service: ScheduleService = Depends(schedules)):
+    """Submit ``template`` as a job at every tick of ``cron``."""
+    return service.create(user.name, project, spec)
+
+
+@router.get("/projects/{project}/schedules", response_model=list[Schedule], tags=["schedules"])
+def list_schedules(project: str, user: User = Depends(member), service: ScheduleService = Depends(schedules)):
+    return service.list(project)
+
+
+@router.get("/projects/{project}/schedules/{schedule_id}", response_model=Schedule, tags=["schedules"])
+def get_schedule(project: str, schedule_id: str, user: User = Depends(member),
+                 service: ScheduleService = Depends(schedules)):
+    return service.get(project, schedule_id)
+
+
+@router.delete("/projects/{project}/schedules/{schedule_id}", status_code=204, tags=["schedules"])
+def delete_schedule(project: str, schedule_id: str, user: User = Depends(member),
+                    service: ScheduleService = Depends(schedules)):
+    service.delete(project, schedule_id)
+    return Response(status_code=204)

@@ -1,0 +1,248 @@
+"""The runner: one attempt of one job, executed by papermill inside a Ray worker.
+
+It runs wherever Ray places it and shares no disk with the platform: the notebook
+arrives as an argument, progress, log lines and output snapshots go back to the
+dispatcher actor, and the executed notebook is the task's return value.
+
+Speed: a Ray worker is reused for many tasks, so after each attempt it starts the
+kernel for the next one (``warm`` kernels). A warm kernel is only used by a job whose
+worker environment is the one it was started in (same GPUs, same thread limits), and
+it is never reused: every job gets a fresh kernel process.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import nbformat
+import ray
+from jupyter_client.manager import KernelManager
+from papermill.engines import NBClientEngine, papermill_engines
+from papermill.exceptions import PapermillExecutionError
+
+log = logging.getLogger(__name__)
+
+ENGINE = "loopml"
+KERNEL_ARGS = ["--HistoryManager.enabled=False"]
+SNAPSHOT_EVERY_S = 1.0
+LOG_FLUSH_EVERY_S = 0.5
+START_TIMEOUT_S = 60
+
+# kernel name -> (environment fingerprint, started kernel nobody used yet)
+_warm: dict[str, tuple[int, KernelManager]] = {}
+
+
+def _env_fingerprint() -> int:
+    return hash(frozenset(os.environ.items()))
+
+
+def _start_kernel(kernel_name: str) -> KernelManager:
+    """A kernel over IPC sockets in a short private dir (no TCP, no encryption warning)."""
+    sockets = tempfile.mkdtemp(prefix="lmk-")
+    km = KernelManager(
+        kernel_name=kernel_name,
+        transport="ipc",
+        ip=os.path.join(sockets, "k"),
+        connection_file=os.path.join(sockets, "kernel.json"),
+    )
+    km.start_kernel(cwd=sockets, extra_arguments=KERNEL_ARGS)
+    return km
+
+
+def _stop_kernel(km: KernelManager) -> None:
+    sockets = os.path.dirname(km.connection_file)
+    try:
+        if km.has_kernel:
+            km.shutdown_kernel(now=True)
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _take_kernel(kernel_name: str) -> KernelManager:
+    entry = _warm.pop(kernel_name, None)
+    if entry is not None:
+        fingerprint, km = entry
+        if fingerprint == _env_fingerprint() and km.is_alive():
+            return km
+        _stop_kernel(km)
+    return _start_kernel(kernel_name)
+
+
+def prestart(kernel_name: str) -> None:
+    """Leave a started kernel in this worker for the next job (idempotent)."""
+    if kernel_name in _warm:
+        return
+    try:
+        _warm[kernel_name] = (_env_fingerprint(), _start_kernel(kernel_name))
+    except Exception:  # a missing kernelspec shows up, with its message, in the job that needs it
+        log.exception("could not pre-start kernel %s", kernel_name)
+
+
+@ray.remote(num_cpus=1, max_retries=0)
+def warm_up(kernel_name: str) -> int:
+    """Ray task: make this worker hold a warm kernel. Returns the worker's PID."""
+    prestart(kernel_name)
+    return os.getpid()
+
+
+class _Reporter:
+    """Sends progress, log text and output snapshots of one attempt to the dispatcher."""
+
+    def __init__(self, dispatcher, job_id: str, attempt: int) -> None:
+        self.dispatcher = dispatcher
+        self.job_id = job_id
+        self.attempt = attempt
+        self.cells_total = 0
+        self.cells_done = 0
+        self._log: list[str] = []
+        self._log_sent = time.monotonic()
+        self._snapshot_sent = 0.0
+
+    def send(self, **patch: Any) -> None:
+        if self._log:
+            patch["log_append"] = "".join(self._log)
+            self._log.clear()
+            self._log_sent = time.monotonic()
+        self.dispatcher.report.remote(self.job_id, self.attempt, patch)
+
+    # file-like: papermill writes the kernel's stdout/stderr here
+    def write(self, text: str) -> int:
+        self._log.append(text)
+        if time.monotonic() - self._log_sent > LOG_FLUSH_EVERY_S:
+            self.send()
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def attach(self, nb_man) -> None:
+        """Follow papermill's cell lifecycle (it has no hook API, so wrap the manager's methods)."""
+        code_cells = [i for i, c in enumerate(nb_man.nb.cells) if c.cell_type == "code"]
+        self.cells_total = len(code_cells)
+        self.send(progress={"cells_done": 0, "cells_total": self.cells_total})
+        start, complete = nb_man.cell_start, nb_man.cell_complete
+
+        def cell_start(cell, cell_index=None, **kwargs):
+            start(cell, cell_index, **kwargs)
+            if cell.cell_type == "code":
+                self._log.append(f"[loopml] cell {cell_index} ({self.cells_done + 1}/{self.cells_total}) started\n")
+
+        def cell_complete(cell, cell_index=None, **kwargs):
+            complete(cell, cell_index, **kwargs)
+            if cell.cell_type != "code":
+                return
+            self.cells_done += 1
+            patch: dict[str, Any] = {"progress": {"cells_done": self.cells_done, "cells_total": self.cells_total}}
+            if time.monotonic() - self._snapshot_sent > SNAPSHOT_EVERY_S:
+                patch["output"] = nbformat.writes(nb_man.nb)
+                self._snapshot_sent = time.monotonic()
+            self.send(**patch)
+
+        nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
+
+
+class _ReportingEngine(NBClientEngine):
+    """papermill's nbclient engine, reporting each cell to a :class:`_Reporter`."""
+
+    @classmethod
+    def execute_managed_notebook(cls, nb_man, kernel_name, reporter: _Reporter | None = None, **kwargs):
+        if reporter is not None:
+            reporter.attach(nb_man)
+        return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+
+papermill_engines.register(ENGINE, _ReportingEngine)
+
+
+def _prepare_kernel(km: KernelManager, env: dict[str, str], workdir: str) -> None:
+    """Give the (possibly pre-started) kernel the job's environment and working dir."""
+    code = (
+        "import os as _o, json as _j\n"
+        f"_o.environ.update(_j.loads({json.dumps(env)!r}))\n"
+        f"_o.chdir({workdir!r})\n"
+        "del _o, _j\n"
+    )
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=START_TIMEOUT_S)
+        reply = kc.execute_interactive(code, timeout=30, store_history=False, output_hook=lambda msg: None)
+        if reply["content"]["status"] != "ok":
+            raise RuntimeError(f"could not set up the job in the kernel: {reply['content'].get('evalue')}")
+    finally:
+        kc.stop_channels()
+
+
+def _failure(nb: nbformat.NotebookNode) -> dict[str, Any] | None:
+    """The first cell error recorded in an executed notebook, as a JobFailure dict."""
+    for index, cell in enumerate(nb.cells):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                if output.get("ename") == "SystemExit" and output.get("evalue") in ("", "0"):
+                    continue
+                return {"reason": "cell_error", "cell_index": index, "ename": output.get("ename"), "evalue": output.get("evalue")}
+        if cell.get("metadata", {}).get("papermill", {}).get("exception"):
+            return {"reason": "cell_error", "cell_index": index, "ename": "CellExecutionError", "evalue": "the cell failed without an error message"}
+    return None
+
+
+@ray.remote(num_cpus=1, max_retries=0)
+def run_attempt(spec: dict[str, Any], dispatcher) -> dict[str, Any]:
+    """Ray task: execute one attempt and return ``{state, output, error, progress, log_append}``.
+
+    ``spec`` holds ``job_id, attempt, notebook (JSON text), parameters, kernel_name, env,
+    warm_kernels``. A cell error or a dead kernel is a user failure (``state: failed``);
+    anything else raising out of here is a system failure the platform may retry.
+    """
+    reporter = _Reporter(dispatcher, spec["job_id"], spec["attempt"])
+    reporter.send(state="running", pid=os.getpid(), node=ray.get_runtime_context().get_node_id())
+    nb = nbformat.reads(spec["notebook"], as_version=4)
+    kernel_name = spec["kernel_name"]
+    workdir = tempfile.mkdtemp(prefix="loopml-job-")
+    output_path = os.path.join(workdir, "_output.ipynb")
+    km = _take_kernel(kernel_name) if spec.get("warm_kernels", True) else _start_kernel(kernel_name)
+    try:
+        _prepare_kernel(km, spec["env"], workdir)
+        error = None
+        try:
+            import papermill
+
+            executed = papermill.execute_notebook(
+                nb,
+                output_path,
+                parameters=spec["parameters"] or None,
+                engine_name=ENGINE,
+                kernel_name=kernel_name,
+                progress_bar=False,
+                start_timeout=START_TIMEOUT_S,
+                stdout_file=reporter,
+                stderr_file=reporter,
+                km=km,
+                reporter=reporter,
+            )
+        except PapermillExecutionError:
+            executed = nbformat.read(output_path, as_version=4)
+        except Exception as exc:  # nbclient's DeadKernelError and kin
+            if type(exc).__name__ != "DeadKernelError":
+                raise
+            executed = nbformat.read(output_path, as_version=4) if os.path.exists(output_path) else nb
+            error = {"reason": "kernel_died", "message": "the kernel died while running the notebook", "ename": "DeadKernelError", "evalue": str(exc)}
+        error = error or _failure(executed)
+        return {
+            "state": "failed" if error else "succeeded",
+            "error": error,
+            "output": nbformat.writes(executed),
+            "progress": {"cells_done": reporter.cells_done, "cells_total": reporter.cells_total},
+            "log_append": "".join(reporter._log),
+        }
+    finally:
+        _stop_kernel(km)
+        shutil.rmtree(workdir, ignore_errors=True)
+        if spec.get("warm_kernels", True):
+            prestart(kernel_name)

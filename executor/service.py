@@ -1,0 +1,372 @@
+"""JobService: the jobs of every project, from submit to a final status.
+
+Requests call the synchronous methods (FastAPI runs them in its thread pool); two
+background loops owned by :meth:`JobService.run` hand queued jobs to the backend
+(respecting per-project quotas) and store what the backend reports. Retries, quotas and
+history are the platform's: the backend only runs attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import logging
+import uuid
+from typing import Any
+
+import nbformat
+from sqlalchemy import func, select
+
+from loopml.db import Database, utcnow
+from loopml.errors import Conflict, InvalidInput, NotFound
+from loopml.executor.backend import JobBackend
+from loopml.executor.models import Job, JobFailure, JobRequeue, JobStatus, JobSubmit, Progress, Resources, Trigger
+from loopml.executor.orm import JobOutputRow, JobRow
+from loopml.executor.params import validate_parameters
+from loopml.names import check_name
+from loopml.projects import ProjectRow
+from loopml.registry.tracking import JobTracking
+from loopml.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ACTIVE = (JobStatus.QUEUED.value, JobStatus.RUNNING.value)
+CANCEL_WAIT_S = 5.0
+
+
+def to_job(row: JobRow) -> Job:
+    return Job(
+        id=row.id, project=row.project, user=row.user, name=row.name, status=JobStatus(row.status),
+        message=row.message, progress=Progress(cells_done=row.cells_done, cells_total=row.cells_total),
+        error=JobFailure(**row.error) if row.error else None, attempt=row.attempt, parameters=row.parameters,
+        resources=Resources(**row.resources), timeout_s=row.timeout_s, max_retries=row.max_retries,
+        mlflow_run_id=row.mlflow_run_id, trigger=Trigger(row.trigger), parent_id=row.parent_id,
+        schedule_id=row.schedule_id, created_at=row.created_at, started_at=row.started_at,
+        finished_at=row.finished_at,
+    )
+
+
+def read_notebook(notebook: dict[str, Any], max_mb: float) -> nbformat.NotebookNode:
+    """The submitted notebook as a validated nbformat v4 node, or InvalidInput saying why not."""
+    text = json.dumps(notebook)
+    if len(text) > max_mb * 1024 * 1024:
+        raise InvalidInput(f"the notebook is larger than {max_mb:g} MiB: clear its outputs and resubmit", field="notebook")
+    try:
+        nb = nbformat.reads(text, as_version=4)
+        nbformat.validate(nb)
+    except Exception as exc:
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInput(f"the notebook is not a valid nbformat v4 document: {first_line[:300]}", field="notebook") from None
+    if not any(c.cell_type == "code" for c in nb.cells):
+        raise InvalidInput("the notebook has no code cell to run", field="notebook")
+    return nb
+
+
+def _timestamp(value: str | None) -> dt.datetime | None:
+    return dt.datetime.fromisoformat(value) if value else None
+
+
+class JobService:
+    """Submits, reads, cancels and requeues jobs; runs the dispatch and update loops."""
+
+    def __init__(self, settings: Settings, db: Database, tracking: JobTracking, backend: JobBackend) -> None:
+        self.settings = settings
+        self.db = db
+        self.tracking = tracking
+        self.backend = backend
+        self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # ---- requests ---------------------------------------------------------------------
+
+    def submit(self, user: str, project: str, spec: JobSubmit, *, trigger: Trigger = Trigger.USER,
+               parent_id: str | None = None, schedule_id: str | None = None) -> Job:
+        """Accept a job: validate notebook and parameters, open its MLflow run, store it QUEUED."""
+        nb = read_notebook(spec.notebook, self.settings.max_notebook_mb)
+        parameters = validate_parameters(nb, spec.parameters)
+        kernel_name = spec.kernel_name or nb.metadata.get("kernelspec", {}).get("name") or self.settings.kernel_name
+        check_kernel_name(kernel_name)
+        name = spec.name or nb.metadata.get("loopml", {}).get("name") or "notebook.ipynb"
+        job_id = uuid.uuid4().hex[:16]
+        notebook = nbformat.writes(nb)
+        run_id = self.tracking.start_run(project=project, job_id=job_id, name=name, user=user, trigger=trigger.value,
+                                         parameters=parameters, notebook=notebook, parent_id=parent_id)
+        row = JobRow(id=job_id, project=project, user=user, name=name, notebook=notebook, kernel_name=kernel_name,
+                     parameters=parameters, resources=spec.resources.model_dump(), timeout_s=spec.timeout_s,
+                     max_retries=spec.max_retries, status=JobStatus.QUEUED.value, attempt=1, trigger=trigger.value,
+                     parent_id=parent_id, schedule_id=schedule_id, mlflow_run_id=run_id, created_at=utcnow(),
+                     message="queued")
+        try:
+            with self.db.session() as session:
+                session.add(row)
+                session.flush()
+                session.add(JobOutputRow(job_id=job_id, log=""))
+        except Exception:
+            self.tracking.delete_run(run_id)
+            raise
+        self.wake()
+        return to_job(row)
+
+    def requeue(self, user: str, project: str, job_id: str, change: JobRequeue, *,
+                trigger: Trigger = Trigger.REQUEUE) -> Job:
+        """A new job from ``job_id``'s notebook snapshot and parameters, with ``change`` on top."""
+        with self.db.session() as session:
+            original = self._row(session, project, job_id)
+            spec = JobSubmit(
+                notebook=json.loads(original.notebook), name=original.name,
+                parameters={**original.parameters, **change.parameters},
+                resources=change.resources or Resources(**original.resources),
+                timeout_s=change.timeout_s if change.timeout_s is not None else original.timeout_s,
+                max_retries=change.max_retries if change.max_retries is not None else original.max_retries,
+                kernel_name=original.kernel_name,
+            )
+        return self.submit(user, project, spec, trigger=trigger, parent_id=job_id)
+
+    def get(self, project: str, job_id: str) -> Job:
+        with self.db.session() as session:
+            return to_job(self._row(session, project, job_id))
+
+    def list(self, project: str, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
+        query = select(JobRow).where(JobRow.project == project)
+        if status is not None:
+            query = query.where(JobRow.status == status.value)
+        query = query.order_by(JobRow.created_at.desc()).limit(limit)
+        with self.db.session() as session:
+            return [to_job(r) for r in session.scalars(query)]
+
+    def logs(self, project: str, job_id: str) -> str:
+        with self.db.session() as session:
+            self._row(session, project, job_id)
+            output = session.get(JobOutputRow, job_id)
+            return output.log if output else ""
+
+    def output(self, project: str, job_id: str) -> str:
+        """The executed notebook (partial while running) as nbformat JSON text."""
+        with self.db.session() as session:
+            row = self._row(session, project, job_id)
+            output = session.get(JobOutputRow, job_id)
+            if output is None or not output.notebook:
+                raise NotFound(f"job {job_id} has no output yet (it is {row.status}): try again once a cell has run",
+                               job_id=job_id)
+            return output.notebook
+
+    async def cancel(self, user: str, project: str, job_id: str) -> Job:
+        """Cancel a job; waits up to 5 s for it to reach CANCELLED. 409 if it already ended."""
+        row = await asyncio.to_thread(self._request_cancel, user, project, job_id)
+        if row.dispatched and row.status in ACTIVE:
+            await self.backend.cancel(job_id, row.attempt)
+            deadline = asyncio.get_running_loop().time() + CANCEL_WAIT_S
+            while asyncio.get_running_loop().time() < deadline:
+                job = await asyncio.to_thread(self.get, project, job_id)
+                if job.status.terminal:
+                    return job
+                await asyncio.sleep(0.05)
+        return await asyncio.to_thread(self.get, project, job_id)
+
+    def _request_cancel(self, user: str, project: str, job_id: str) -> JobRow:
+        with self.db.session() as session:
+            row = self._row(session, project, job_id)
+            if JobStatus(row.status).terminal:
+                raise Conflict(f"job {job_id} already ended ({row.status}); nothing to cancel", job_id=job_id)
+            row.cancel_requested = True
+            row.message = f"cancel requested by {user}"
+            if not row.dispatched:
+                self._finish(row, JobStatus.CANCELLED, message=f"cancelled by {user} before it started")
+            return row
+
+    @staticmethod
+    def _row(session, project: str, job_id: str) -> JobRow:
+        row = session.get(JobRow, job_id)
+        if row is None or row.project != project:
+            raise NotFound(f"job {job_id!r} does not exist in project {project!r}: `loopml jobs list` shows them",
+                           job_id=job_id)
+        return row
+
+    # ---- background loops -------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Make the dispatch loop look at the queue now (callable from any thread)."""
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        """Reconcile with the backend, then dispatch and follow jobs until cancelled."""
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        since = await self._reconcile()
+        await asyncio.gather(self._dispatch_loop(), self._update_loop(since))
+
+    async def _reconcile(self) -> int:
+        """Store what the backend finished while we were away; jobs it lost become system failures."""
+        first = await self.backend.updates(0, 0)
+        await self._apply(first["records"])
+        known = set(await self.backend.known())
+        lost = await asyncio.to_thread(self._mark_lost, known)
+        if lost:
+            log.warning("jobs lost by the backend while the platform was away: %s", ", ".join(lost))
+        return first["seq"]
+
+    def _mark_lost(self, known: set[str]) -> list[str]:
+        lost = []
+        with self.db.session() as session:
+            rows = session.scalars(select(JobRow).where(JobRow.status.in_(ACTIVE), JobRow.dispatched.is_(True)))
+            for row in rows:
+                if f"{row.id}:{row.attempt}" not in known:
+                    lost.append(row.id)
+                    self._system_failure(row, "the runner was lost (the Ray cluster restarted or the dispatcher died)")
+        return lost
+
+    async def _dispatch_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                for spec, options, timeout_s in await asyncio.to_thread(self._next_to_dispatch):
+                    await self.backend.submit(spec, options, timeout_s)
+            except Exception:
+                log.exception("dispatch failed; retrying")
+                await asyncio.sleep(1.0)
+
+    def _next_to_dispatch(self) -> list[tuple[dict[str, Any], dict[str, Any], float | None]]:
+        """Mark the queued jobs that fit their project's quota as dispatched and return their specs."""
+        ready = []
+        with self.db.session() as session:
+            queued = session.scalars(select(JobRow).where(JobRow.status == JobStatus.QUEUED.value,
+                                                          JobRow.dispatched.is_(False)).order_by(JobRow.created_at))
+            running: dict[str, int] = {}
+            for row in queued:
+                if row.project not in running:
+                    running[row.project] = session.scalar(select(func.count()).select_from(JobRow).where(
+                        JobRow.project == row.project, JobRow.status.in_(ACTIVE), JobRow.dispatched.is_(True))) or 0
+                limit = session.get(ProjectRow, row.project).max_concurrent_jobs
+                if limit is not None and running[row.project] >= limit:
+                    row.message = (f"waiting for a free slot: project {row.project!r} runs at most {limit} "
+                                   "job(s) at once (max_concurrent_jobs)")
+                    continue
+                running[row.project] += 1
+                row.dispatched = True
+                row.message = "submitted to the Ray cluster"
+                ready.append((self._spec(row), Resources(**row.resources).ray_options(), row.timeout_s))
+        return ready
+
+    def _spec(self, row: JobRow) -> dict[str, Any]:
+        env = {"LOOPML_JOB_ID": row.id, "LOOPML_PROJECT": row.project, "LOOPML_USER": row.user,
+               "LOOPML_ATTEMPT": str(row.attempt), "LOOPML_URL": self.settings.url,
+               "MLFLOW_TRACKING_URI": self.tracking.tracking_uri, "MLFLOW_RUN_ID": row.mlflow_run_id or "",
+               "MLFLOW_EXPERIMENT_ID": self.tracking.experiment_id(row.project)}
+        return {"job_id": row.id, "attempt": row.attempt, "notebook": row.notebook, "parameters": row.parameters,
+                "kernel_name": row.kernel_name or self.settings.kernel_name, "env": env,
+                "warm_kernels": self.settings.warm_kernels}
+
+    async def _update_loop(self, since: int) -> None:
+        while True:
+            try:
+                batch = await self.backend.updates(since, 5.0)
+                since = batch["seq"]
+                await self._apply(batch["records"])
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("following the backend failed; reconnecting")
+                await asyncio.sleep(1.0)
+                try:
+                    await self.backend.start()
+                    since = await self._reconcile()
+                except Exception:
+                    log.exception("reconnecting to the backend failed")
+
+    async def _apply(self, records: list[dict[str, Any]]) -> None:
+        done = await asyncio.to_thread(self._store, records)
+        await self.backend.ack(done)
+        if done:
+            self.wake()  # a slot may have freed, or a retry is queued
+
+    def _store(self, records: list[dict[str, Any]]) -> list[str]:
+        """Write backend records to the DB; returns the keys of finished attempts now stored."""
+        done = []
+        for record in records:
+            key = f"{record['job_id']}:{record['attempt']}"
+            finished = record["state"] in ("succeeded", "failed", "cancelled", "timeout", "lost")
+            with self.db.session() as session:
+                row = session.get(JobRow, record["job_id"])
+                if row is None or row.attempt != record["attempt"] or JobStatus(row.status).terminal:
+                    if finished:
+                        done.append(key)
+                    continue
+                self._store_record(session, row, record)
+            if finished:
+                done.append(key)
+        return done
+
+    def _store_record(self, session, row: JobRow, record: dict[str, Any]) -> None:
+        output = session.get(JobOutputRow, row.id)
+        if record.get("output"):
+            output.notebook = record["output"]
+        if record.get("log") is not None and record["log"] != output.log:
+            output.log = record["log"]
+        if record.get("progress"):
+            row.cells_done = record["progress"]["cells_done"]
+            row.cells_total = record["progress"]["cells_total"]
+        state = record["state"]
+        if state == "pending":
+            row.message = record.get("message") or row.message
+        elif state == "running":
+            if row.status != JobStatus.RUNNING.value:
+                row.status = JobStatus.RUNNING.value
+                row.started_at = _timestamp(record["started_at"]) or utcnow()
+                row.message = f"running (attempt {row.attempt})"
+        elif state == "succeeded":
+            self._finish(row, JobStatus.SUCCEEDED, message="finished", output=output)
+        elif state == "failed":
+            error = record.get("error") or {"reason": "cell_error"}
+            self._finish(row, JobStatus.FAILED, error=error, output=output,
+                         message=f"cell {error.get('cell_index')} raised {error.get('ename')}: {error.get('evalue')}"
+                         if error.get("reason") == "cell_error" else error.get("message"))
+        elif state == "cancelled":
+            self._finish(row, JobStatus.CANCELLED, output=output, message="cancelled")
+        elif state == "timeout":
+            message = f"stopped after timeout_s={row.timeout_s:g} s"
+            self._finish(row, JobStatus.FAILED, output=output, message=message,
+                         error={"reason": "timeout", "message": message})
+        elif state == "lost":
+            self._system_failure(row, record.get("message") or "the runner died", output=output)
+
+    def _system_failure(self, row: JobRow, why: str, output: JobOutputRow | None = None) -> None:
+        """Retry the job if it has retries left, else FAILED with reason ``system``."""
+        if row.attempt <= row.max_retries and not row.cancel_requested:
+            row.message = f"attempt {row.attempt} failed: {why}; retrying (attempt {row.attempt + 1} of {row.max_retries + 1})"
+            row.attempt += 1
+            row.status = JobStatus.QUEUED.value
+            row.dispatched = False
+            row.cells_done = 0
+            return
+        status = JobStatus.CANCELLED if row.cancel_requested else JobStatus.FAILED
+        self._finish(row, status, output=output, message=why,
+                     error=None if row.cancel_requested else {"reason": "system", "message": why})
+
+    def _finish(self, row: JobRow, status: JobStatus, *, message: str | None, error: dict | None = None,
+                output: JobOutputRow | None = None) -> None:
+        """Close the MLflow run (output notebook attached), then record the final status."""
+        if row.mlflow_run_id:
+            try:
+                self.tracking.finish_run(row.mlflow_run_id, status.value, output=output.notebook if output else None,
+                                         log_text=output.log if output else "", attempt=row.attempt)
+            except Exception:
+                log.exception("could not close MLflow run %s of job %s", row.mlflow_run_id, row.id)
+        row.status = status.value
+        row.message = message
+        row.error = error
+        row.finished_at = utcnow()
+
+
+def check_kernel_name(name: str) -> str:
+    """Kernel names are plain words (they pick a kernelspec on the runner's node)."""
+    try:
+        return check_name("kernel", name.lower()) and name
+    except InvalidInput:
+        raise InvalidInput(f"invalid kernel name {name!r}: use the name of an installed kernelspec, e.g. python3",
+                           field="kernel_name") from None

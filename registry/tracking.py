@@ -1,0 +1,109 @@
+"""One MLflow run per job, in the project's experiment.
+
+The platform service alone talks to the tracking server here: it opens the run when a
+job is accepted (so a job that MLflow cannot record is refused up front, with nothing
+half-created), and closes it with the executed notebook as an artifact.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+from loopml.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+MAX_PARAM_CHARS = 6000
+RUN_STATUS = {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "CANCELLED": "KILLED"}
+
+# Fail in seconds, not minutes, when the tracking server is down (MLflow retries 7x by default).
+for _name, _value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                      ("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")):
+    os.environ.setdefault(_name, _value)
+
+
+def experiment_name(project: str) -> str:
+    """The MLflow experiment that holds a project's runs."""
+    return project
+
+
+class JobTracking:
+    """Opens and closes the MLflow run of each job."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self._experiments: dict[str, str] = {}
+
+    def _unavailable(self, exc: Exception) -> Unavailable:
+        log.warning("MLflow call failed: %s", exc)
+        return Unavailable(
+            f"the MLflow tracking server at {self.tracking_uri} did not answer ({type(exc).__name__}); "
+            "nothing was created: retry when it is back (`loopml status`)",
+            component="mlflow",
+        )
+
+    def experiment_id(self, project: str) -> str:
+        """The id of the project's experiment, created on first use (idempotent)."""
+        if project in self._experiments:
+            return self._experiments[project]
+        try:
+            found = self.client.get_experiment_by_name(experiment_name(project))
+            experiment_id = found.experiment_id if found else self.client.create_experiment(
+                experiment_name(project), tags={"loopml.project": project}
+            )
+        except Exception as exc:
+            raise self._unavailable(exc) from None
+        self._experiments[project] = experiment_id
+        return experiment_id
+
+    def start_run(self, *, project: str, job_id: str, name: str, user: str, trigger: str,
+                  parameters: dict[str, Any], notebook: str, parent_id: str | None) -> str:
+        """Create the job's run with its parameters, tags and input notebook; returns the run id."""
+        from mlflow.entities import Param, RunTag
+
+        experiment_id = self.experiment_id(project)
+        tags = {"loopml.job_id": job_id, "loopml.project": project, "loopml.trigger": trigger,
+                "loopml.notebook": name, "mlflow.user": user, "mlflow.source.name": name,
+                "mlflow.runName": f"{name} ({job_id})"}
+        if parent_id:
+            tags["loopml.parent_job_id"] = parent_id
+        try:
+            run = self.client.create_run(experiment_id, run_name=tags["mlflow.runName"])
+            run_id = run.info.run_id
+            self.client.log_batch(
+                run_id,
+                params=[Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in parameters.items()],
+                tags=[RunTag(k, v) for k, v in tags.items()],
+            )
+            self.client.log_text(run_id, notebook, "notebook/input.ipynb")
+        except Exception as exc:
+            raise self._unavailable(exc) from None
+        return run_id
+
+    def finish_run(self, run_id: str, status: str, *, output: str | None, log_text: str, attempt: int) -> None:
+        """Store the executed notebook and log, and close the run with the job's final status."""
+        if output:
+            self.client.log_text(run_id, output, "notebook/output.ipynb")
+        if log_text:
+            self.client.log_text(run_id, log_text, "notebook/log.txt")
+        self.client.set_tag(run_id, "loopml.attempts", str(attempt))
+        self.client.set_terminated(run_id, RUN_STATUS.get(status, "FAILED"))
+
+    def delete_run(self, run_id: str) -> None:
+        """Undo :meth:`start_run` when the job could not be stored."""
+        try:
+            self.client.delete_run(run_id)
+        except Exception:
+            log.exception("could not delete run %s", run_id)
+
+    def ping(self) -> bool:
+        try:
+            self.client.search_experiments(max_results=1)
+            return True
+        except Exception:
+            return False
