@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from loopml.errors import InvalidInput
@@ -45,7 +45,7 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(
         Path(DEFAULT_HOME),
-        validation_alias=AliasChoices("data_dir", "LOOPML_HOME"),
+        validation_alias="LOOPML_HOME",
         description="Where the platform keeps its DB, MLflow store, logs and client config.",
     )
     host: str = Field("127.0.0.1", description="Address the platform service binds to.")
@@ -113,7 +113,7 @@ class _ConfigFile(PydanticBaseSettingsSource):
 
     def __init__(self, settings_cls: type[BaseSettings], init_kwargs: dict[str, Any]) -> None:
         super().__init__(settings_cls)
-        home = init_kwargs.get("data_dir") or os.environ.get("LOOPML_HOME") or DEFAULT_HOME
+        home = init_kwargs.get("data_dir") or init_kwargs.get("LOOPML_HOME") or os.environ.get("LOOPML_HOME") or DEFAULT_HOME
         self.path = Path(home).expanduser() / CONFIG_FILE
 
     def get_field_value(self, field, field_name):  # pragma: no cover - __call__ does the work
@@ -129,8 +129,16 @@ class _ConfigFile(PydanticBaseSettingsSource):
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Settings with ``overrides`` (CLI flags; ``None`` means "not given") on top."""
-    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    """Settings with ``overrides`` (CLI flags; ``None`` means "not given") on top.
+
+    Raises :class:`InvalidInput` naming the setting when a value (from any source) is wrong.
+    """
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors()[:5])
+        raise InvalidInput(f"invalid loopml settings ({problems}): check the flags, LOOPML_* variables and "
+                           f"{CONFIG_FILE} in the data dir") from None
 
 
 class ClientConfig(BaseModel):

@@ -37,19 +37,23 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat()
 
 
+def _amount(name: str, value: float) -> str:
+    return f"{value / 2**20:.0f} MiB" if name == "memory" else f"{value:g}"
+
+
 def describe_wait(request: dict[str, float], nodes: list[dict[str, Any]], available: dict[str, float]) -> str:
     """Why a task asking for ``request`` (Ray resource names) has not started yet."""
     alive = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
-    wanted = ", ".join(f"{k} {v:g}" for k, v in sorted(request.items()) if v)
+    wanted = ", ".join(f"{k} {_amount(k, v)}" for k, v in sorted(request.items()) if v)
     if not any(all(res.get(k, 0) >= v for k, v in request.items()) for res in alive):
         biggest = ", ".join(
-            f"{k} {max((r.get(k, 0) for r in alive), default=0):g}" for k in sorted(request) if request[k]
+            f"{k} {_amount(k, max((r.get(k, 0) for r in alive), default=0))}" for k in sorted(request) if request[k]
         )
         return (
             f"no node of the Ray cluster offers {wanted} (largest offer: {biggest}); "
             "the job waits until such a node joins: lower the request or cancel the job"
         )
-    free = ", ".join(f"{k} {available.get(k, 0):g}" for k in sorted(request) if request[k])
+    free = ", ".join(f"{k} {_amount(k, available.get(k, 0))}" for k in sorted(request) if request[k])
     return f"waiting for free resources: needs {wanted}, free now {free}"
 
 

@@ -109,6 +109,7 @@ class Job(BaseModel):
     progress: Progress
     error: JobFailure | None = None
     attempt: int
+    node: str | None = Field(None, description="Ray node id that ran the latest attempt.")
     parameters: dict[str, Any]
     resources: Resources
     timeout_s: float | None

@@ -30,6 +30,7 @@ class JobRow(Base):
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     dispatched: Mapped[bool] = mapped_column(Boolean, default=False, doc="The current attempt was handed to the backend.")
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    node: Mapped[str | None] = mapped_column(String(64), nullable=True, doc="Ray node id of the latest attempt.")
     cells_done: Mapped[int] = mapped_column(Integer, default=0)
     cells_total: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
@@ -49,7 +50,8 @@ class JobOutputRow(Base):
 
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     notebook: Mapped[str | None] = mapped_column(Text, nullable=True)
-    log: Mapped[str] = mapped_column(Text, default="")
+    log: Mapped[str] = mapped_column(Text, default="", doc="Log of the current attempt.")
+    earlier_log: Mapped[str] = mapped_column(Text, default="", doc="Logs of earlier attempts, with why each ended.")
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 

@@ -8,6 +8,7 @@ read as the declared type are converted (the CLI sends every ``-p k=v`` as a str
 from __future__ import annotations
 
 import ast
+import copy
 import json
 import os
 import tempfile
@@ -48,10 +49,18 @@ def _type_of(annotation: str, default: str) -> str:
     return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "dict"}.get(type(value), "any")
 
 
-def parameter_schema(nb: nbformat.NotebookNode) -> dict[str, Parameter] | None:
-    """The notebook's parameters by name, or ``None`` if no cell is tagged ``parameters``."""
+def parameter_schema(nb: nbformat.NotebookNode, kernel_name: str = "python3") -> dict[str, Parameter] | None:
+    """The notebook's parameters by name, or ``None`` if no cell is tagged ``parameters``.
+
+    ``kernel_name`` stands in when the notebook's metadata names no kernel (papermill
+    needs one to pick the language of the parameters cell).
+    """
     if not any("parameters" in c.get("metadata", {}).get("tags", []) for c in nb.cells):
         return None
+    nb = copy.deepcopy(nb)
+    nb.metadata.setdefault("kernelspec", {}).setdefault("name", kernel_name)
+    nb.metadata.kernelspec.setdefault("language", "python")
+    nb.metadata.setdefault("language_info", {}).setdefault("name", nb.metadata.kernelspec.language)
     fd, path = tempfile.mkstemp(suffix=".ipynb")
     try:
         with os.fdopen(fd, "w") as handle:
@@ -119,14 +128,14 @@ def _coerce(param: Parameter, value: Any) -> Any:
     raise _wrong(param, value)
 
 
-def validate_parameters(nb: nbformat.NotebookNode, values: dict[str, Any]) -> dict[str, Any]:
+def validate_parameters(nb: nbformat.NotebookNode, values: dict[str, Any], kernel_name: str = "python3") -> dict[str, Any]:
     """``values`` checked and converted against ``nb``'s parameters cell.
 
     Raises :class:`InvalidInput` naming the first unknown or ill-typed parameter.
     """
     if not values:
         return {}
-    schema = parameter_schema(nb)
+    schema = parameter_schema(nb, kernel_name)
     if schema is None:
         raise InvalidInput(
             "the notebook has no cell tagged 'parameters', so it takes no parameters: "

@@ -104,11 +104,17 @@ class _Reporter:
         self._log_sent = time.monotonic()
         self._snapshot_sent = 0.0
 
+    def drain_log(self) -> str:
+        """The log text not sent yet (and forget it)."""
+        text = "".join(self._log)
+        self._log.clear()
+        self._log_sent = time.monotonic()
+        return text
+
     def send(self, **patch: Any) -> None:
-        if self._log:
-            patch["log_append"] = "".join(self._log)
-            self._log.clear()
-            self._log_sent = time.monotonic()
+        text = self.drain_log()
+        if text:
+            patch["log_append"] = text
         self.dispatcher.report.remote(self.job_id, self.attempt, patch)
 
     # file-like: papermill writes the kernel's stdout/stderr here
@@ -179,16 +185,30 @@ def _prepare_kernel(km: KernelManager, env: dict[str, str], workdir: str) -> Non
         kc.stop_channels()
 
 
+_ADDED_BY_PAPERMILL = {"injected-parameters", "papermill-error-cell-tag"}
+
+
 def _failure(nb: nbformat.NotebookNode) -> dict[str, Any] | None:
-    """The first cell error recorded in an executed notebook, as a JobFailure dict."""
-    for index, cell in enumerate(nb.cells):
+    """The first cell error of an executed notebook, as a JobFailure dict.
+
+    ``cell_index`` counts cells of the notebook the user submitted (papermill's injected
+    parameters and error-marker cells are skipped), so it points at the user's cell.
+    """
+    index = -1
+    for cell in nb.cells:
+        tags = set(cell.get("metadata", {}).get("tags", []))
+        if not tags & _ADDED_BY_PAPERMILL:
+            index += 1
+        where = None if "injected-parameters" in tags else index
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":
                 if output.get("ename") == "SystemExit" and output.get("evalue") in ("", "0"):
                     continue
-                return {"reason": "cell_error", "cell_index": index, "ename": output.get("ename"), "evalue": output.get("evalue")}
+                return {"reason": "cell_error", "cell_index": where, "ename": output.get("ename"),
+                        "evalue": output.get("evalue")}
         if cell.get("metadata", {}).get("papermill", {}).get("exception"):
-            return {"reason": "cell_error", "cell_index": index, "ename": "CellExecutionError", "evalue": "the cell failed without an error message"}
+            return {"reason": "cell_error", "cell_index": where, "ename": "CellExecutionError",
+                    "evalue": "the cell failed without an error message"}
     return None
 
 
@@ -239,7 +259,7 @@ def run_attempt(spec: dict[str, Any], dispatcher) -> dict[str, Any]:
             "error": error,
             "output": nbformat.writes(executed),
             "progress": {"cells_done": reporter.cells_done, "cells_total": reporter.cells_total},
-            "log_append": "".join(reporter._log),
+            "log_append": reporter.drain_log(),
         }
     finally:
         _stop_kernel(km)

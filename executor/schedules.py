@@ -58,7 +58,7 @@ class ScheduleService:
     def create(self, user: str, project: str, spec: ScheduleCreate) -> Schedule:
         check_cron(spec.cron)
         nb = read_notebook(spec.template.notebook, self.jobs.settings.max_notebook_mb)
-        template = spec.template.model_copy(update={"parameters": validate_parameters(nb, spec.template.parameters)})
+        template = spec.template.model_copy(update={"parameters": validate_parameters(nb, spec.template.parameters, spec.template.kernel_name or "python3")})
         now = utcnow()
         row = ScheduleRow(id=uuid.uuid4().hex[:16], project=project, user=user,
                           name=spec.name or template.name or "notebook.ipynb", cron=spec.cron,

@@ -12,11 +12,13 @@ import asyncio
 import datetime as dt
 import json
 import logging
+import re
 import uuid
 from typing import Any
 
 import nbformat
 from sqlalchemy import func, select
+from sqlalchemy.orm import object_session
 
 from loopml.db import Database, utcnow
 from loopml.errors import Conflict, InvalidInput, NotFound
@@ -24,7 +26,6 @@ from loopml.executor.backend import JobBackend
 from loopml.executor.models import Job, JobFailure, JobRequeue, JobStatus, JobSubmit, Progress, Resources, Trigger
 from loopml.executor.orm import JobOutputRow, JobRow
 from loopml.executor.params import validate_parameters
-from loopml.names import check_name
 from loopml.projects import ProjectRow
 from loopml.registry.tracking import JobTracking
 from loopml.settings import Settings
@@ -39,7 +40,7 @@ def to_job(row: JobRow) -> Job:
     return Job(
         id=row.id, project=row.project, user=row.user, name=row.name, status=JobStatus(row.status),
         message=row.message, progress=Progress(cells_done=row.cells_done, cells_total=row.cells_total),
-        error=JobFailure(**row.error) if row.error else None, attempt=row.attempt, parameters=row.parameters,
+        error=JobFailure(**row.error) if row.error else None, attempt=row.attempt, node=row.node, parameters=row.parameters,
         resources=Resources(**row.resources), timeout_s=row.timeout_s, max_retries=row.max_retries,
         mlflow_run_id=row.mlflow_run_id, trigger=Trigger(row.trigger), parent_id=row.parent_id,
         schedule_id=row.schedule_id, created_at=row.created_at, started_at=row.started_at,
@@ -84,9 +85,9 @@ class JobService:
                parent_id: str | None = None, schedule_id: str | None = None) -> Job:
         """Accept a job: validate notebook and parameters, open its MLflow run, store it QUEUED."""
         nb = read_notebook(spec.notebook, self.settings.max_notebook_mb)
-        parameters = validate_parameters(nb, spec.parameters)
         kernel_name = spec.kernel_name or nb.metadata.get("kernelspec", {}).get("name") or self.settings.kernel_name
         check_kernel_name(kernel_name)
+        parameters = validate_parameters(nb, spec.parameters, kernel_name)
         name = spec.name or nb.metadata.get("loopml", {}).get("name") or "notebook.ipynb"
         job_id = uuid.uuid4().hex[:16]
         notebook = nbformat.writes(nb)
@@ -101,7 +102,7 @@ class JobService:
             with self.db.session() as session:
                 session.add(row)
                 session.flush()
-                session.add(JobOutputRow(job_id=job_id, log=""))
+                session.add(JobOutputRow(job_id=job_id, log="", earlier_log=""))
         except Exception:
             self.tracking.delete_run(run_id)
             raise
@@ -139,7 +140,7 @@ class JobService:
         with self.db.session() as session:
             self._row(session, project, job_id)
             output = session.get(JobOutputRow, job_id)
-            return output.log if output else ""
+            return (output.earlier_log + output.log) if output else ""
 
     def output(self, project: str, job_id: str) -> str:
         """The executed notebook (partial while running) as nbformat JSON text."""
@@ -318,6 +319,7 @@ class JobService:
             if row.status != JobStatus.RUNNING.value:
                 row.status = JobStatus.RUNNING.value
                 row.started_at = _timestamp(record["started_at"]) or utcnow()
+                row.node = record.get("node")
                 row.message = f"running (attempt {row.attempt})"
         elif state == "succeeded":
             self._finish(row, JobStatus.SUCCEEDED, message="finished", output=output)
@@ -339,6 +341,9 @@ class JobService:
         """Retry the job if it has retries left, else FAILED with reason ``system``."""
         if row.attempt <= row.max_retries and not row.cancel_requested:
             row.message = f"attempt {row.attempt} failed: {why}; retrying (attempt {row.attempt + 1} of {row.max_retries + 1})"
+            output = output or object_session(row).get(JobOutputRow, row.id)
+            output.earlier_log += f"{output.log}[loopml] {row.message}\n"
+            output.log = ""
             row.attempt += 1
             row.status = JobStatus.QUEUED.value
             row.dispatched = False
@@ -363,10 +368,12 @@ class JobService:
         row.finished_at = utcnow()
 
 
+_KERNEL_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,64}$")
+
+
 def check_kernel_name(name: str) -> str:
-    """Kernel names are plain words (they pick a kernelspec on the runner's node)."""
-    try:
-        return check_name("kernel", name.lower()) and name
-    except InvalidInput:
+    """Kernel names follow jupyter_client's kernelspec rule (they pick a kernelspec on the runner's node)."""
+    if not _KERNEL_NAME.match(name):
         raise InvalidInput(f"invalid kernel name {name!r}: use the name of an installed kernelspec, e.g. python3",
-                           field="kernel_name") from None
+                           field="kernel_name")
+    return name

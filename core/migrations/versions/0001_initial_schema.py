@@ -38,6 +38,7 @@ def upgrade() -> None:
     sa.Column('attempt', sa.Integer(), nullable=False),
     sa.Column('dispatched', sa.Boolean(), nullable=False),
     sa.Column('cancel_requested', sa.Boolean(), nullable=False),
+    sa.Column('node', sa.String(length=64), nullable=True),
     sa.Column('cells_done', sa.Integer(), nullable=False),
     sa.Column('cells_total', sa.Integer(), nullable=False),
     sa.Column('error', sa.JSON(), nullable=True),
@@ -83,6 +84,7 @@ def upgrade() -> None:
     sa.Column('job_id', sa.String(length=32), nullable=False),
     sa.Column('notebook', sa.Text(), nullable=True),
     sa.Column('log', sa.Text(), nullable=False),
+    sa.Column('earlier_log', sa.Text(), nullable=False),
     sa.Column('updated_at', loopml.db.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('job_id')

@@ -1,0 +1,223 @@
+"""Pieces every ``loopml`` subcommand shares: the client, ``-P`` defaulting, ``-p k=v``, output.
+
+Kept free of heavy imports: ``loopml --help`` and ``loopml jobs list`` load only click,
+httpx, pydantic and tqdm.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+import click
+from pydantic import BaseModel
+
+from loopml.client import Client
+from loopml.executor.models import Job, JobStatus, Resources
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+PROJECT_ENV = "LOOPML_PROJECT"
+
+
+def client_from(ctx: click.Context) -> Client:
+    """The client of this invocation: the root context's ``obj`` if it is a :class:`Client`
+    (tests and the magics inject one), else one built from the client config, closed with
+    the context."""
+    root = ctx.find_root()
+    if not isinstance(root.obj, Client):
+        root.obj = Client()
+        root.call_on_close(root.obj.close)
+    return root.obj
+
+
+def resolve_project(ctx: click.Context, project: str | None) -> str:
+    """``-P`` if given, else ``$LOOPML_PROJECT``, else the caller's only project.
+
+    Several (or no) visible projects are a usage error (exit 2) that lists them.
+    """
+    if project:
+        return project
+    if os.environ.get(PROJECT_ENV):
+        return os.environ[PROJECT_ENV]
+    names = client_from(ctx).project_names()
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise click.UsageError(
+            "you are not a member of any project: ask a platform admin to add you, then pass -P/--project",
+            ctx=ctx,
+        )
+    raise click.UsageError(
+        f"you can use several projects ({', '.join(names)}): pass -P/--project or set {PROJECT_ENV}", ctx=ctx
+    )
+
+
+def project_option(f: F) -> F:
+    return click.option(
+        "-P",
+        "--project",
+        default=None,
+        metavar="PROJECT",
+        help=f"Project (default: ${PROJECT_ENV}, else your only project).",
+    )(f)
+
+
+def json_option(f: F) -> F:
+    return click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")(f)
+
+
+def _pairs(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> dict[str, str]:
+    """``("k=v", "a=b=c")`` -> ``{"k": "v", "a": "b=c"}``: split on the first ``=``."""
+    pairs: dict[str, str] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{item!r} is not KEY=VALUE", ctx=ctx, param=param)
+        pairs[key.strip()] = value
+    return pairs
+
+
+def params_option(f: F) -> F:
+    return click.option(
+        "-p",
+        "--param",
+        "parameters",
+        multiple=True,
+        callback=_pairs,
+        metavar="KEY=VALUE",
+        help="Notebook parameter; repeat for more. Values are sent as text; "
+        "the server converts them to the parameter's declared type.",
+    )(f)
+
+
+def _custom_resources(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> dict[str, float]:
+    amounts: dict[str, float] = {}
+    for name, amount in _pairs(ctx, param, values).items():
+        try:
+            amounts[name] = float(amount)
+        except ValueError:
+            raise click.BadParameter(f"amount of {name!r} is not a number: {amount!r}", ctx=ctx, param=param) from None
+    return amounts
+
+
+def job_options(f: F) -> F:
+    """``--cpus --gpus --memory --resource --timeout --retries``; read back with :func:`resources_from`."""
+    options = [
+        click.option("--cpus", type=float, default=None, help="CPU cores per attempt (default 1)."),
+        click.option("--gpus", type=float, default=None, help="GPUs per attempt, fractions allowed (default 0)."),
+        click.option("--memory", "memory_mb", type=int, default=None, metavar="MB", help="Memory to reserve, MiB."),
+        click.option(
+            "--resource",
+            "custom",
+            multiple=True,
+            callback=_custom_resources,
+            metavar="NAME=AMOUNT",
+            help="Custom Ray resource, e.g. node2=1; repeat for more.",
+        ),
+        click.option("--timeout", "timeout_s", type=float, default=None, metavar="S", help="Wall-clock limit of one attempt."),
+        click.option("--retries", "max_retries", type=click.IntRange(0, 10), default=0, help="Retries after a system failure."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def resources_from(
+    cpus: float | None, gpus: float | None, memory_mb: int | None, custom: dict[str, float]
+) -> dict[str, Any] | None:
+    """The ``resources`` body for the flags given, or ``None`` (server defaults) when none was."""
+    given = {"cpus": cpus, "gpus": gpus, "memory_mb": memory_mb, "custom": custom or None}
+    given = {k: v for k, v in given.items() if v is not None}
+    return given or None
+
+
+def echo_json(data: BaseModel | Iterable[BaseModel] | dict[str, Any]) -> None:
+    """Print a model, a list of models or plain data as indented JSON on stdout."""
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    elif not isinstance(data, dict):
+        data = [item.model_dump(mode="json") for item in data]
+    click.echo(json.dumps(data, indent=2))
+
+
+def echo_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Print left-aligned columns separated by two spaces, the header first."""
+    table = [list(headers)] + [["" if cell is None else str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
+def echo_fields(fields: Iterable[tuple[str, Any]]) -> None:
+    """Print ``label: value`` lines, labels aligned; ``None`` values are skipped."""
+    fields = [(label, value) for label, value in fields if value is not None]
+    width = max((len(label) for label, _ in fields), default=0)
+    for label, value in fields:
+        click.echo(f"{label + ':':<{width + 1}} {value}")
+
+
+def fmt_time(value: dt.datetime | None) -> str | None:
+    """Local time to the second, or ``None``."""
+    if value is None:
+        return None
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def fmt_progress(job: Job) -> str:
+    return f"{job.progress.cells_done}/{job.progress.cells_total}"
+
+
+def outcome(job: Job) -> str:
+    """One line saying how the job ended (or where it is)."""
+    line = f"job {job.id} {job.status.value} ({fmt_progress(job)} cells)"
+    if job.error is not None:
+        where = f" in cell {job.error.cell_index}" if job.error.cell_index is not None else ""
+        what = f"{job.error.ename}: {job.error.evalue}" if job.error.ename else (job.error.message or "")
+        line += f": {job.error.reason}{where}" + (f": {what}" if what else "")
+    elif job.message and job.status is not JobStatus.SUCCEEDED:
+        line += f": {job.message}"
+    return line
+
+
+def resources_text(resources: Resources) -> str:
+    parts = [f"cpus={resources.cpus:g}", f"gpus={resources.gpus:g}"]
+    if resources.memory_mb:
+        parts.append(f"memory={resources.memory_mb}MiB")
+    parts += [f"{name}={amount:g}" for name, amount in resources.custom.items()]
+    return " ".join(parts)
+
+
+def wait_with_progress(ctx: click.Context, project: str, job: Job) -> Job:
+    """Wait for ``job`` with a progress bar on stderr (cells done / total and the status).
+
+    Ctrl-C stops waiting, not the job: it says so and exits 130.
+    """
+    from tqdm import tqdm
+
+    client = client_from(ctx)
+    bar_format = "{desc}{n_fmt}/{total_fmt} cells |{bar:24}| {elapsed}{postfix}"
+    with tqdm(total=job.progress.cells_total or None, file=sys.stderr, bar_format=bar_format) as bar:
+
+        def update(current: Job) -> None:
+            if current.progress.cells_total and bar.total != current.progress.cells_total:
+                bar.total = current.progress.cells_total
+            bar.n = current.progress.cells_done
+            bar.set_description(current.status.value, refresh=False)
+            bar.set_postfix_str(current.message or "", refresh=False)
+            bar.refresh()
+
+        update(job)
+        try:
+            return client.wait(project, job.id, on_update=update)
+        except KeyboardInterrupt:
+            bar.close()
+            click.echo(
+                f"stopped waiting; job {job.id} keeps running (`loopml jobs cancel {job.id} -P {project}` stops it)",
+                err=True,
+            )
+            raise click.exceptions.Exit(130) from None

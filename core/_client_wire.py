@@ -1,0 +1,146 @@
+"""What :class:`loopml.client.Client` puts on the wire and reads back: request bodies, errors.
+
+Helpers without state, kept apart from the client so each reads on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from loopml.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    LoopMLError,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+)
+from loopml.executor.models import JobStatus, Resources
+
+Notebook = str | Path | Mapping[str, Any]
+"""A notebook as ``submit`` takes it: a path to an .ipynb file, or its nbformat JSON."""
+
+ERROR_CLASSES: dict[int, type[LoopMLError]] = {
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    422: InvalidInput,
+    503: Unavailable,
+}
+
+
+def api_path(*segments: str) -> str:
+    return "/" + "/".join(quote(str(s), safe="") for s in segments)
+
+
+def job_status(status: JobStatus | str) -> JobStatus:
+    try:
+        return JobStatus(str(getattr(status, "value", status)).upper())
+    except ValueError:
+        choices = ", ".join(s.value for s in JobStatus)
+        raise InvalidInput(f"unknown job status {status!r}: use one of {choices}", field="status") from None
+
+
+def resources_json(resources: Resources | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(resources, Resources):
+        return resources.model_dump(mode="json", exclude_none=True)
+    return dict(resources)
+
+
+def load_notebook(notebook: Notebook) -> tuple[dict[str, Any], str | None]:
+    """The notebook JSON and, for a path, its file name."""
+    if isinstance(notebook, Mapping):
+        return dict(notebook), None
+    path = Path(notebook).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InvalidInput(f"notebook {str(path)!r} does not exist", field="notebook") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read notebook {str(path)!r}: {exc}", field="notebook") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(f"{str(path)!r} is not a notebook: invalid JSON ({exc})", field="notebook") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{str(path)!r} is not a notebook: expected a JSON object", field="notebook")
+    return data, path.name
+
+
+def job_submit(
+    notebook: Notebook,
+    parameters: Mapping[str, Any] | None,
+    resources: Resources | Mapping[str, Any] | None,
+    timeout_s: float | None,
+    max_retries: int,
+    name: str | None,
+    kernel_name: str | None,
+) -> dict[str, Any]:
+    """The ``JobSubmit`` body; fields left out get the server's defaults."""
+    content, file_name = load_notebook(notebook)
+    body: dict[str, Any] = {
+        "notebook": content,
+        "parameters": dict(parameters or {}),
+        "max_retries": max_retries,
+    }
+    if name or file_name:
+        body["name"] = name or file_name
+    if resources is not None:
+        body["resources"] = resources_json(resources)
+    if timeout_s is not None:
+        body["timeout_s"] = timeout_s
+    if kernel_name is not None:
+        body["kernel_name"] = kernel_name
+    return body
+
+
+def error_from(response: httpx.Response, url: str) -> LoopMLError:
+    """The LoopMLError for a non-2xx answer: class by status, text from the JSON body."""
+    status = response.status_code
+    cls = ERROR_CLASSES.get(status) or (Unavailable if status >= 500 else LoopMLError)
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        hint = ": is LOOPML_URL the loopml platform?" if status == 404 else ""
+        return cls(f"the platform at {url} answered {status} {response.reason_phrase} to "
+                   f"{response.request.method} {response.request.url.path}{hint}")
+    message = body.get("message")
+    if not isinstance(message, str) or not message:
+        message = fastapi_detail(body.get("detail")) or f"the platform answered {status} {response.reason_phrase}"
+    reason = body.get("reason") if isinstance(body.get("reason"), str) else None
+    details = {k: v for k, v in body.items() if k not in ("message", "reason", "detail") and k.isidentifier()}
+    return cls(message, reason=reason, **details)
+
+
+def fastapi_detail(detail: Any) -> str | None:
+    """Text of FastAPI's own error bodies: ``{"detail": "..."}`` or ``{"detail": [{"loc", "msg"}]}``."""
+    if isinstance(detail, str):
+        return detail
+    if not isinstance(detail, list):
+        return None
+    parts = []
+    for item in detail:
+        if not isinstance(item, dict):
+            continue
+        loc = [str(p) for p in item.get("loc", ()) if p not in ("body", "query", "path")]
+        msg = str(item.get("msg", "invalid value"))
+        parts.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+    return "; ".join(parts) or None
+
+
+def unexpected(response: httpx.Response, url: str, what: str) -> LoopMLError:
+    return LoopMLError(
+        f"unexpected answer from {url} to {response.request.method} {response.request.url.path}: "
+        f"{what}; is LOOPML_URL the loopml platform, and are client and server the same version?",
+        reason="bad_response",
+    )

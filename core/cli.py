@@ -1,0 +1,254 @@
+"""The ``loopml`` command.
+
+One root group, :data:`main` (the console-script entry point). Subcommands register on it
+with ``@main.command()`` / ``main.add_command(...)``; the job commands live in
+:mod:`loopml._cli_jobs`. Contract for every subcommand:
+
+- a :class:`loopml.errors.LoopMLError` (or an ``OSError``) becomes ONE line
+  ``error: <message>`` on stderr and exit code 1, never a traceback; usage errors exit 2;
+- ``-P/--project`` defaults to ``$LOOPML_PROJECT``, else the caller's only project;
+- ``--json`` prints the pydantic model(s) as ``model_dump(mode="json")``;
+- startup stays light: ray, mlflow, papermill, pandas, fastapi and sqlalchemy are imported
+  only inside the commands that need them (``tests/unit/test_cli.py`` checks this).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import IO, Any
+
+import click
+from pydantic import BaseModel, ValidationError
+
+from loopml._cli_jobs import COMMANDS as JOB_COMMANDS
+from loopml._cli_util import client_from, echo_fields, echo_json, echo_table, fmt_time, json_option, resolve_project
+from loopml.errors import InvalidInput, LoopMLError
+from loopml.settings import Settings, load_settings
+
+
+class CLIError(click.ClickException):
+    """A user-facing failure: printed as one ``error: …`` line on stderr, exit code 1."""
+
+    exit_code = 1
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(f"error: {self.format_message()}", file=file, err=file is None)
+
+
+class LoopMLGroup(click.Group):
+    """Root group: turns the errors users cause into :class:`CLIError` for every subcommand."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except LoopMLError as exc:
+            raise CLIError(_one_line(exc.message)) from exc
+        except OSError as exc:  # e.g. jobs output -o into a read-only folder
+            raise CLIError(_one_line(str(exc))) from exc
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@click.group(cls=LoopMLGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="loopml", prog_name="loopml")
+def main() -> None:
+    """loopml: notebooks as jobs on Ray, tracked in MLflow, served and monitored."""
+
+
+for _command in JOB_COMMANDS:
+    main.add_command(_command)
+
+
+def _settings(**flags: Any) -> Settings:
+    """:func:`load_settings` with the CLI's flags; a bad value is an InvalidInput naming it."""
+    try:
+        return load_settings(**flags)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(f"invalid setting: {problems}") from None
+
+
+DATA_DIR = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Data dir of the platform (default: $LOOPML_HOME, else ~/.loopml).",
+)
+
+
+# -- local platform ---------------------------------------------------------------------
+
+
+@main.command()
+@click.option("--no-hub", is_flag=True, help="Headless: the platform service with static tokens, no JupyterHub.")
+@DATA_DIR
+@click.option("--ray-address", default=None, help="Join this Ray cluster instead of starting a head node.")
+@click.option("--mlflow-uri", default=None, help="Use this MLflow tracking server instead of starting one.")
+@click.option("--db-url", default=None, help="SQLAlchemy URL of the platform DB (default: SQLite in the data dir).")
+@click.option("--port", type=int, default=None, help="Port of the platform service (default 8899).")
+def up(
+    no_hub: bool,
+    data_dir: Path | None,
+    ray_address: str | None,
+    mlflow_uri: str | None,
+    db_url: str | None,
+    port: int | None,
+) -> None:
+    """Start the platform on this machine (Ray, MLflow, the platform service)."""
+    from loopml import launcher
+
+    settings = _settings(data_dir=data_dir, ray_address=ray_address, mlflow_uri=mlflow_uri, db_url=db_url, port=port)
+    if not no_hub:
+        click.echo("note: JupyterHub (login, workspaces) arrives in a later release; starting headless")
+    click.echo(f"starting loopml in {settings.home}")
+    result = launcher.up(settings, on_step=lambda step: click.echo(f"  {step}"))
+    click.echo("loopml is up")
+    echo_fields(_public_fields(result))
+
+
+def _public_fields(result: object) -> list[tuple[str, Any]]:
+    """The fields of ``launcher.up``'s result to show, labelled; secrets are left out.
+
+    The token itself is never printed: ``loopml up`` stores it in ``client.json`` and the
+    result says how to authenticate.
+    """
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        items = [(f.name, getattr(result, f.name)) for f in dataclasses.fields(result)]
+    elif isinstance(result, BaseModel):
+        items = list(result)
+    else:
+        items = list(vars(result).items())
+    secret = ("token", "secret", "password", "key")
+    return [
+        (name.replace("_", " "), value)
+        for name, value in items
+        if value is not None and not name.startswith("_") and not any(s in name.lower() for s in secret)
+    ]
+
+
+@main.command()
+@DATA_DIR
+def down(data_dir: Path | None) -> None:
+    """Stop what `loopml up` started from this data dir."""
+    from loopml import launcher
+
+    stopped = launcher.down(_settings(data_dir=data_dir).home)
+    for name in stopped:
+        click.echo(f"stopped {name}")
+    if not stopped:
+        click.echo("nothing was running")
+
+
+@main.command()
+@DATA_DIR
+@json_option
+@click.pass_context
+def status(ctx: click.Context, data_dir: Path | None, as_json: bool) -> None:
+    """Local processes and, if reachable, the platform's view of its services.
+
+    Exit code 0 only when the platform answered and every service it reports is ok.
+    """
+    from loopml import launcher
+
+    local = launcher.status(_settings(data_dir=data_dir).home)
+    platform: dict[str, Any] | None = None
+    problem: str | None = None
+    try:
+        platform = client_from(ctx).status()
+    except LoopMLError as exc:
+        problem = _one_line(exc.message)
+    healthy = platform is not None and all(
+        part.get("ok", False) for part in platform.values() if isinstance(part, dict)
+    )
+    if as_json:
+        echo_json({"local": local, "platform": platform, "error": problem})
+    else:
+        click.echo("local:")
+        for name, value in local.items():
+            click.echo(f"  {name}: {_compact(value)}")
+        click.echo("platform:")
+        if platform is None:
+            click.echo(f"  not reachable: {problem}")
+        for name, part in (platform or {}).items():
+            if isinstance(part, dict):
+                rest = {k: v for k, v in part.items() if k != "ok"}
+                click.echo(f"  {name}: {'ok' if part.get('ok') else 'DOWN'} {_compact(rest)}".rstrip())
+            else:
+                click.echo(f"  {name}: {part}")
+    ctx.exit(0 if healthy else 1)
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={_compact(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return ",".join(_compact(v) for v in value)
+    return str(value)
+
+
+# -- projects ---------------------------------------------------------------------------
+
+
+@main.group("projects")
+def projects_group() -> None:
+    """Projects: who may use them and how many jobs they may run at once."""
+
+
+@projects_group.command("list")
+@json_option
+@click.pass_context
+def list_projects(ctx: click.Context, as_json: bool) -> None:
+    """The projects you may use (all of them for admins)."""
+    projects = client_from(ctx).projects()
+    if as_json:
+        echo_json(projects)
+        return
+    echo_table(
+        ("NAME", "MEMBERS", "MAX JOBS", "CREATED"),
+        (
+            (p.name, ",".join(p.members) or "-", p.max_concurrent_jobs or "-", fmt_time(p.created_at))
+            for p in projects
+        ),
+    )
+
+
+@projects_group.command("create")
+@click.argument("name")
+@click.option("--member", "members", multiple=True, metavar="USER", help="User who may use it; repeat for more.")
+@click.option(
+    "--max-concurrent-jobs", type=click.IntRange(min=1), default=None, help="Jobs running at once (default: no limit)."
+)
+@json_option
+@click.pass_context
+def create_project(
+    ctx: click.Context, name: str, members: tuple[str, ...], max_concurrent_jobs: int | None, as_json: bool
+) -> None:
+    """Create project NAME (admins only)."""
+    project = client_from(ctx).create_project(name, members=members, max_concurrent_jobs=max_concurrent_jobs)
+    if as_json:
+        echo_json(project)
+    else:
+        click.echo(f"created project {project.name}")
+
+
+@projects_group.command("show")
+@click.argument("name", required=False)
+@json_option
+@click.pass_context
+def show_project(ctx: click.Context, name: str | None, as_json: bool) -> None:
+    """One project (default: $LOOPML_PROJECT, else your only project)."""
+    project = client_from(ctx).project(resolve_project(ctx, name))
+    if as_json:
+        echo_json(project)
+        return
+    echo_fields(
+        [
+            ("name", project.name),
+            ("members", ", ".join(project.members) or "-"),
+            ("max concurrent jobs", project.max_concurrent_jobs or "no limit"),
+            ("created", fmt_time(project.created_at)),
+        ]
+    )

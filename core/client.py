@@ -1,0 +1,331 @@
+"""Sync Python client of the platform's REST API (``<url>/api/v1``), for the CLI, notebooks and widgets.
+
+Every method either returns the answer parsed into the pydantic model the server documents
+(``loopml.executor.models``, ``loopml.projects``) or raises a :class:`loopml.errors.LoopMLError`:
+the class matching the HTTP status, built from the body's ``message`` and ``reason``. The
+token travels only in the ``Authorization`` header: it is never logged, never part of an
+error message and never in ``repr(client)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from loopml import _client_wire as wire
+from loopml.errors import InvalidInput, LoopMLError, Unauthorized, Unavailable
+from loopml.executor.models import Job, JobStatus, Resources, Schedule
+from loopml.settings import read_client_config
+
+if TYPE_CHECKING:
+    from loopml.projects import Project
+
+log = logging.getLogger(__name__)
+
+_M = TypeVar("_M", bound=BaseModel)
+
+API_PREFIX = "/api/v1"
+
+# A platform restart (it reconciles jobs from Ray on start) must not end a wait(): outages
+# shorter than this are ridden out, longer ones raise the Unavailable error.
+WAIT_OUTAGE_S = 30.0
+
+
+class Client:
+    """Talks to one platform as one user.
+
+    ``url`` is the platform's base URL (``http://127.0.0.1:8899`` headless, or
+    ``http://host/services/loopml`` behind the hub); ``token`` a platform or JupyterHub token.
+    Either left out is taken from :func:`loopml.settings.read_client_config` (``LOOPML_URL`` /
+    ``LOOPML_TOKEN`` over ``$LOOPML_HOME/client.json``); when none is configured the
+    constructor raises :class:`~loopml.errors.Unauthorized`. ``transport`` replaces httpx's
+    network transport (tests pass an ``httpx.MockTransport``). Use as a context manager or
+    call :meth:`close` to release the connection pool.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        timeout: float = 30,
+        *,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        if url is None or token is None:
+            try:
+                config = read_client_config()
+            except ValueError:
+                # a hand-edited client.json; the parse error is left out as it may quote the token
+                raise InvalidInput(
+                    "the client config (client.json in $LOOPML_HOME or ~/.loopml) is not valid: "
+                    "run `loopml up` again, or set LOOPML_URL and LOOPML_TOKEN"
+                ) from None
+            if config is None:
+                raise Unauthorized(
+                    "no loopml platform configured: run `loopml up`, or set LOOPML_URL and LOOPML_TOKEN"
+                )
+            url = url or config.url
+            token = token or config.token
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self._http = httpx.Client(
+            base_url=self.url + API_PREFIX,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"Client(url={self.url!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- platform ----------------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """``GET /health``: ``{"status": "ok"}`` when the service answers (needs no valid token)."""
+        return self._json(self._request("GET", "/health"))
+
+    def status(self) -> dict[str, Any]:
+        """``GET /status``: ``{"platform": {...}, "ray": {...}, "mlflow": {...}, "db": {...}}``, each with ``ok``."""
+        return self._json(self._request("GET", "/status"))
+
+    # -- projects ------------------------------------------------------------------------
+    # loopml.projects also holds the project routes and ORM rows, so importing it pulls in
+    # FastAPI and SQLAlchemy (~0.5 s); it is imported only by the methods that return Project,
+    # and project_names() serves the CLI's project defaulting without it.
+
+    def project_names(self) -> list[str]:
+        """Names of the projects the caller may use (all of them for admins), sorted."""
+        return sorted(item["name"] for item in self._json(self._request("GET", "/projects")))
+
+    def projects(self) -> list[Project]:
+        """The projects the caller may use (all of them for admins)."""
+        from loopml.projects import Project
+
+        return self._parse_list(Project, self._request("GET", "/projects"))
+
+    def project(self, name: str) -> Project:
+        """One project; :class:`NotFound` / :class:`Forbidden` if unknown / not a member."""
+        from loopml.projects import Project
+
+        return self._parse(Project, self._request("GET", wire.api_path("projects", name)))
+
+    def create_project(
+        self, name: str, members: Iterable[str] = (), max_concurrent_jobs: int | None = None
+    ) -> Project:
+        """Create a project (admins only); :class:`Conflict` if it exists."""
+        from loopml.projects import Project
+
+        body = {"name": name, "members": list(members), "max_concurrent_jobs": max_concurrent_jobs}
+        return self._parse(Project, self._request("POST", "/projects", json=body))
+
+    def update_project(
+        self,
+        name: str,
+        members: Iterable[str] | None = None,
+        max_concurrent_jobs: int | None = None,
+        clear_quota: bool = False,
+    ) -> Project:
+        """Replace the member list and/or change the quota (admins only); ``None`` keeps a field."""
+        from loopml.projects import Project
+
+        body: dict[str, Any] = {}
+        if members is not None:
+            body["members"] = list(members)
+        if max_concurrent_jobs is not None:
+            body["max_concurrent_jobs"] = max_concurrent_jobs
+        if clear_quota:
+            body["clear_quota"] = True
+        return self._parse(Project, self._request("PATCH", wire.api_path("projects", name), json=body))
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    def submit(
+        self,
+        project: str,
+        notebook: wire.Notebook,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        resources: Resources | Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        max_retries: int = 0,
+        name: str | None = None,
+        kernel_name: str | None = None,
+    ) -> Job:
+        """Submit ``notebook`` (a path to an .ipynb file, or its nbformat JSON) as a job.
+
+        ``name`` defaults to the file name. Parameter values may be strings: the server
+        converts them to the type declared in the notebook's parameters cell. Returns the
+        QUEUED job; :class:`InvalidInput` for an unreadable notebook or a rejected value.
+        """
+        body = wire.job_submit(notebook, parameters, resources, timeout_s, max_retries, name, kernel_name)
+        return self._parse(Job, self._request("POST", wire.api_path("projects", project, "jobs"), json=body))
+
+    def jobs(self, project: str, status: JobStatus | str | None = None, limit: int = 50) -> list[Job]:
+        """The project's jobs, newest first, optionally only those in ``status``."""
+        params: dict[str, Any] = {"limit": limit}
+        if status is not None:
+            params["status"] = wire.job_status(status).value
+        return self._parse_list(Job, self._request("GET", wire.api_path("projects", project, "jobs"), params=params))
+
+    def job(self, project: str, job_id: str) -> Job:
+        return self._parse(Job, self._request("GET", wire.api_path("projects", project, "jobs", job_id)))
+
+    def logs(self, project: str, job_id: str) -> str:
+        """The job's log so far (plain text)."""
+        return self._request("GET", wire.api_path("projects", project, "jobs", job_id, "logs")).text
+
+    def output(self, project: str, job_id: str) -> dict[str, Any]:
+        """The executed notebook as nbformat JSON (partial while running; 404 before the first cell)."""
+        return self._json(self._request("GET", wire.api_path("projects", project, "jobs", job_id, "output")))
+
+    def cancel(self, project: str, job_id: str) -> Job:
+        """Cancel the job; the answer is the job after up to 5 s of waiting for CANCELLED."""
+        return self._parse(Job, self._request("POST", wire.api_path("projects", project, "jobs", job_id, "cancel")))
+
+    def requeue(
+        self,
+        project: str,
+        job_id: str,
+        *,
+        parameters: Mapping[str, Any] | None = None,
+        resources: Resources | Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        max_retries: int | None = None,
+    ) -> Job:
+        """Run the job again as a new job; ``parameters`` are merged over the original ones."""
+        body: dict[str, Any] = {"parameters": dict(parameters or {})}
+        if resources is not None:
+            body["resources"] = wire.resources_json(resources)
+        if timeout_s is not None:
+            body["timeout_s"] = timeout_s
+        if max_retries is not None:
+            body["max_retries"] = max_retries
+        path = wire.api_path("projects", project, "jobs", job_id, "requeue")
+        return self._parse(Job, self._request("POST", path, json=body))
+
+    def wait(
+        self,
+        project: str,
+        job_id: str,
+        *,
+        timeout: float | None = None,
+        poll_s: float = 0.25,
+        on_update: Callable[[Job], None] | None = None,
+    ) -> Job:
+        """Poll the job every ``poll_s`` seconds until its status is terminal, and return it.
+
+        ``on_update`` gets the job after every poll (the last call sees the terminal job).
+        Raises :class:`LoopMLError` with reason ``timeout`` when ``timeout`` seconds pass first
+        (the job keeps running), and :class:`Unavailable` when the platform stays unreachable
+        for longer than :data:`WAIT_OUTAGE_S`.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        outage_since: float | None = None
+        while True:
+            try:
+                job = self.job(project, job_id)
+            except Unavailable:
+                now = time.monotonic()
+                outage_since = outage_since or now
+                if now - outage_since > WAIT_OUTAGE_S:
+                    raise
+                log.warning("platform at %s unavailable while waiting for job %s; retrying", self.url, job_id)
+            else:
+                outage_since = None
+                if on_update is not None:
+                    on_update(job)
+                if job.status.terminal:
+                    return job
+            if deadline is not None and time.monotonic() >= deadline:
+                raise LoopMLError(
+                    f"job {job_id} did not finish within {timeout:g} s; it keeps running",
+                    reason="timeout",
+                    job_id=job_id,
+                )
+            time.sleep(poll_s)
+
+    # -- schedules -----------------------------------------------------------------------
+
+    def create_schedule(
+        self,
+        project: str,
+        cron: str,
+        notebook: wire.Notebook,
+        *,
+        name: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        resources: Resources | Mapping[str, Any] | None = None,
+        timeout_s: float | None = None,
+        max_retries: int = 0,
+    ) -> Schedule:
+        """Submit ``notebook`` at every tick of ``cron``; ``name`` names the schedule and its jobs."""
+        template = wire.job_submit(notebook, parameters, resources, timeout_s, max_retries, name, None)
+        body = {"name": name, "cron": cron, "template": template}
+        return self._parse(Schedule, self._request("POST", wire.api_path("projects", project, "schedules"), json=body))
+
+    def schedules(self, project: str) -> list[Schedule]:
+        return self._parse_list(Schedule, self._request("GET", wire.api_path("projects", project, "schedules")))
+
+    def delete_schedule(self, project: str, schedule_id: str) -> None:
+        """Delete the schedule; jobs it already started are kept."""
+        self._request("DELETE", wire.api_path("projects", project, "schedules", schedule_id))
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> httpx.Response:
+        try:
+            response = self._http.request(method, path, json=json, params=params)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise Unavailable(f"cannot reach the platform at {self.url}: is it running? (`loopml status`)") from exc
+        except httpx.TimeoutException as exc:
+            raise Unavailable(
+                f"the platform at {self.url} did not answer within {self.timeout:g} s: is it overloaded? (`loopml status`)"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise Unavailable(f"cannot reach the platform at {self.url}: is it running? (`loopml status`)") from exc
+        log.debug("%s %s -> %s", method, path, response.status_code)
+        if response.is_success:
+            return response
+        raise wire.error_from(response, self.url)
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise wire.unexpected(response, self.url, "not JSON") from None
+
+    def _parse(self, model: type[_M], response: httpx.Response) -> _M:
+        try:
+            return model.model_validate(self._json(response))
+        except ValidationError as exc:
+            raise wire.unexpected(response, self.url, f"not a {model.__name__} ({exc.error_count()} errors)") from exc
+
+    def _parse_list(self, model: type[_M], response: httpx.Response) -> list[_M]:
+        data = self._json(response)
+        if not isinstance(data, list):
+            raise wire.unexpected(response, self.url, f"not a list of {model.__name__}")
+        try:
+            return [model.model_validate(item) for item in data]
+        except ValidationError as exc:
+            raise wire.unexpected(response, self.url, f"not a list of {model.__name__} ({exc.error_count()} errors)") from exc

@@ -1,0 +1,122 @@
+"""Session fixtures: one real platform (Ray head, MLflow server, platform service) started
+with ``loopml up --no-hub`` for the whole test session, and stopped with ``loopml down``,
+which must leave no process behind. Each test gets a project of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import pytest
+
+from loopml.client import Client
+
+LOOPML = str(Path(sys.executable).with_name("loopml"))
+
+
+def free_port_block(size: int) -> int:
+    """The first of ``size`` consecutive free loopback ports."""
+    for _ in range(200):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + size >= 65000:
+            continue
+        if all(_free(base + i) for i in range(size)):
+            return base
+    raise RuntimeError("no block of free ports")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+@dataclass
+class Platform:
+    home: Path
+    url: str
+    admin_token: str
+    alice_token: str
+    bob_token: str
+    env: dict[str, str]
+
+    def client(self, token: str | None = None) -> Client:
+        return Client(self.url, token or self.alice_token)
+
+    def cli(self, *args: str, token: str | None = None, check: bool = False, timeout: float = 180):
+        env = {**self.env, "LOOPML_URL": self.url, "LOOPML_TOKEN": token or self.alice_token}
+        return subprocess.run([LOOPML, *args], env=env, capture_output=True, text=True, check=check,
+                              timeout=timeout)
+
+    def state(self) -> dict:
+        return json.loads((self.home / "run" / "state.json").read_text())
+
+
+def _descendants(pids: list[int]) -> set[int]:
+    found = set()
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            found.add(pid)
+            found.update(child.pid for child in proc.children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+    return found
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory) -> Platform:
+    home = tmp_path_factory.mktemp("loopml-home")
+    base = free_port_block(12)
+    alice, bob = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    (home / "config.toml").write_text(
+        f"port = {base}\nmlflow_port = {base + 1}\nray_dashboard_port = {base + 2}\nray_port = {base + 3}\n"
+        f'[tokens."{alice}"]\nname = "alice"\n[tokens."{bob}"]\nname = "bob"\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPML_", "RAY_ADDRESS"))}
+    env["LOOPML_HOME"] = str(home)
+    started = subprocess.run([LOOPML, "up", "--no-hub", "--data-dir", str(home)], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert started.returncode == 0, started.stdout + started.stderr
+    config = json.loads((home / "client.json").read_text())
+    assert config["url"] in started.stdout
+    platform = Platform(home=home, url=config["url"], admin_token=config["token"], alice_token=alice,
+                        bob_token=bob, env=env)
+    yield platform
+    pids = _descendants([p["pid"] for p in platform.state()["processes"]])
+    stopped = subprocess.run([LOOPML, "down", "--data-dir", str(home)], env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    left = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"processes left after `loopml down`: {left}"
+
+
+@pytest.fixture(scope="session")
+def admin(platform) -> Client:
+    return platform.client(platform.admin_token)
+
+
+@pytest.fixture
+def project(admin) -> str:
+    """A fresh project whose only member is alice."""
+    name = f"p-{uuid.uuid4().hex[:10]}"
+    admin.create_project(name, members=["alice"])
+    return name
+
+
+@pytest.fixture
+def alice(platform) -> Client:
+    return platform.client()

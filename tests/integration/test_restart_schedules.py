@@ -1,0 +1,52 @@
+"""Durability: the platform service restarts while jobs run; schedules fire and survive it."""
+
+from __future__ import annotations
+
+import subprocess
+
+import psutil
+
+from loopml.executor.models import JobStatus, Trigger
+from tests.integration.conftest import LOOPML
+from tests.integration.notebooks import SLOW, notebook
+from tests.integration.test_failures import kernel_pid, wait_for
+
+
+def restart_platform_service(platform) -> None:
+    """Stop the platform service by PID, then `loopml up` again, which starts only what is missing."""
+    record = next(p for p in platform.state()["processes"] if p["name"] == "platform")
+    service = psutil.Process(record["pid"])
+    service.terminate()
+    service.wait(30)
+    again = subprocess.run([LOOPML, "up", "--no-hub", "--data-dir", str(platform.home)], env=platform.env,
+                           capture_output=True, text=True, timeout=180)
+    assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_jobs_running_across_a_platform_restart_finish_and_are_recorded(platform, alice, project):
+    running = alice.submit(project, SLOW, parameters={"seconds": 6})
+    queued_before = alice.submit(project, notebook("print('queued before the restart')"))
+    kernel_pid(alice, project, running.id)
+    restart_platform_service(platform)
+    done = alice.wait(project, running.id, timeout=120)
+    assert done.status == JobStatus.SUCCEEDED and done.attempt == 1
+    assert "done" in alice.logs(project, running.id)
+    assert alice.wait(project, queued_before.id, timeout=120).status == JobStatus.SUCCEEDED
+    schedule_survivor = alice.create_schedule(project, "0 0 1 1 *", notebook("print(1)"), name="yearly")
+    restart_platform_service(platform)
+    assert [s.id for s in alice.schedules(project)] == [schedule_survivor.id]
+
+
+def test_schedule_submits_jobs_on_time_until_deleted(alice, project):
+    schedule = alice.create_schedule(project, "* * * * * */2", notebook("print('tick')"), name="every-2s")
+    fired = wait_for(lambda: [j for j in alice.jobs(project) if j.schedule_id == schedule.id], timeout=30)
+    assert fired[0].trigger == Trigger.SCHEDULE
+    assert alice.wait(project, fired[0].id, timeout=120).status == JobStatus.SUCCEEDED
+    alice.delete_schedule(project, schedule.id)
+    assert alice.schedules(project) == []
+    count = len([j for j in alice.jobs(project) if j.schedule_id == schedule.id])
+    wait_for(lambda: True, timeout=1)
+    import time
+
+    time.sleep(3)
+    assert len([j for j in alice.jobs(project) if j.schedule_id == schedule.id]) == count
