@@ -1,0 +1,179 @@
+"""Benchmark: notebook jobs on loopml vs. running papermill directly, side by side.
+
+Starts a private loopml instance (Ray head, MLflow, platform service) in a temp dir, then
+measures in one run, on the same machine and the same 1-cell scikit-learn notebook:
+
+- ``loopml submit --wait`` (the real CLI: submit → SUCCEEDED, output and MLflow run stored)
+- the ``papermill`` CLI
+- ``papermill.execute_notebook`` in-process (warm interpreter, a new kernel per run)
+- 4 jobs submitted at once vs. 4 concurrent Ray tasks each running papermill
+
+Prints a table with ratios and writes ``bench/results/jobs.md``. Targets:
+submit→SUCCEEDED <= 1.0x the papermill CLI; 4 concurrent <= 1.2x the Ray tasks.
+Usage: ``python bench/jobs.py [--repeat N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+RESULTS = Path(__file__).parent / "results" / "jobs.md"
+LOOPML = str(Path(sys.executable).with_name("loopml"))
+PAPERMILL = str(Path(sys.executable).with_name("papermill"))
+CELL = (
+    "from sklearn.datasets import load_iris\n"
+    "from sklearn.linear_model import LogisticRegression\n"
+    "X, y = load_iris(return_X_y=True)\n"
+    "print(LogisticRegression(max_iter=200).fit(X, y).score(X, y))"
+)
+
+
+def one_cell_notebook(path: Path) -> Path:
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(CELL)])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def free_port_block(size: int) -> int:
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + size < 65000 and all(_free(base + i) for i in range(size)):
+            return base
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def run(argv: list[str], env: dict[str, str]) -> None:
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{argv[0]} failed: {done.stderr[-2000:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5, help="runs per single-notebook measurement")
+    args = parser.parse_args()
+
+    from loopml import launcher
+    from loopml.client import Client
+    from loopml.settings import load_settings
+
+    work = Path(tempfile.mkdtemp(prefix="loopml-bench-"))
+    nb_path = one_cell_notebook(work / "one_cell.ipynb")
+    base = free_port_block(12)
+    settings = load_settings(data_dir=work / "home", port=base, mlflow_port=base + 1, ray_dashboard_port=base + 2,
+                             ray_port=base + 3)
+    print(f"starting a private loopml in {settings.home} ...", file=sys.stderr)
+    started = launcher.up(settings)
+    env = {**os.environ, "LOOPML_URL": started.url, "LOOPML_TOKEN": started.admin_token}
+    rows: list[tuple[str, float, str]] = []
+    try:
+        client = Client(started.url, started.admin_token)
+        client.create_project("bench")
+        submit = [LOOPML, "submit", str(nb_path), "-P", "bench", "--wait"]
+        run(submit, env)  # warm-up: first worker and kernel start, first sklearn import
+        loopml_s = [timed(lambda: run(submit, env)) for _ in range(args.repeat)]
+        papermill_cli = [PAPERMILL, "--no-progress-bar", str(nb_path), str(work / "out.ipynb")]
+        run(papermill_cli, env)
+        cli_s = [timed(lambda: run(papermill_cli, env)) for _ in range(args.repeat)]
+        import papermill
+
+        papermill.execute_notebook(str(nb_path), str(work / "out2.ipynb"), progress_bar=False)
+        inproc_s = [timed(lambda: papermill.execute_notebook(str(nb_path), str(work / "out2.ipynb"),
+                                                             progress_bar=False)) for _ in range(args.repeat)]
+
+        def four_jobs() -> None:
+            ids = [client.submit("bench", nb_path).id for _ in range(4)]
+            for job_id in ids:
+                assert client.wait("bench", job_id, poll_s=0.1).status.value == "SUCCEEDED"
+
+        four_jobs()
+        four_jobs_s = [timed(four_jobs) for _ in range(max(2, args.repeat // 2))]
+        four_tasks_s = ray_tasks(started, nb_path, max(2, args.repeat // 2))
+    finally:
+        launcher.down(settings.home)
+
+    med = statistics.median
+    rows = [
+        ("loopml submit --wait (1-cell sklearn)", med(loopml_s), f"{med(loopml_s) / med(cli_s):.2f}x papermill CLI"),
+        ("papermill CLI", med(cli_s), "1.00x"),
+        ("papermill in-process", med(inproc_s), f"{med(inproc_s) / med(cli_s):.2f}x papermill CLI"),
+        ("4 concurrent loopml jobs", med(four_jobs_s), f"{med(four_jobs_s) / med(four_tasks_s):.2f}x Ray tasks"),
+        ("4 concurrent Ray tasks running papermill", med(four_tasks_s), "1.00x"),
+    ]
+    report(rows, args.repeat)
+
+
+def ray_tasks(started, nb_path: Path, repeat: int) -> list[float]:
+    """Wall time of 4 concurrent Ray tasks, each executing the notebook with papermill."""
+    os.environ.update(started.ray_env)
+    import ray
+
+    ray.init(address=started.ray_address, log_to_driver=False)
+    notebook_text = nb_path.read_text()
+
+    @ray.remote(num_cpus=1)
+    def execute(text: str) -> int:
+        import tempfile as tmp
+
+        import papermill
+
+        with tmp.TemporaryDirectory() as folder:
+            source = Path(folder) / "in.ipynb"
+            source.write_text(text)
+            papermill.execute_notebook(str(source), str(Path(folder) / "out.ipynb"), progress_bar=False)
+        return 0
+
+    ray.get([execute.remote(notebook_text) for _ in range(4)])  # warm workers
+    times = [timed(lambda: ray.get([execute.remote(notebook_text) for _ in range(4)])) for _ in range(repeat)]
+    ray.shutdown()
+    return times
+
+
+def report(rows: list[tuple[str, float, str]], repeat: int) -> None:
+    lines = [
+        "# Jobs benchmark",
+        "",
+        f"`python bench/jobs.py --repeat {repeat}` on {os.cpu_count()} cores; median wall seconds.",
+        "",
+        "| what | seconds | ratio |",
+        "|---|---:|---|",
+        *[f"| {name} | {seconds:.2f} | {ratio} |" for name, seconds, ratio in rows],
+        "",
+        "Targets: submit→SUCCEEDED <= 1.0x the papermill CLI; 4 concurrent jobs <= 1.2x 4 Ray tasks.",
+    ]
+    text = "\n".join(lines) + "\n"
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

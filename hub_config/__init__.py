@@ -1,0 +1,1 @@
+"""JupyterHub configuration, authenticator, spawner and admin panel (arrives with the hub issue)."""

@@ -1,0 +1,1 @@
+"""Jupyter server extension, magics and widgets (arrives with the notebook issue)."""

@@ -1,0 +1,1 @@
+"""Monitoring and the feedback loop (arrives with the monitoring issue)."""

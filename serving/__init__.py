@@ -1,0 +1,1 @@
+"""Model endpoints on Ray Serve (arrives with the serving issue)."""
