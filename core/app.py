@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loopml import projects
 from loopml.auth import StaticTokenAuthenticator, User, current_user
@@ -71,12 +72,63 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSONResponse({"message": _validation_message(exc), "reason": "invalid", "errors": errors},
                             status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        messages = {404: f"no such route: {request.method} {request.url.path} (the API is described at "
+                         f"{request.app.openapi_url})",
+                    405: f"{request.method} is not allowed on {request.url.path}",
+                    413: "the request body is too large: clear the notebook's outputs or raise max_notebook_mb"}
+        return JSONResponse({"message": messages.get(exc.status_code, str(exc.detail)), "reason": f"http_{exc.status_code}"},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception):
         incident = uuid.uuid4().hex[:8]
         log.error("unexpected error %s on %s %s", incident, request.method, request.url.path, exc_info=exc)
         return JSONResponse({"message": f"internal error {incident}: the platform log has the details",
                              "reason": "internal"}, status_code=500)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """Refuse a request body over ``limit`` bytes with a JSON 413, declared or streamed."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def _refuse(self, scope, receive, send) -> None:
+        response = JSONResponse(
+            {"message": f"the request body is over the {self.limit / 2**20:.1f} MiB limit: clear the notebook's "
+                        "outputs or raise max_notebook_mb", "reason": "too_large"}, status_code=413)
+        await response(scope, receive, send)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
 
 
 def create_app(settings: Settings, *, backend: JobBackend | None = None) -> FastAPI:
@@ -112,6 +164,7 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
     app = FastAPI(title="loopml", version="0.1.0", lifespan=lifespan, openapi_url=f"{base}openapi.json",
                   docs_url=f"{base}docs", redoc_url=None)
     _install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=int(settings.max_notebook_mb * 2 * 2**20))
     prefix = settings.api_prefix
     app.include_router(health_router, prefix=prefix)
     app.include_router(projects.router, prefix=prefix)
