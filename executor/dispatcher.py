@@ -57,6 +57,16 @@ def describe_wait(request: dict[str, float], nodes: list[dict[str, Any]], availa
     return f"waiting for free resources: needs {wanted}, free now {free}"
 
 
+def changes_since(record: dict[str, Any], since: int) -> dict[str, Any]:
+    """``record`` without its (large) log and output when they did not change after ``since``."""
+    change = {k: v for k, v in record.items() if k not in ("log", "output")}
+    if record.get("log_seq", 0) > since:
+        change["log"] = record["log"]
+    if record.get("output_seq", 0) > since:
+        change["output"] = record["output"]
+    return change
+
+
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1000)
 class Dispatcher:
     """Runs attempts as Ray tasks and records what happens to them."""
@@ -81,13 +91,17 @@ class Dispatcher:
         return f"{job_id}:{attempt}"
 
     def _touch(self, record: dict[str, Any], **patch: Any) -> None:
+        self.seq += 1
         log_append = patch.pop("log_append", None)
         if log_append:
             record["log"] = (record["log"] + log_append)[-MAX_LOG_CHARS:]
+            record["log_seq"] = self.seq
+        if patch.get("output"):
+            record["output_seq"] = self.seq
         record.update(patch)
-        self.seq += 1
         record["seq"] = self.seq
         self.changed.set()
+
 
     async def submit(self, spec: dict[str, Any], options: dict[str, Any], timeout_s: float | None) -> None:
         """Start one attempt (idempotent for the same job id and attempt)."""
@@ -156,7 +170,7 @@ class Dispatcher:
                 await asyncio.wait_for(self.changed.wait(), wait_s)
             except asyncio.TimeoutError:
                 pass
-        changed = [dict(r) for r in self.records.values() if r["seq"] > since]
+        changed = [changes_since(r, since) for r in self.records.values() if r["seq"] > since]
         return {"seq": self.seq, "records": changed}
 
     def known(self) -> list[str]:

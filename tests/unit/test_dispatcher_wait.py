@@ -55,3 +55,17 @@ def test_infeasible_request_names_the_largest_offer(request_: dict[str, float], 
 def test_feasible_request_waits_for_free_resources(request_: dict[str, float], nodes: list[dict[str, Any]],
                                                   available: dict[str, float], expected: str) -> None:
     assert describe_wait(request_, nodes, available) == f"waiting for free resources: {expected}"
+
+
+@pytest.mark.parametrize(
+    "since, has_log, has_output",
+    [(0, True, True), (4, True, False), (6, False, False)],
+    ids=["everything-new", "only-log-new", "nothing-large-new"],
+)
+def test_changes_since_leaves_out_unchanged_log_and_output(since, has_log, has_output):
+    from loopml.executor.dispatcher import changes_since
+
+    record = {"job_id": "j", "seq": 7, "log": "text", "log_seq": 5, "output": "{}", "output_seq": 3}
+    change = changes_since(record, since)
+    assert ("log" in change, "output" in change) == (has_log, has_output)
+    assert change["seq"] == 7 and change["job_id"] == "j"
