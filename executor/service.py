@@ -281,14 +281,20 @@ class JobService:
                     log.exception("reconnecting to the backend failed")
 
     async def _apply(self, records: list[dict[str, Any]]) -> None:
-        done = await asyncio.to_thread(self._store, records)
+        done, to_cancel = await asyncio.to_thread(self._store, records)
+        for job_id, attempt in to_cancel:  # cancelled while it was being handed to the backend
+            await self.backend.cancel(job_id, attempt)
         await self.backend.ack(done)
         if done:
             self.wake()  # a slot may have freed, or a retry is queued
 
-    def _store(self, records: list[dict[str, Any]]) -> list[str]:
-        """Write backend records to the DB; returns the keys of finished attempts now stored."""
-        done = []
+    def _store(self, records: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, int]]]:
+        """Write backend records to the DB.
+
+        Returns the keys of finished attempts now stored, and the attempts still running
+        although their job's cancel was requested.
+        """
+        done, to_cancel = [], []
         for record in records:
             key = f"{record['job_id']}:{record['attempt']}"
             finished = record["state"] in ("succeeded", "failed", "cancelled", "timeout", "lost")
@@ -299,9 +305,11 @@ class JobService:
                         done.append(key)
                     continue
                 self._store_record(session, row, record)
+                if not finished and row.cancel_requested:
+                    to_cancel.append((row.id, row.attempt))
             if finished:
                 done.append(key)
-        return done
+        return done, to_cancel
 
     def _store_record(self, session, row: JobRow, record: dict[str, Any]) -> None:
         output = session.get(JobOutputRow, row.id)
