@@ -186,7 +186,9 @@ def job_output(ctx: click.Context, job_id: str, project: str | None, path: Path 
     project = resolve_project(ctx, project)
     notebook = client_from(ctx).output(project, job_id)
     path = path or Path(f"{job_id}.ipynb")
-    path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    import nbformat
+
+    path.write_text(nbformat.writes(notebook), encoding="utf-8")
     click.echo(str(path))
 
 

@@ -106,7 +106,13 @@ def up(
     click.echo(f"starting loopml in {settings.home}")
     result = launcher.up(settings, on_step=lambda step: click.echo(f"  {step}"))
     click.echo("loopml is up")
-    echo_fields(_public_fields(result))
+    # Lists and the Ray driver variables read better joined than as Python reprs.
+    echo_fields((label, ", ".join(value) if isinstance(value, list) else value)
+                for label, value in _public_fields(result) if label != "ray env" and value != [])
+    ray_env = getattr(result, "ray_env", None)
+    if ray_env:
+        click.echo("Ray drivers (scripts, notebooks, tests) connect with: export "
+                   + " ".join(f"{name}={value}" for name, value in ray_env.items()))
 
 
 def _public_fields(result: object) -> list[tuple[str, Any]]:
@@ -152,12 +158,25 @@ def status(ctx: click.Context, data_dir: Path | None, as_json: bool) -> None:
     Exit code 0 only when the platform answered and every service it reports is ok.
     """
     from loopml import launcher
+    from loopml.client import Client
+    from loopml.settings import read_client_config
 
-    local = launcher.status(_settings(data_dir=data_dir).home)
+    home = _settings(data_dir=data_dir).home
+    local = launcher.status(home)
     platform: dict[str, Any] | None = None
     problem: str | None = None
     try:
-        platform = client_from(ctx).status()
+        if isinstance(ctx.find_root().obj, Client) or data_dir is None:
+            platform = client_from(ctx).status()
+        else:  # the platform of that data dir: its client.json (LOOPML_URL/LOOPML_TOKEN still win)
+            try:
+                config = read_client_config(home)
+            except ValueError:
+                raise InvalidInput(f"{home / 'client.json'} is not valid JSON: run `loopml up` again") from None
+            if config is None:
+                raise InvalidInput(f"no client config in {home}: run `loopml up --data-dir {home}`")
+            with Client(config.url, config.token) as client:
+                platform = client.status()
     except LoopMLError as exc:
         problem = _one_line(exc.message)
     healthy = platform is not None and all(

@@ -189,8 +189,12 @@ class Client:
         return self._request("GET", wire.api_path("projects", project, "jobs", job_id, "logs")).text
 
     def output(self, project: str, job_id: str) -> dict[str, Any]:
-        """The executed notebook as nbformat JSON (partial while running; 404 before the first cell)."""
-        return self._json(self._request("GET", wire.api_path("projects", project, "jobs", job_id, "output")))
+        """The executed notebook as an ``nbformat.NotebookNode`` (a dict; multi-line strings
+        joined), partial while running; NotFound before the first cell has run."""
+        import nbformat
+
+        answer = self._request("GET", wire.api_path("projects", project, "jobs", job_id, "output"))
+        return nbformat.reads(answer.text, as_version=4)
 
     def cancel(self, project: str, job_id: str) -> Job:
         """Cancel the job; the answer is the job after up to 5 s of waiting for CANCELLED."""

@@ -1,0 +1,198 @@
+"""Background processes for :mod:`loopml.launcher`: start one in a session of its own with its
+output in a log, wait for it to answer over HTTP, find it again by PID, stop it and all it
+started. Nothing here knows about Ray, MLflow or the platform service."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+from pydantic import BaseModel, Field
+
+from loopml.errors import Unavailable
+
+logger = logging.getLogger(__name__)
+
+
+class ProcessRecord(BaseModel):
+    """One process started by ``up``: enough to find it again and to be sure it is the same."""
+
+    name: str = Field(description="Component: ray, mlflow, platform or ray-worker-<port>.")
+    pid: int
+    pgid: int
+    cmdline: list[str] = Field(description="Its argv; a restart of the component runs it again.")
+    create_time: float = Field(description="psutil's create_time; guards against PID reuse.")
+    log: str = Field(description="Log file of its stdout and stderr.")
+
+
+# -- private files -------------------------------------------------------------------------
+
+
+def make_private_dir(path: Path) -> Path:
+    """Create ``path`` (mode 0700) if missing; an existing directory is left as it is."""
+    if not path.exists():
+        path.mkdir(parents=True, mode=0o700)
+        path.chmod(0o700)
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` atomically with ``text``, readable by the owner only."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+def log_tail(path: Path, lines: int = 20) -> list[str]:
+    """The last non-empty ``lines`` of a log file (empty if it cannot be read)."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 16384))
+            text = handle.read().decode(errors="replace")
+    except OSError:
+        return []
+    return [line for line in text.splitlines() if line.strip()][-lines:]
+
+
+# -- starting and waiting ------------------------------------------------------------------
+
+
+def spawn(home: Path, name: str, argv: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, ProcessRecord]:
+    """Start ``argv`` in a new session, output to ``<home>/logs/<name>.log`` (the previous
+    run's log is kept as ``<name>.log.1``)."""
+    log = make_private_dir(home / "logs") / f"{name}.log"
+    if log.exists():
+        log.replace(log.with_name(log.name + ".1"))
+    with log.open("wb") as out:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                env=env, cwd=home, start_new_session=True)
+    logger.info("started %s (pid %d): %s", name, proc.pid, " ".join(argv))
+    record = ProcessRecord(name=name, pid=proc.pid, pgid=os.getpgid(proc.pid), cmdline=argv,
+                           create_time=psutil.Process(proc.pid).create_time(), log=str(log))
+    return proc, record
+
+
+def wait_http(
+    url: str,
+    timeout: float,
+    *,
+    proc: subprocess.Popen | None = None,
+    headers: dict[str, str] | None = None,
+    ready: Callable[[httpx.Response], bool] | None = None,
+) -> httpx.Response:
+    """Poll ``GET url`` until it answers 200 (and ``ready(response)`` holds, when given).
+
+    Returns that response. Raises :class:`Unavailable` when ``timeout`` seconds pass first
+    or when ``proc`` (the process meant to answer) exits.
+    """
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    with httpx.Client(headers=headers, timeout=5.0) as client:
+        while True:
+            if proc is not None and proc.poll() is not None:
+                raise Unavailable(f"exited with code {proc.returncode} before {url} answered")
+            try:
+                response = client.get(url)
+                if response.status_code == 200 and (ready is None or ready(response)):
+                    return response
+                last = f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+            if time.monotonic() >= deadline:
+                raise Unavailable(f"did not answer {url} within {timeout:.0f} s (last: {last})")
+            time.sleep(0.25)
+
+
+@contextlib.contextmanager
+def component_errors(label: str, record: ProcessRecord) -> Iterator[None]:
+    """Turn a failed wait into one line naming the component, its last log line and the log."""
+    try:
+        yield
+    except Unavailable as exc:
+        tail = log_tail(Path(record.log))
+        # The last line naming an error says more than a closing "startup failed".
+        telling = [line for line in tail if "Error" in line or "Exception" in line] or tail
+        last = f"; log: {telling[-1].strip()!r}" if telling else ""
+        raise Unavailable(f"{label} {exc.message}{last}; see {record.log}", component=record.name,
+                          log=record.log, log_tail=tail) from None
+
+
+# -- finding and stopping ------------------------------------------------------------------
+
+
+def live_process(record: ProcessRecord) -> psutil.Process | None:
+    """The recorded process if it still runs and is the same one (not a reused PID)."""
+    try:
+        proc = psutil.Process(record.pid)
+        if abs(proc.create_time() - record.create_time) > 0.01 or proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except psutil.Error:
+        return None
+    return proc
+
+
+def stop_record(record: ProcessRecord, timeout: float) -> bool:
+    """Stop a recorded process and its descendants (or its session's orphans); True if it ran."""
+    proc = live_process(record)
+    if proc is not None:
+        logger.info("stopping %s (pid %d)", record.name, record.pid)
+        _stop_tree(proc, timeout)
+        return True
+    for orphan in _session_orphans(record):
+        logger.warning("stopping %s's orphan pid %d", record.name, orphan.pid)
+        _stop_tree(orphan, timeout)
+    return False
+
+
+def _stop_tree(proc: psutil.Process, timeout: float) -> None:
+    """SIGTERM ``proc``, give it ``timeout`` s to stop its own children, then end what is left.
+
+    Descendants are collected before signalling: once ``proc`` is gone they are re-parented
+    and can no longer be found (Ray workers and Jupyter kernels run in sessions of their own).
+    Survivors get SIGTERM once ``proc`` has exited, SIGKILL when the time is up.
+    """
+    try:
+        descendants = proc.children(recursive=True)
+    except psutil.NoSuchProcess:  # e.g. an orphan that ended with the one stopped before it
+        return
+    deadline = time.monotonic() + timeout
+    _signal([proc], signal.SIGTERM)
+    psutil.wait_procs([proc], timeout=timeout)
+    survivors = [p for p in [proc, *descendants] if p.is_running()]
+    _signal(survivors, signal.SIGTERM)
+    _, survivors = psutil.wait_procs(survivors, timeout=max(1.0, deadline - time.monotonic()))
+    if survivors:
+        logger.warning("killing %s, still running after %.0f s", [p.pid for p in survivors], timeout)
+        _signal(survivors, signal.SIGKILL)
+        psutil.wait_procs(survivors, timeout=5)
+
+
+def _signal(procs: list[psutil.Process], signum: int) -> None:
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.send_signal(signum)  # psutil checks the PID still is this process
+
+
+def _session_orphans(record: ProcessRecord) -> list[psutil.Process]:
+    """Processes left in the session of a recorded process that died (e.g. killed -9).
+
+    Only when the session leader's PID is free, so the session id cannot belong to another.
+    """
+    if psutil.pid_exists(record.pid):
+        return []
+    orphans = []
+    for proc in psutil.process_iter(["create_time"]):
+        with contextlib.suppress(OSError, psutil.Error):
+            if os.getsid(proc.pid) == record.pid and proc.info["create_time"] >= record.create_time:
+                orphans.append(proc)
+    return orphans
