@@ -16,9 +16,7 @@ Usage: ``python bench/jobs.py [--repeat N]``.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,24 +44,6 @@ def one_cell_notebook(path: Path) -> Path:
     return path
 
 
-def free_port_block(size: int) -> int:
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + size < 65000 and all(_free(base + i) for i in range(size)):
-            return base
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
-
-
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -82,6 +62,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from loopml import launcher
+    from loopml.launcher import free_port_block
     from loopml.client import Client
     from loopml.settings import load_settings
 

@@ -14,12 +14,11 @@ with ``@main.command()`` / ``main.add_command(...)``; the job commands live in
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import IO, Any
 
 import click
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from loopml._cli_jobs import COMMANDS as JOB_COMMANDS
 from loopml._cli_util import client_from, echo_fields, echo_json, echo_table, fmt_time, json_option, resolve_project
@@ -106,33 +105,18 @@ def up(
     click.echo(f"starting loopml in {settings.home}")
     result = launcher.up(settings, on_step=lambda step: click.echo(f"  {step}"))
     click.echo("loopml is up")
-    # Lists and the Ray driver variables read better joined than as Python reprs.
-    echo_fields((label, ", ".join(value) if isinstance(value, list) else value)
-                for label, value in _public_fields(result) if label != "ray env" and value != [])
-    ray_env = getattr(result, "ray_env", None)
-    if ray_env:
-        click.echo("Ray drivers (scripts, notebooks, tests) connect with: export "
-                   + " ".join(f"{name}={value}" for name, value in ray_env.items()))
-
-
-def _public_fields(result: object) -> list[tuple[str, Any]]:
-    """The fields of ``launcher.up``'s result to show, labelled; secrets are left out.
-
-    The token itself is never printed: ``loopml up`` stores it in ``client.json`` and the
-    result says how to authenticate.
-    """
-    if dataclasses.is_dataclass(result) and not isinstance(result, type):
-        items = [(f.name, getattr(result, f.name)) for f in dataclasses.fields(result)]
-    elif isinstance(result, BaseModel):
-        items = list(result)
-    else:
-        items = list(vars(result).items())
-    secret = ("token", "secret", "password", "key")
-    return [
-        (name.replace("_", " "), value)
-        for name, value in items
-        if value is not None and not name.startswith("_") and not any(s in name.lower() for s in secret)
-    ]
+    echo_fields([
+        ("platform", f"{result.url}  (REST {result.url}/api/v1, OpenAPI {result.url}/openapi.json)"),
+        ("mlflow", result.mlflow_url),
+        ("ray", f"{result.ray_address}" + (f"  (dashboard {result.ray_dashboard_url})" if result.ray_dashboard_url else "")),
+        ("logs", str(result.logs)),
+        ("started", ", ".join(result.started) or "nothing (all running)"),
+        ("kept", ", ".join(result.kept) or None),
+        ("authenticate", result.how_to_authenticate),
+    ])
+    if result.ray_env:
+        click.echo("Ray drivers (scripts, notebooks) connect with: export "
+                   + " ".join(f"{name}={value}" for name, value in result.ray_env.items()))
 
 
 @main.command()

@@ -273,6 +273,17 @@ def _port_in_use(port: int) -> bool:
     return False
 
 
+def free_port_block(size: int) -> int:
+    """The first of ``size`` consecutive free ports (to give a second instance its own ports)."""
+    for _ in range(500):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + size < 65000 and not any(_port_in_use(base + i) for i in range(size)):
+            return base
+    raise Unavailable(f"found no {size} consecutive free ports")
+
+
 def _check_ports(ports: dict[str, int]) -> None:
     """Refuse clashing or busy ports up front, naming them: Ray's own error is buried in its logs."""
     seen: dict[int, str] = {}

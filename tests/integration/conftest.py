@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import uuid
@@ -18,30 +17,9 @@ import psutil
 import pytest
 
 from loopml.client import Client
+from loopml.launcher import free_port_block
 
 LOOPML = str(Path(sys.executable).with_name("loopml"))
-
-
-def free_port_block(size: int) -> int:
-    """The first of ``size`` consecutive free loopback ports."""
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + size >= 65000:
-            continue
-        if all(_free(base + i) for i in range(size)):
-            return base
-    raise RuntimeError("no block of free ports")
-
-
-def _free(port: int) -> bool:
-    with socket.socket() as probe:
-        try:
-            probe.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 @dataclass

@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from loopml.executor.models import JobStatus
-from loopml.launcher import start_ray_worker_node
-from tests.integration.conftest import free_port_block
+from loopml.launcher import free_port_block, start_ray_worker_node
 from tests.integration.notebooks import notebook
 
 

@@ -221,18 +221,17 @@ def test_projects_and_schedules(run, platform, notebook):
 
 
 def test_up_prints_each_step_then_how_to_connect_without_the_token(monkeypatch, tmp_path):
-    @dataclass
-    class UpResult:
-        platform_url: str
-        admin_token: str
-        how_to_authenticate: str
+    from loopml.launcher import UpResult
 
     calls: list[Any] = []
 
     def up(settings, *, on_step=None):
         calls.append(settings)
         on_step("started Ray head")
-        return UpResult("http://127.0.0.1:9000", "tok-123", "the CLI uses ~/.loopml/client.json")
+        return UpResult(url="http://127.0.0.1:9000", admin_token="tok-123", client_config=tmp_path / "client.json",
+                        how_to_authenticate="the CLI uses ~/.loopml/client.json", ray_address="auto",
+                        mlflow_url="http://127.0.0.1:5050", logs=tmp_path / "logs", started=["platform"],
+                        ray_env={"RAY_AUTH_MODE": "token"})
 
     fake = types.SimpleNamespace(up=up, down=lambda home: ["ray"], status=lambda home: {"ray": {"pid": 1}})
     monkeypatch.setitem(sys.modules, "loopml.launcher", fake)
@@ -241,7 +240,7 @@ def test_up_prints_each_step_then_how_to_connect_without_the_token(monkeypatch, 
     assert result.exit_code == 0, result.output
     assert "later release" in result.stdout and "  started Ray head" in result.stdout
     assert "http://127.0.0.1:9000" in result.stdout and "client.json" in result.stdout
-    assert "tok-123" not in result.stdout
+    assert "tok-123" not in result.stdout and "export RAY_AUTH_MODE=token" in result.stdout
     assert (calls[0].port, calls[0].ray_address, calls[0].home) == (9000, "auto", tmp_path.resolve())
     assert "later release" not in CliRunner().invoke(main, ["up", "--no-hub"]).stdout
     assert CliRunner().invoke(main, ["down"]).stdout == "stopped ray\n"
