@@ -56,6 +56,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -466,8 +467,19 @@ def down(home: Path, *, timeout: float = 30) -> list[str]:
     if state is None:
         return []
     stopped = [r.name for r in reversed(state.processes) if stop_record(r, timeout)]
+    for record in state.processes:
+        _remove_ray_temp_dir(record)
     (home / STATE_FILE).unlink(missing_ok=True)
     return stopped
+
+
+def _remove_ray_temp_dir(record: ProcessRecord) -> None:
+    """Remove the temp dir a stopped Ray node of ours used (sessions, sockets, logs)."""
+    for arg in record.cmdline:
+        if arg.startswith("--temp-dir="):
+            path = Path(arg.removeprefix("--temp-dir="))
+            if path.name.startswith("loopml-ray-"):  # only the short dirs we derive; never a user's choice
+                shutil.rmtree(path, ignore_errors=True)
 
 
 # -- status --------------------------------------------------------------------------------
