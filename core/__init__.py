@@ -6,5 +6,6 @@ or sqlalchemy.
 """
 
 from loopml.client import Client
+from loopml.sdk import current_job, log_model
 
-__all__ = ["Client"]
+__all__ = ["Client", "current_job", "log_model"]

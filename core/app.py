@@ -27,6 +27,8 @@ from loopml.executor.backend import JobBackend, RayJobBackend
 from loopml.executor.schedules import ScheduleService
 from loopml.executor.service import JobService
 from loopml.projects import ProjectCreate, ProjectService
+from loopml.registry import routes as registry_routes
+from loopml.registry.service import RegistryService
 from loopml.registry.tracking import JobTracking
 from loopml.settings import Settings
 
@@ -145,6 +147,7 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
         for seed in settings.projects:
             state.projects.create(ProjectCreate(**seed.model_dump()), exist_ok=True)
         state.tracking = await asyncio.to_thread(JobTracking, settings.tracking_uri)
+        state.registry = RegistryService(settings.tracking_uri)
         state.backend = backend or RayJobBackend(settings.ray_address, settings.dashboard_url, kernel_name=settings.kernel_name,
                                                  warm_kernels=settings.warm_kernels)
         await state.backend.start()
@@ -169,4 +172,5 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
     app.include_router(health_router, prefix=prefix)
     app.include_router(projects.router, prefix=prefix)
     app.include_router(executor_routes.router, prefix=prefix)
+    app.include_router(registry_routes.router, prefix=prefix)
     return app

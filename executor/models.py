@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from loopml.registry.models import ModelRef
+
 _RESOURCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
 _RESERVED_RESOURCES = {"CPU", "GPU", "memory", "object_store_memory"}
 
@@ -115,6 +117,7 @@ class Job(BaseModel):
     timeout_s: float | None
     max_retries: int
     mlflow_run_id: str | None
+    models: list[ModelRef] = Field(default_factory=list, description="Model versions the job registered.")
     trigger: Trigger
     parent_id: str | None
     schedule_id: str | None

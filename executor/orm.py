@@ -35,6 +35,8 @@ class JobRow(Base):
     cells_total: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    models: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True,
+                                                             doc="Model versions the job registered.")
     trigger: Mapped[str] = mapped_column(String(16), default="user")
     parent_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     schedule_id: Mapped[str | None] = mapped_column(String(32), nullable=True)

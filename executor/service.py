@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import logging
 import re
@@ -27,6 +28,7 @@ from loopml.executor.models import Job, JobFailure, JobRequeue, JobStatus, JobSu
 from loopml.executor.orm import JobOutputRow, JobRow
 from loopml.executor.params import validate_parameters
 from loopml.projects import ProjectRow
+from loopml.registry.models import ModelRef
 from loopml.registry.tracking import JobTracking
 from loopml.settings import Settings
 
@@ -42,7 +44,7 @@ def to_job(row: JobRow) -> Job:
         message=row.message, progress=Progress(cells_done=row.cells_done, cells_total=row.cells_total),
         error=JobFailure(**row.error) if row.error else None, attempt=row.attempt, node=row.node, parameters=row.parameters,
         resources=Resources(**row.resources), timeout_s=row.timeout_s, max_retries=row.max_retries,
-        mlflow_run_id=row.mlflow_run_id, trigger=Trigger(row.trigger), parent_id=row.parent_id,
+        mlflow_run_id=row.mlflow_run_id, models=[ModelRef(**m) for m in row.models or []], trigger=Trigger(row.trigger), parent_id=row.parent_id,
         schedule_id=row.schedule_id, created_at=row.created_at, started_at=row.started_at,
         finished_at=row.finished_at,
     )
@@ -256,7 +258,9 @@ class JobService:
 
     def _spec(self, row: JobRow) -> dict[str, Any]:
         env = {"LOOPML_JOB_ID": row.id, "LOOPML_PROJECT": row.project, "LOOPML_USER": row.user,
-               "LOOPML_ATTEMPT": str(row.attempt), "LOOPML_URL": self.settings.url,
+               "LOOPML_ATTEMPT": str(row.attempt), "LOOPML_URL": self.settings.url, "LOOPML_JOB_NAME": row.name,
+               "LOOPML_PARAMETERS": json.dumps(row.parameters),
+               "LOOPML_NOTEBOOK_SHA256": hashlib.sha256(row.notebook.encode()).hexdigest(),
                "MLFLOW_TRACKING_URI": self.tracking.tracking_uri, "MLFLOW_RUN_ID": row.mlflow_run_id or "",
                "MLFLOW_EXPERIMENT_ID": self.tracking.experiment_id(row.project)}
         return {"job_id": row.id, "attempt": row.attempt, "notebook": row.notebook, "parameters": row.parameters,
@@ -366,8 +370,9 @@ class JobService:
         """Close the MLflow run (output notebook attached), then record the final status."""
         if row.mlflow_run_id:
             try:
-                self.tracking.finish_run(row.mlflow_run_id, status.value, output=output.notebook if output else None,
-                                         log_text=output.log if output else "", attempt=row.attempt)
+                row.models = self.tracking.finish_run(
+                    row.mlflow_run_id, status.value, output=output.notebook if output else None,
+                    log_text=output.log if output else "", attempt=row.attempt) or []
             except Exception:
                 log.exception("could not close MLflow run %s of job %s", row.mlflow_run_id, row.id)
         row.status = status.value

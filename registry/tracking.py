@@ -24,6 +24,16 @@ for _name, _value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_RE
     os.environ.setdefault(_name, _value)
 
 
+def registered_versions(run_tags: dict[str, str]) -> list[dict[str, Any]]:
+    """The versions ``loopml.log_model`` registered in a run, from its ``loopml.registered.<model>.<version>`` tags."""
+    refs = []
+    for tag, full_name in run_tags.items():
+        _, _, version = tag.rpartition(".")
+        if tag.startswith("loopml.registered.") and version.isdigit():
+            refs.append({"name": full_name, "version": int(version)})
+    return sorted(refs, key=lambda ref: (ref["name"], ref["version"]))
+
+
 def experiment_name(project: str) -> str:
     """The MLflow experiment that holds a project's runs."""
     return project
@@ -85,14 +95,17 @@ class JobTracking:
             raise self._unavailable(exc) from None
         return run_id
 
-    def finish_run(self, run_id: str, status: str, *, output: str | None, log_text: str, attempt: int) -> None:
-        """Store the executed notebook and log, and close the run with the job's final status."""
+    def finish_run(self, run_id: str, status: str, *, output: str | None, log_text: str,
+                   attempt: int) -> list[dict[str, Any]]:
+        """Store the executed notebook and log, close the run with the job's final status, and
+        return the model versions the job registered (``[{name, version}]``)."""
         if output:
             self.client.log_text(run_id, output, "notebook/output.ipynb")
         if log_text:
             self.client.log_text(run_id, log_text, "notebook/log.txt")
         self.client.set_tag(run_id, "loopml.attempts", str(attempt))
         self.client.set_terminated(run_id, RUN_STATUS.get(status, "FAILED"))
+        return registered_versions(self.client.get_run(run_id).data.tags)
 
     def delete_run(self, run_id: str) -> None:
         """Undo :meth:`start_run` when the job could not be stored."""

@@ -1,0 +1,68 @@
+"""Plain data of the registry slice."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class Lineage(BaseModel):
+    """Where a version came from (job → run → version) and where it went (→ endpoints)."""
+
+    job_id: str | None = None
+    run_id: str | None = None
+    user: str | None = None
+    notebook: str | None = None
+    notebook_sha256: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    endpoints: list[str] = Field(default_factory=list, description="Endpoints serving it (serving slice).")
+
+
+class ModelVersion(BaseModel):
+    version: int
+    aliases: list[str]
+    created_at: dt.datetime
+    status: str
+    source: str
+    metrics: dict[str, float]
+    params: dict[str, str]
+    flavor: str | None
+    reference: str | None = Field(None, description="Artifact URI of the reference sample for drift monitoring.")
+    lineage: Lineage
+
+
+class ModelSummary(BaseModel):
+    name: str = Field(description="Name within the project.")
+    registered_name: str = Field(description="MLflow registered model name, <project>.<name>.")
+    latest_version: int | None
+    aliases: dict[str, int]
+    updated_at: dt.datetime | None
+
+
+class AliasChange(BaseModel):
+    alias: str
+    version: int | None
+    previous: int | None
+    user: str
+    at: dt.datetime
+
+
+class Model(ModelSummary):
+    versions: list[ModelVersion] = Field(description="Newest first.")
+    alias_history: list[AliasChange]
+
+
+class AliasSet(BaseModel):
+    """Body of ``POST .../models/{name}/aliases``."""
+
+    alias: str = Field(description="champion, challenger, or any lowercase word.")
+    version: int = Field(gt=0)
+
+
+class ModelRef(BaseModel):
+    """A version a job registered."""
+
+    name: str
+    version: int

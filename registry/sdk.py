@@ -1,0 +1,219 @@
+"""The notebook SDK of the registry: ``loopml.log_model`` and ``loopml.current_job``.
+
+Runs in job kernels (and interactive workspace kernels), so it imports MLflow and
+scikit-learn only when called. Inside a job it logs into the job's MLflow run, which
+the runner announced through ``MLFLOW_RUN_ID``/``MLFLOW_TRACKING_URI``; interactively it
+opens a run in the project's experiment and leaves it active for later calls.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loopml.errors import InvalidInput, LoopMLError
+from loopml.registry.names import check_alias, registered_name, short_name
+
+REFERENCE_ROWS = 1000
+EXAMPLE_ROWS = 5
+CHAMPION, CHALLENGER = "champion", "challenger"
+PREDICTION_COLUMN, LABEL_COLUMN = "__prediction__", "__label__"
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Who and what a job is, as its kernel sees it (``loopml.current_job()``)."""
+
+    job_id: str
+    project: str
+    user: str
+    attempt: int
+    name: str
+    run_id: str | None
+    tracking_uri: str | None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    notebook_sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """What ``log_model`` registered."""
+
+    name: str  # registered name, <project>.<model>
+    version: int
+    aliases: list[str]
+    run_id: str
+    model_uri: str  # models:/<name>/<version>
+    reference_uri: str  # the reference sample for drift monitoring
+
+
+def current_job() -> JobContext | None:
+    """The job this kernel runs, or ``None`` outside a loopml job."""
+    job_id = os.environ.get("LOOPML_JOB_ID")
+    if not job_id:
+        return None
+    return JobContext(
+        job_id=job_id,
+        project=os.environ.get("LOOPML_PROJECT", ""),
+        user=os.environ.get("LOOPML_USER", ""),
+        attempt=int(os.environ.get("LOOPML_ATTEMPT", "1")),
+        name=os.environ.get("LOOPML_JOB_NAME", ""),
+        run_id=os.environ.get("MLFLOW_RUN_ID") or None,
+        tracking_uri=os.environ.get("MLFLOW_TRACKING_URI") or None,
+        parameters=json.loads(os.environ.get("LOOPML_PARAMETERS") or "{}"),
+        notebook_sha256=os.environ.get("LOOPML_NOTEBOOK_SHA256") or None,
+    )
+
+
+def _lineage(job: JobContext | None, project: str) -> dict[str, str]:
+    if job is not None:
+        return {"loopml.job_id": job.job_id, "loopml.user": job.user, "loopml.notebook": job.name,
+                "loopml.parameters": json.dumps(job.parameters)[:5000],
+                "loopml.notebook_sha256": job.notebook_sha256 or "", "loopml.project": project}
+    notebook = os.environ.get("JPY_SESSION_NAME", "")
+    digest = ""
+    if notebook and Path(notebook).is_file():
+        digest = hashlib.sha256(Path(notebook).read_bytes()).hexdigest()
+    user = os.environ.get("LOOPML_USER") or os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
+    return {"loopml.job_id": "", "loopml.user": user, "loopml.notebook": Path(notebook).name,
+            "loopml.parameters": "{}", "loopml.notebook_sha256": digest, "loopml.project": project}
+
+
+def _run_id(job: JobContext | None, project: str) -> str:
+    """The MLflow run to log into: the active one, the job's, or a new one in the project's experiment."""
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is not None:
+        return active.info.run_id
+    if job is not None and job.run_id:
+        return mlflow.start_run(run_id=job.run_id).info.run_id
+    mlflow.set_experiment(project)
+    return mlflow.start_run(run_name="interactive").info.run_id
+
+
+def _sample(X, rows: int):
+    """At most ``rows`` rows of ``X`` (a DataFrame or array), spread over all of it."""
+    import numpy as np
+
+    count = len(X)
+    if count <= rows:
+        return X
+    index = np.random.default_rng(0).choice(count, size=rows, replace=False)
+    index.sort()
+    return X.iloc[index] if hasattr(X, "iloc") else X[index]
+
+
+def _reference_frame(X, predictions, y):
+    """Features, predictions and (if given) labels as one DataFrame with string column names."""
+    import numpy as np
+    import pandas as pd
+
+    frame = X.reset_index(drop=True).copy() if isinstance(X, pd.DataFrame) else pd.DataFrame(np.asarray(X))
+    frame.columns = [str(c) for c in frame.columns]
+    frame[PREDICTION_COLUMN] = np.asarray(predictions).tolist() if np.ndim(predictions) > 1 else np.asarray(predictions)
+    if y is not None:
+        frame[LABEL_COLUMN] = np.asarray(y)
+    return frame
+
+
+def _log_flavor(model, name: str, signature, example, flavor_kwargs: dict[str, Any]):
+    import mlflow
+
+    if "sklearn" in type(model).__module__ or _is_sklearn(model):
+        import mlflow.sklearn
+
+        serialization = flavor_kwargs.get("serialization_format", mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS)
+        requirements = flavor_kwargs.pop("pip_requirements", None) or mlflow.sklearn.get_default_pip_requirements(
+            include_cloudpickle=serialization == mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            include_skops=serialization == mlflow.sklearn.SERIALIZATION_FORMAT_SKOPS)
+        return mlflow.sklearn.log_model(model, name=name, signature=signature, input_example=example,
+                                        pip_requirements=requirements, **flavor_kwargs), "sklearn"
+    if isinstance(model, mlflow.pyfunc.PythonModel):
+        requirements = flavor_kwargs.pop("pip_requirements", None) or mlflow.pyfunc.get_default_pip_requirements()
+        return mlflow.pyfunc.log_model(name=name, python_model=model, signature=signature, input_example=example,
+                                       pip_requirements=requirements, **flavor_kwargs), "pyfunc"
+    raise InvalidInput(
+        f"log_model cannot log a {type(model).__name__}: pass a scikit-learn estimator or wrap the model "
+        "in an mlflow.pyfunc.PythonModel", field="model")
+
+
+def _is_sklearn(model) -> bool:
+    try:
+        from sklearn.base import BaseEstimator
+    except ImportError:
+        return False
+    return isinstance(model, BaseEstimator)
+
+
+def _predict(model, X):
+    if hasattr(model, "predict") and not _is_python_model(model):
+        return model.predict(X)
+    return model.predict(None, X)
+
+
+def _is_python_model(model) -> bool:
+    import mlflow.pyfunc
+
+    return isinstance(model, mlflow.pyfunc.PythonModel)
+
+
+def log_model(model, name: str, X_train, y_train=None, metrics: dict[str, float] | None = None, *,
+              alias: str | None = None, **flavor_kwargs: Any) -> RegisteredVersion:
+    """Log ``model`` with its flavor, register it as ``<project>.<name>`` and alias it.
+
+    The version gets a signature and input example inferred from ``X_train``, pinned pip
+    requirements (no slow inference), a reference sample (≤1000 rows of ``X_train`` with
+    predictions and ``y_train`` when given) for drift monitoring, and lineage tags (job,
+    run, user, notebook, parameters, notebook hash). The project's first version of a model
+    becomes ``champion``, later ones ``challenger`` unless ``alias`` says otherwise.
+    ``metrics`` are logged to the run. Raises :class:`InvalidInput` for a bad name, alias or
+    model type and :class:`LoopMLError` outside a job or project workspace.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+    from mlflow.tracking import MlflowClient
+
+    job = current_job()
+    project = (job.project if job else "") or os.environ.get("LOOPML_PROJECT", "")
+    if not project:
+        raise LoopMLError("log_model needs a project: call it inside a loopml job or a project workspace, "
+                          "or set LOOPML_PROJECT", reason="no_project")
+    short, full = short_name(project, name), registered_name(project, name)
+    if alias is not None:
+        check_alias(alias)
+    if len(X_train) == 0:
+        raise InvalidInput("X_train is empty: log_model infers the signature and reference sample from it",
+                           field="X_train")
+    run_id = _run_id(job, project)
+    sample = _sample(X_train, REFERENCE_ROWS)
+    predictions = _predict(model, sample)
+    signature = infer_signature(sample, predictions)
+    example = sample[:EXAMPLE_ROWS] if not hasattr(sample, "iloc") else sample.iloc[:EXAMPLE_ROWS]
+    info, flavor = _log_flavor(model, short, signature, example, dict(flavor_kwargs))
+    if metrics:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, model_id=info.model_id)
+    labels = None if y_train is None else (_sample(y_train, REFERENCE_ROWS) if len(y_train) == len(X_train) else None)
+    reference_path = f"loopml/reference/{short}"
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / f"{info.model_id}.parquet"
+        _reference_frame(sample, predictions, labels).to_parquet(target, index=False)
+        mlflow.log_artifact(str(target), artifact_path=reference_path)
+    reference_uri = f"runs:/{run_id}/{reference_path}/{target.name}"
+    tags = {**_lineage(job, project), "loopml.run_id": run_id, "loopml.flavor": flavor,
+            "loopml.reference": reference_uri}
+    version = mlflow.register_model(info.model_uri, full, tags=tags, await_registration_for=30)
+    client = MlflowClient()
+    if alias is None:
+        current = client.get_registered_model(full).aliases
+        alias = CHALLENGER if CHAMPION in current else CHAMPION
+    client.set_registered_model_alias(full, alias, version.version)
+    mlflow.set_tag(f"loopml.registered.{short}.{version.version}", full)  # the job → version link
+    return RegisteredVersion(name=full, version=int(version.version), aliases=[alias], run_id=run_id,
+                             model_uri=f"models:/{full}/{version.version}", reference_uri=reference_uri)
