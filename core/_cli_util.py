@@ -172,6 +172,11 @@ def fmt_progress(job: Job) -> str:
     return f"{job.progress.cells_done}/{job.progress.cells_total}"
 
 
+def job_models_text(job: Job) -> str | None:
+    """``demo.iris v2, demo.wine v1``: the model versions ``job`` registered, or ``None``."""
+    return ", ".join(f"{ref.name} v{ref.version}" for ref in job.models) or None
+
+
 def outcome(job: Job) -> str:
     """One line saying how the job ended (or where it is)."""
     line = f"job {job.id} {job.status.value} ({fmt_progress(job)} cells)"

@@ -23,6 +23,7 @@ from loopml.errors import (
     Unavailable,
 )
 from loopml.executor.models import JobStatus, Resources
+from loopml.registry.names import short_name
 
 Notebook = str | Path | Mapping[str, Any]
 """A notebook as ``submit`` takes it: a path to an .ipynb file, or its nbformat JSON."""
@@ -38,7 +39,27 @@ ERROR_CLASSES: dict[int, type[LoopMLError]] = {
 
 
 def api_path(*segments: str) -> str:
-    return "/" + "/".join(quote(str(s), safe="") for s in segments)
+    """``/a/b/c`` with every segment percent-quoted, ``/`` included.
+
+    ``.`` and ``..`` are quoted as well: httpx resolves them as dot segments, so
+    ``job(project, "..")`` would otherwise ask for ``/projects/{project}`` instead.
+    """
+    return "/" + "/".join(_segment(str(s)) for s in segments)
+
+
+def _segment(text: str) -> str:
+    if text in (".", ".."):
+        return text.replace(".", "%2E")
+    return quote(text, safe="")
+
+
+def model_path(project: str, name: str, *rest: str) -> str:
+    """``/projects/{project}/models/{name}/...`` for ``name`` or ``<project>.name``.
+
+    The name is checked here as the server does, so a bad one is an InvalidInput with
+    the reason before any request (and ``a/b`` never reaches a router as two segments).
+    """
+    return api_path("projects", project, "models", short_name(project, name), *rest)
 
 
 def job_status(status: JobStatus | str) -> JobStatus:

@@ -1,10 +1,10 @@
 """Sync Python client of the platform's REST API (``<url>/api/v1``), for the CLI, notebooks and widgets.
 
 Every method either returns the answer parsed into the pydantic model the server documents
-(``loopml.executor.models``, ``loopml.projects``) or raises a :class:`loopml.errors.LoopMLError`:
-the class matching the HTTP status, built from the body's ``message`` and ``reason``. The
-token travels only in the ``Authorization`` header: it is never logged, never part of an
-error message and never in ``repr(client)``.
+(``loopml.executor.models``, ``loopml.projects``, ``loopml.registry.models``) or raises a
+:class:`loopml.errors.LoopMLError`: the class matching the HTTP status, built from the body's
+``message`` and ``reason``. The token travels only in the ``Authorization`` header: it is
+never logged, never part of an error message and never in ``repr(client)``.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from pydantic import BaseModel, ValidationError
 from loopml import _client_wire as wire
 from loopml.errors import InvalidInput, LoopMLError, Unauthorized, Unavailable
 from loopml.executor.models import Job, JobStatus, Resources, Schedule
+from loopml.registry.models import Model, ModelSummary
+from loopml.registry.names import check_alias
+from loopml.registry.service import CHAMPION, check_version
 from loopml.settings import read_client_config
 
 if TYPE_CHECKING:
@@ -287,6 +290,36 @@ class Client:
     def delete_schedule(self, project: str, schedule_id: str) -> None:
         """Delete the schedule; jobs it already started are kept."""
         self._request("DELETE", wire.api_path("projects", project, "schedules", schedule_id))
+
+    # -- models ------------------------------------------------------------------------
+    # A model is named ``name`` or ``<project>.name``; names and aliases are checked here as
+    # the server checks them, so a bad one is an InvalidInput with the reason before any request.
+
+    def models(self, project: str) -> list[ModelSummary]:
+        """The project's registered models, by name, with their aliases."""
+        return self._parse_list(ModelSummary, self._request("GET", wire.api_path("projects", project, "models")))
+
+    def model(self, project: str, name: str) -> Model:
+        """One model: its versions newest first, with metrics, params, aliases and lineage,
+        and its alias history; :class:`NotFound` if the project has no such model."""
+        return self._parse(Model, self._request("GET", wire.model_path(project, name)))
+
+    def set_alias(self, project: str, name: str, alias: str, version: int) -> Model:
+        """Point ``alias`` at ``version`` (moving it if another version had it) and return the
+        model after the move, which the server records in ``alias_history``. Setting
+        ``champion`` also takes ``challenger`` off that version. :class:`NotFound` for an
+        unknown model or version."""
+        body = {"alias": check_alias(alias), "version": check_version(version)}
+        return self._parse(Model, self._request("POST", wire.model_path(project, name, "aliases"), json=body))
+
+    def delete_alias(self, project: str, name: str, alias: str) -> Model:
+        """Remove ``alias`` from the model; :class:`NotFound` if no version has it."""
+        path = wire.model_path(project, name, "aliases", check_alias(alias))
+        return self._parse(Model, self._request("DELETE", path))
+
+    def promote(self, project: str, name: str, version: int) -> Model:
+        """Make ``version`` the champion: :meth:`set_alias` with ``champion``."""
+        return self.set_alias(project, name, CHAMPION, version)
 
     # -- plumbing ------------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ class Resources(BaseModel):
     @classmethod
     def _custom(cls, value: dict[str, float]) -> dict[str, float]:
         for name, amount in value.items():
-            if not _RESOURCE_NAME.match(name) or name in _RESERVED_RESOURCES:
+            if not _RESOURCE_NAME.fullmatch(name) or name in _RESERVED_RESOURCES:
                 raise ValueError(f"invalid custom resource name {name!r}: use letters, digits, '_', '.', ':' or '-'")
             if not amount > 0:
                 raise ValueError(f"custom resource {name!r} must be a positive amount")

@@ -386,7 +386,7 @@ _KERNEL_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,64}$")
 
 def check_kernel_name(name: str) -> str:
     """Kernel names follow jupyter_client's kernelspec rule (they pick a kernelspec on the runner's node)."""
-    if not _KERNEL_NAME.match(name):
+    if not _KERNEL_NAME.fullmatch(name):
         raise InvalidInput(f"invalid kernel name {name!r}: use the name of an installed kernelspec, e.g. python3",
                            field="kernel_name")
     return name

@@ -31,6 +31,7 @@ def _why_not(name: str) -> str:
 def short_name(project: str, name: str) -> str:
     """The model's name within ``project``: ``name`` itself, or ``name`` without the
     ``<project>.`` prefix. Another project's prefix, or an invalid name, is refused."""
+    given = name
     if isinstance(name, str) and SEPARATOR in name and ".." not in name:
         prefix, _, rest = name.partition(SEPARATOR)
         if prefix != project:
@@ -40,8 +41,8 @@ def short_name(project: str, name: str) -> str:
                 field="name",
             )
         name = rest
-    if not isinstance(name, str) or not _MODEL.match(name):
-        raise InvalidInput(f"invalid model name {name!r}: {_why_not(str(name))}", field="name")
+    if not isinstance(name, str) or not _MODEL.fullmatch(name):
+        raise InvalidInput(f"invalid model name {given!r}: {_why_not(str(name))}", field="name")
     return name
 
 
@@ -51,7 +52,7 @@ def registered_name(project: str, name: str) -> str:
 
 
 def check_alias(alias: str) -> str:
-    if not isinstance(alias, str) or not _ALIAS.match(alias) or alias in RESERVED_ALIASES \
+    if not isinstance(alias, str) or not _ALIAS.fullmatch(alias) or alias in RESERVED_ALIASES \
             or re.fullmatch(r"v\d+", alias):
         raise InvalidInput(
             f"invalid alias {alias!r}: use lowercase letters, digits, '-' and '_', starting with a letter "

@@ -23,7 +23,7 @@ def list_models(project: str, user: User = Depends(member), service: RegistrySer
     return service.list(project)
 
 
-@router.get("/projects/{project}/models/{name}", response_model=Model)
+@router.get("/projects/{project}/models/{name:path}", response_model=Model)
 def get_model(project: str, name: str, user: User = Depends(member), service: RegistryService = Depends(registry)):
     """One model: versions newest first, with metrics, params, aliases and lineage."""
     return service.get(project, short_name(project, name))

@@ -114,10 +114,11 @@ class RegistryService:
         self._call(f"version {version} of {full!r}", self.client.get_model_version, full, str(version))
         previous = (model.aliases or {}).get(alias)
         self._call("alias", self.client.set_registered_model_alias, full, alias, str(version))
-        if alias == CHAMPION and (model.aliases or {}).get(CHALLENGER) is not None \
-                and int(model.aliases[CHALLENGER]) == version:
+        changes = [(alias, version, previous)]
+        if alias == CHAMPION and str((model.aliases or {}).get(CHALLENGER)) == str(version):
             self._call("alias", self.client.delete_registered_model_alias, full, CHALLENGER)
-        self._record(full, model, alias, version, previous, user)
+            changes.append((CHALLENGER, None, version))
+        self._record(full, model, changes, user)
         return self.get(project, name)
 
     def delete_alias(self, project: str, name: str, alias: str, *, user: str) -> Model:
@@ -126,13 +127,20 @@ class RegistryService:
         if alias not in (model.aliases or {}):
             raise NotFound(f"model {full!r} has no alias {alias!r}", alias=alias)
         self._call("alias", self.client.delete_registered_model_alias, full, alias)
-        self._record(full, model, alias, None, model.aliases.get(alias), user)
+        self._record(full, model, [(alias, None, model.aliases.get(alias))], user)
         return self.get(project, name)
 
-    def _record(self, full: str, model, alias: str, version: int | None, previous: Any, user: str) -> None:
+    def _record(self, full: str, model, changes: list[tuple[str, int | None, Any]], user: str) -> None:
+        """Append ``(alias, version, previous)`` changes to the model's alias history tag.
+
+        Read-modify-write of one tag: two changes at the very same moment may keep only one
+        entry (the aliases themselves are always right; MLflow has no atomic append).
+        """
         history = json.loads((model.tags or {}).get(HISTORY_TAG, "[]"))
-        history.append({"alias": alias, "version": version, "previous": int(previous) if previous else None,
-                        "user": user, "at": dt.datetime.now(dt.timezone.utc).isoformat()})
+        at = dt.datetime.now(dt.timezone.utc).isoformat()
+        for alias, version, previous in changes:
+            history.append({"alias": alias, "version": version, "previous": int(previous) if previous else None,
+                            "user": user, "at": at})
         self._call("tag", self.client.set_registered_model_tag, full, HISTORY_TAG, json.dumps(history[-MAX_HISTORY:]))
 
 

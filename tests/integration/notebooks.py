@@ -40,3 +40,18 @@ SLOW = notebook(
     "print('done')",
     parameters="seconds = 30.0",
 )
+
+TRAIN_AND_LOG = notebook(
+    "import json\n"
+    "import mlflow\n"
+    "import loopml\n"
+    "from sklearn.datasets import load_iris\n"
+    "from sklearn.linear_model import LogisticRegression\n"
+    "X, y = load_iris(return_X_y=True, as_frame=True)\n"
+    "model = LogisticRegression(C=C, max_iter=500).fit(X, y)\n"
+    "mlflow.log_metric('train_accuracy', model.score(X, y))",
+    "version = loopml.log_model(model, model_name, X, y, metrics={'accuracy': model.score(X, y)})\n"
+    "print(json.dumps({'version': version.version, 'job': loopml.current_job().job_id,\n"
+    "                  'predictions': model.predict(X.iloc[:10]).tolist()}))",
+    parameters='C = 1.0\nmodel_name = "iris"',
+)
