@@ -144,6 +144,17 @@ def _log_flavor(model, name: str, signature, example, flavor_kwargs: dict[str, A
         "in an mlflow.pyfunc.PythonModel", field="model")
 
 
+def _own_skops_types(model) -> list[str]:
+    """The types skops does not trust by default that this very model is made of.
+
+    The author who logs a model vouches for its own types (tree structures, for example),
+    which MLflow then records in the MLmodel file for loading; nothing else is trusted.
+    """
+    import skops.io
+
+    return sorted(skops.io.get_untrusted_types(data=skops.io.dumps(model)))
+
+
 def _is_sklearn(model) -> bool:
     try:
         from sklearn.base import BaseEstimator
@@ -177,6 +188,7 @@ def log_model(model, name: str, X_train, y_train=None, metrics: dict[str, float]
     model type and :class:`LoopMLError` outside a job or project workspace.
     """
     import mlflow
+    from mlflow.exceptions import MlflowException
     from mlflow.models import infer_signature
     from mlflow.tracking import MlflowClient
 
@@ -196,6 +208,9 @@ def log_model(model, name: str, X_train, y_train=None, metrics: dict[str, float]
     predictions = _predict(model, sample)
     signature = infer_signature(sample, predictions)
     example = sample[:EXAMPLE_ROWS] if not hasattr(sample, "iloc") else sample.iloc[:EXAMPLE_ROWS]
+    flavor_kwargs = dict(flavor_kwargs)
+    if _is_sklearn(model) and flavor_kwargs.get("serialization_format", "skops") == "skops":
+        flavor_kwargs.setdefault("skops_trusted_types", _own_skops_types(model))
     info, flavor = _log_flavor(model, short, signature, example, dict(flavor_kwargs))
     if metrics:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, model_id=info.model_id)
@@ -208,8 +223,16 @@ def log_model(model, name: str, X_train, y_train=None, metrics: dict[str, float]
     reference_uri = f"runs:/{run_id}/{reference_path}/{target.name}"
     tags = {**_lineage(job, project), "loopml.run_id": run_id, "loopml.flavor": flavor,
             "loopml.reference": reference_uri}
-    version = mlflow.register_model(info.model_uri, full, tags=tags, await_registration_for=30)
+    if flavor_kwargs.get("skops_trusted_types"):
+        tags["loopml.skops_trusted_types"] = ",".join(flavor_kwargs["skops_trusted_types"])
     client = MlflowClient()
+    try:
+        client.create_registered_model(full, tags={"loopml.project": project})
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = client.create_model_version(full, source=info.model_uri, run_id=run_id, tags=tags,
+                                          model_id=info.model_id, await_creation_for=30)
     if alias is None:
         current = client.get_registered_model(full).aliases
         alias = CHALLENGER if CHAMPION in current else CHAMPION

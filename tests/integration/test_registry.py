@@ -21,8 +21,8 @@ from tests.integration.notebooks import TRAIN_AND_LOG
 def train(client, project, **parameters):
     job = client.wait(project, client.submit(project, TRAIN_AND_LOG, parameters=parameters).id, timeout=180)
     assert job.status == JobStatus.SUCCEEDED, client.logs(project, job.id)
-    printed = client.output(project, job.id).cells[-1].outputs[0].text
-    return job, json.loads(printed)
+    printed = [o.text for o in client.output(project, job.id).cells[-1].outputs if o.get("name") == "stdout"]
+    return job, json.loads(printed[-1].strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def trained(platform, admin):
 
 
 def test_job_registers_a_version_with_signature_example_requirements_reference_and_lineage(
-        platform, alice, trained, tmp_path):
+        platform, alice, trained, tmp_path, monkeypatch):
     project, job, printed = trained
     assert printed["version"] == 1 and printed["job"] == job.id
     assert [(m.name, m.version) for m in job.models] == [(f"{project}.iris", 1)]
@@ -44,19 +44,18 @@ def test_job_registers_a_version_with_signature_example_requirements_reference_a
     version = model.versions[0]
     assert (model.registered_name, version.version, version.aliases) == (f"{project}.iris", 1, ["champion"])
     assert version.lineage.job_id == job.id and version.lineage.run_id == job.mlflow_run_id
-    assert version.lineage.user == "alice" and version.lineage.parameters == {"C": 1.0, "model_name": "iris"}
+    assert version.lineage.user == "alice" and version.lineage.parameters == {"C": 1.0}
     assert len(version.lineage.notebook_sha256) == 64
     assert {"accuracy", "train_accuracy"} <= set(version.metrics) and version.params["C"] == "1.0"
 
     tracking_uri = platform.state()["urls"]["mlflow"]
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{project}.iris/1", dst_path=str(tmp_path / "m"),
-                                                     tracking_uri=tracking_uri))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)  # the registry of models:/ URIs too
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{project}.iris/1", dst_path=str(tmp_path / "m")))
     spec = yaml.safe_load((local / "MLmodel").read_text())
     assert "inputs" in spec["signature"] and "saved_input_example_info" in spec
     requirements = (local / "requirements.txt").read_text()
     assert "scikit-learn==" in requirements and "mlflow" in requirements
-    reference = Path(mlflow.artifacts.download_artifacts(version.reference, dst_path=str(tmp_path / "r"),
-                                                         tracking_uri=tracking_uri))
+    reference = Path(mlflow.artifacts.download_artifacts(version.reference, dst_path=str(tmp_path / "r")))
     frame = pd.read_parquet(reference)
     assert {"sepal length (cm)", "__prediction__", "__label__"} <= set(frame.columns) and len(frame) == 150
     assert MlflowClient(tracking_uri).get_run(job.mlflow_run_id).data.metrics["accuracy"] > 0.9
@@ -94,7 +93,8 @@ def test_second_version_is_challenger_until_promoted_from_the_cli(platform, alic
     assert [v["version"] for v in model["versions"]] == [2, 1]
     assert all("accuracy" in v["metrics"] for v in model["versions"])
     assert model["versions"][0]["params"]["C"] == "0.05" and model["versions"][1]["params"]["C"] == "1.0"
-    assert model["alias_history"][-1]["previous"] == 1 and model["alias_history"][-1]["user"] == "alice"
+    promotion = [h for h in model["alias_history"] if h["alias"] == "champion"][-1]
+    assert (promotion["version"], promotion["previous"], promotion["user"]) == (2, 1, "alice")
     table = platform.cli("models", "show", "iris", "-P", project).stdout
     assert "accuracy" in table and "champion" in table
 
@@ -117,3 +117,24 @@ def test_non_members_cannot_reach_another_projects_models(platform, trained, cal
 def test_bad_model_names_are_refused_with_the_reason(alice, trained, name, reason):
     with pytest.raises(InvalidInput, match=reason):
         alice.model(trained[0], name)
+
+
+def test_log_model_interactively_opens_a_run_in_the_projects_experiment(platform, alice, project):
+    script = (
+        "import loopml\n"
+        "from sklearn.datasets import load_iris\n"
+        "from sklearn.tree import DecisionTreeClassifier\n"
+        "X, y = load_iris(return_X_y=True)\n"
+        "v = loopml.log_model(DecisionTreeClassifier(max_depth=2).fit(X, y), 'tree', X, y)\n"
+        "print(v.name, v.version, v.aliases[0])\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(platform.home), "LOOPML_PROJECT": project, "LOOPML_USER": "alice",
+           "MLFLOW_TRACKING_URI": platform.state()["urls"]["mlflow"]}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{project}.tree 1 champion" in done.stdout.splitlines()
+    version = alice.model(project, "tree").versions[0]
+    assert version.lineage.job_id is None and version.lineage.user == "alice"
+    run = MlflowClient(platform.state()["urls"]["mlflow"]).get_run(version.lineage.run_id)
+    experiment = MlflowClient(platform.state()["urls"]["mlflow"]).get_experiment(run.info.experiment_id)
+    assert experiment.name == project
