@@ -35,6 +35,7 @@ from loopml.settings import Settings
 log = logging.getLogger(__name__)
 
 health_router = APIRouter(tags=["platform"])
+STATUS_TIMEOUT_S = 5.0
 
 
 @health_router.get("/health")
@@ -44,13 +45,24 @@ def health():
 
 
 @health_router.get("/status")
-def status(request: Request, user: User = Depends(current_user)):
-    """Each component's address and health, as the platform sees it."""
+async def status(request: Request, user: User = Depends(current_user)):
+    """Each component's address and health, as the platform sees it (5 s at most per check)."""
     state = request.app.state
+
+    async def check(fn, fallback: dict) -> dict:
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(fn), STATUS_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            return {**fallback, "ok": False, "error": f"no answer within {STATUS_TIMEOUT_S:g} s"}
+
+    ray, mlflow_ok = await asyncio.gather(
+        check(state.backend.status, {"address": state.settings.ray_address}),
+        check(lambda: {"ok": state.tracking.ping()}, {}),
+    )
     return {
         "platform": {"ok": True, "url": state.settings.url, "user": user.name, "admin": user.admin},
-        "ray": state.backend.status(),
-        "mlflow": {"ok": state.tracking.ping(), "uri": state.tracking.tracking_uri},
+        "ray": ray,
+        "mlflow": {**mlflow_ok, "uri": state.tracking.tracking_uri},
         "db": {"ok": True, "backend": state.db.engine.dialect.name},
     }
 
