@@ -84,7 +84,12 @@ HTTP_STATUS: dict[type[LoopMLError], int] = {
 
 
 def http_status(error: LoopMLError) -> int:
-    """The HTTP status of ``error``: the entry of its nearest class in :data:`HTTP_STATUS`."""
+    """The HTTP status of ``error``: its own 4xx ``status`` detail if it carries one (request
+    errors of endpoints distinguish 400/413/415/422), else the entry of its nearest class in
+    :data:`HTTP_STATUS`."""
+    own = error.details.get("status")
+    if isinstance(own, int) and 400 <= own < 500:
+        return own
     for cls in type(error).__mro__:
         if cls in HTTP_STATUS:
             return HTTP_STATUS[cls]
