@@ -40,11 +40,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 __all__ = [
     "DEFAULT_MAX_ROWS",
     "ModelInput",
-    "format_invocation_response",
-    "format_v2_response",
     "parse_invocation",
     "parse_v2_infer",
-    "v2_metadata",
 ]
 
 DEFAULT_MAX_ROWS = 100_000
@@ -192,37 +189,6 @@ def parse_v2_infer(body: bytes, content_type: str | None, signature, *, max_byte
     else:
         table = _v2_columns(parsed, cols)
     return _build(table, cols, max_rows, params, request_id)
-
-
-def v2_metadata(name: str, version: str, signature) -> dict[str, Any]:
-    """The Open Inference Protocol model metadata of a model with ``signature``."""
-    return {"name": name, "versions": [str(version)], "platform": "mlflow",
-            "inputs": _tensor_metadata(signature.inputs if signature else None, "input"),
-            "outputs": _tensor_metadata(signature.outputs if signature else None, "predict")}
-
-
-# ---------------------------------------------------------------------------- responses
-
-
-def format_invocation_response(predictions: Any) -> bytes:
-    """``{"predictions": ...}`` as MLflow's scoring server writes it (frames as records)."""
-    return _dumps({"predictions": _jsonable(predictions)})
-
-
-def format_v2_response(model_name: str, version: str, request_id: str | None,
-                       predictions: Any) -> bytes:
-    """A v2 infer response: one output ``predict`` (one per column for a DataFrame)."""
-    if isinstance(predictions, pd.DataFrame):
-        outputs = [_v2_output(str(c), predictions[c].to_numpy()) for c in predictions.columns]
-    else:
-        if isinstance(predictions, pd.Series):
-            predictions = predictions.to_numpy()
-        outputs = [_v2_output("predict", np.asarray(predictions))]
-    response: dict[str, Any] = {"model_name": model_name, "model_version": str(version)}
-    if request_id is not None:
-        response["id"] = request_id
-    response["outputs"] = outputs
-    return _dumps(response)
 
 
 # ---------------------------------------------------------------------------- internals
@@ -611,65 +577,6 @@ def _check_datatype(datatype: str, col: _Col, name: str) -> None:
         raise _invalid(f"input {name!r} is {datatype} but column {col.name!r} expects "
                        f"{col.kind}; send {_V2_OF_KIND[col.kind]}", "wrong_type",
                        column=col.name)
-
-
-def _tensor_metadata(schema, default_name: str) -> list[dict[str, Any]]:
-    if schema is None:
-        return []
-    entries = []
-    for i, spec in enumerate(schema.inputs):
-        name = spec.name or (default_name if len(schema.inputs) == 1 else f"{default_name}-{i}")
-        if schema.is_tensor_spec():
-            datatype = _V2_OF_DTYPE.get(spec.type.kind, "BYTES")
-            if spec.type == np.float32:
-                datatype = "FP32"
-            elif spec.type == np.int32:
-                datatype = "INT32"
-            entries.append({"name": name, "datatype": datatype, "shape": list(spec.shape)})
-        else:
-            kind = getattr(spec.type, "name", "")
-            entries.append({"name": name, "datatype": _V2_OF_KIND.get(kind, "BYTES"),
-                            "shape": [-1]})
-    return entries
-
-
-def _v2_output(name: str, array: np.ndarray) -> dict[str, Any]:
-    datatype = {np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32"}.get(
-        array.dtype, _V2_OF_DTYPE.get(array.dtype.kind, "BYTES"))
-    flat = array.reshape(-1)
-    data = [str(v) for v in flat] if datatype == "BYTES" else _jsonable(flat)
-    return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, pd.DataFrame):
-        return [{k: _jsonable(v) for k, v in row.items()}
-                for row in value.to_dict(orient="records")]
-    if isinstance(value, pd.Series):
-        value = value.to_numpy()
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind == "f" and not np.isfinite(value).all():
-            finite = np.isfinite(value)
-            value = value.astype(object)
-            value[~finite] = None  # JSON has no NaN; send null as orjson does
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, (pd.Timestamp,)):
-        return value.isoformat()
-    return value
-
-
-def _dumps(obj: Any) -> bytes:
-    if orjson is not None:
-        return orjson.dumps(obj)
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str).encode()
 
 
 def _json_name(value: Any) -> str:

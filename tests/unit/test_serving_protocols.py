@@ -18,14 +18,8 @@ from sklearn.datasets import load_wine
 
 from loopml.errors import InvalidInput
 from loopml.serving.errors import RequestError
-from loopml.serving.protocols import (
-    ModelInput,
-    format_invocation_response,
-    format_v2_response,
-    parse_invocation,
-    parse_v2_infer,
-    v2_metadata,
-)
+from loopml.serving.protocols import ModelInput, parse_invocation, parse_v2_infer
+from loopml.serving.responses import format_invocation_response, format_v2_response, v2_metadata
 
 MAX_BYTES = 1 << 20
 WINE = load_wine(as_frame=True).data
@@ -350,7 +344,7 @@ def test_v2_response_round_trips():
 
 
 def test_protocols_do_not_import_ray_or_fastapi():
-    code = ("import sys, loopml.serving.protocols; "
+    code = ("import sys, loopml.serving.protocols, loopml.serving.responses; "
             "print([m for m in ('ray', 'fastapi') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
