@@ -70,7 +70,7 @@ def main() -> None:
     nb_path = one_cell_notebook(work / "one_cell.ipynb")
     base = free_port_block(12)
     settings = load_settings(data_dir=work / "home", port=base, mlflow_port=base + 1, ray_dashboard_port=base + 2,
-                             ray_port=base + 3)
+                             ray_port=base + 3, serve_port=base + 11)
     print(f"starting a private loopml in {settings.home} ...", file=sys.stderr)
     started = launcher.up(settings)
     env = {**os.environ, "LOOPML_URL": started.url, "LOOPML_TOKEN": started.admin_token}

@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from pydantic import ValidationError
 
 from loopml.errors import (
     Conflict,
@@ -23,7 +24,9 @@ from loopml.errors import (
     Unavailable,
 )
 from loopml.executor.models import JobStatus, Resources
+from loopml.names import check_name
 from loopml.registry.names import short_name
+from loopml.serving.models import EndpointCreate
 
 Notebook = str | Path | Mapping[str, Any]
 """A notebook as ``submit`` takes it: a path to an .ipynb file, or its nbformat JSON."""
@@ -60,6 +63,23 @@ def model_path(project: str, name: str, *rest: str) -> str:
     the reason before any request (and ``a/b`` never reaches a router as two segments).
     """
     return api_path("projects", project, "models", short_name(project, name), *rest)
+
+
+def endpoint_path(project: str, name: str) -> str:
+    """``/projects/{project}/endpoints/{name}``, the name checked as the server checks it."""
+    return api_path("projects", project, "endpoints", check_name("endpoint", name))
+
+
+def endpoint_create(model: str, endpoint: str, public: bool, replicas: int) -> dict[str, Any]:
+    """The ``EndpointCreate`` body, validated here so a bad name, reference or replica count
+    is an InvalidInput naming the field before any request."""
+    try:
+        spec = EndpointCreate(name=endpoint, model=model, public=public, replicas=replicas)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(p) for p in error["loc"])
+        raise InvalidInput(f"{where}: {error['msg'].removeprefix('Value error, ')}", field=where) from None
+    return spec.model_dump(mode="json")
 
 
 def job_status(status: JobStatus | str) -> JobStatus:

@@ -30,6 +30,8 @@ from loopml.projects import ProjectCreate, ProjectService
 from loopml.registry import routes as registry_routes
 from loopml.registry.service import RegistryService
 from loopml.registry.tracking import JobTracking
+from loopml.serving import routes as serving_routes
+from loopml.serving.service import EndpointService
 from loopml.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -164,6 +166,9 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
                                                  warm_kernels=settings.warm_kernels)
         await state.backend.start()
         state.jobs = JobService(settings, state.db, state.tracking, state.backend)
+        state.endpoints = EndpointService(settings, state.db, settings.tracking_uri)
+        if backend is None:  # Serve needs the Ray connection the Ray backend opened
+            await asyncio.to_thread(state.endpoints.start)
         state.schedules = ScheduleService(state.db, state.jobs)
         tasks = [asyncio.create_task(state.jobs.run(), name="jobs"),
                  asyncio.create_task(state.schedules.run(), name="schedules")]
@@ -185,4 +190,5 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
     app.include_router(projects.router, prefix=prefix)
     app.include_router(executor_routes.router, prefix=prefix)
     app.include_router(registry_routes.router, prefix=prefix)
+    app.include_router(serving_routes.router, prefix=prefix)
     return app

@@ -1,7 +1,8 @@
 """Sync Python client of the platform's REST API (``<url>/api/v1``), for the CLI, notebooks and widgets.
 
 Every method either returns the answer parsed into the pydantic model the server documents
-(``loopml.executor.models``, ``loopml.projects``, ``loopml.registry.models``) or raises a
+(``loopml.executor.models``, ``loopml.projects``, ``loopml.registry.models``,
+``loopml.serving.models``) or raises a
 :class:`loopml.errors.LoopMLError`: the class matching the HTTP status, built from the body's
 ``message`` and ``reason``. The token travels only in the ``Authorization`` header: it is
 never logged, never part of an error message and never in ``repr(client)``.
@@ -23,6 +24,7 @@ from loopml.executor.models import Job, JobStatus, Resources, Schedule
 from loopml.registry.models import Model, ModelSummary
 from loopml.registry.names import check_alias
 from loopml.registry.service import CHAMPION, check_version
+from loopml.serving.models import Deployed, Endpoint
 from loopml.settings import read_client_config
 
 if TYPE_CHECKING:
@@ -37,6 +39,10 @@ API_PREFIX = "/api/v1"
 # A platform restart (it reconciles jobs from Ray on start) must not end a wait(): outages
 # shorter than this are ridden out, longer ones raise the Unavailable error.
 WAIT_OUTAGE_S = 30.0
+
+# A deploy answers once Ray Serve has a replica up (model loaded), ~15 s on a warm cluster;
+# only that call waits this long, so a hung platform still fails fast everywhere else.
+DEPLOY_TIMEOUT_S = 120.0
 
 
 class Client:
@@ -321,6 +327,31 @@ class Client:
         """Make ``version`` the champion: :meth:`set_alias` with ``champion``."""
         return self.set_alias(project, name, CHAMPION, version)
 
+    # -- endpoints -----------------------------------------------------------------------
+
+    def deploy(self, project: str, model: str, endpoint: str, *, public: bool = False, replicas: int = 1) -> Deployed:
+        """Serve ``model`` (``NAME@ALIAS``, ``NAME/VERSION`` or ``NAME`` = ``NAME@champion``) at
+        ``endpoint``, creating it or switching its version in place; waits up to
+        :data:`DEPLOY_TIMEOUT_S` for a replica. The answer's ``key`` is set only when the
+        endpoint is created and not ``public``: it is never shown again. :class:`InvalidInput`
+        for a bad name or reference (before any request), :class:`NotFound` for an unknown version.
+        """
+        body = wire.endpoint_create(model, endpoint, public, replicas)
+        path = wire.api_path("projects", project, "endpoints")
+        return self._parse(Deployed, self._request("POST", path, json=body, timeout=max(DEPLOY_TIMEOUT_S, self.timeout)))
+
+    def endpoints(self, project: str) -> list[Endpoint]:
+        """The project's endpoints."""
+        return self._parse_list(Endpoint, self._request("GET", wire.api_path("projects", project, "endpoints")))
+
+    def endpoint(self, project: str, name: str) -> Endpoint:
+        """One endpoint with its history; :class:`NotFound` if the project has none of that name."""
+        return self._parse(Endpoint, self._request("GET", wire.endpoint_path(project, name)))
+
+    def delete_endpoint(self, project: str, name: str) -> None:
+        """Stop serving and forget the endpoint (its key with it); :class:`NotFound` if unknown."""
+        self._request("DELETE", wire.endpoint_path(project, name))
+
     # -- plumbing ------------------------------------------------------------------------
 
     def _request(
@@ -330,14 +361,16 @@ class Client:
         *,
         json: Any = None,
         params: Mapping[str, Any] | None = None,
+        timeout: float | None = None,
     ) -> httpx.Response:
+        timeout = timeout or self.timeout
         try:
-            response = self._http.request(method, path, json=json, params=params)
+            response = self._http.request(method, path, json=json, params=params, timeout=timeout)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise Unavailable(f"cannot reach the platform at {self.url}: is it running? (`loopml status`)") from exc
         except httpx.TimeoutException as exc:
             raise Unavailable(
-                f"the platform at {self.url} did not answer within {self.timeout:g} s: is it overloaded? (`loopml status`)"
+                f"the platform at {self.url} did not answer within {timeout:g} s: is it overloaded? (`loopml status`)"
             ) from exc
         except httpx.TransportError as exc:
             raise Unavailable(f"cannot reach the platform at {self.url}: is it running? (`loopml status`)") from exc

@@ -258,6 +258,8 @@ def _ports_to_check(settings: Settings, components: tuple[str, ...] | list[str] 
         ports["mlflow_port"] = settings.mlflow_port
     if "ray" in components and not settings.ray_address:
         ports["ray_port"] = settings.ray_port
+        # Serve's HTTP proxy is a Ray actor: it lives (and holds its port) as long as Ray does.
+        ports["serve_port"] = settings.serve_port
         ports["ray_dashboard_port"] = settings.ray_dashboard_port
         derived = RayPorts.derive(settings.ray_port).named()
         ports.update({f"Ray {name} (ray_port+{port - settings.ray_port})": port for name, port in derived.items()})

@@ -17,7 +17,7 @@ import pandas as pd
 
 from loopml.serving.protocols import _V2_OF_DTYPE, _V2_OF_KIND, orjson
 
-__all__ = ["format_invocation_response", "format_v2_response", "v2_metadata"]
+__all__ = ["dumps_json", "format_invocation_response", "format_v2_response", "v2_metadata"]
 
 
 def v2_metadata(name: str, version: str, signature) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def v2_metadata(name: str, version: str, signature) -> dict[str, Any]:
 
 def format_invocation_response(predictions: Any) -> bytes:
     """``{"predictions": ...}`` as MLflow's scoring server writes it (frames as records)."""
-    return _dumps({"predictions": _jsonable(predictions)})
+    return dumps_json({"predictions": _jsonable(predictions)})
 
 
 def format_v2_response(model_name: str, version: str, request_id: str | None,
@@ -45,7 +45,7 @@ def format_v2_response(model_name: str, version: str, request_id: str | None,
     if request_id is not None:
         response["id"] = request_id
     response["outputs"] = outputs
-    return _dumps(response)
+    return dumps_json(response)
 
 
 def _tensor_metadata(schema, default_name: str) -> list[dict[str, Any]]:
@@ -101,7 +101,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _dumps(obj: Any) -> bytes:
+def dumps_json(obj: Any) -> bytes:
     if orjson is not None:
         return orjson.dumps(obj)
     return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str).encode()

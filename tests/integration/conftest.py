@@ -62,6 +62,7 @@ def platform(tmp_path_factory) -> Platform:
     alice, bob = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     (home / "config.toml").write_text(
         f"port = {base}\nmlflow_port = {base + 1}\nray_dashboard_port = {base + 2}\nray_port = {base + 3}\n"
+        f"serve_port = {base + 11}\n"
         f'[tokens."{alice}"]\nname = "alice"\n[tokens."{bob}"]\nname = "bob"\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPML_", "RAY_ADDRESS"))}

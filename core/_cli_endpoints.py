@@ -1,0 +1,146 @@
+"""``loopml deploy`` and ``loopml endpoints …``: serve a model version, list, show, delete endpoints.
+
+Registered on the root group by :mod:`loopml.cli`. Every command is project-scoped (``-P``)
+and prints the server's answer with ``--json``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from loopml._cli_util import (
+    client_from,
+    echo_fields,
+    echo_json,
+    echo_table,
+    fmt_time,
+    json_option,
+    project_option,
+    resolve_project,
+)
+from loopml.serving.models import Deployed, Endpoint
+
+
+def routes(endpoint: Endpoint) -> tuple[str, str]:
+    """The two request routes of ``endpoint``: MLflow's ``/invocations`` and the v2 infer route."""
+    return f"POST {endpoint.url}/invocations", f"POST {endpoint.url}/v2/models/{endpoint.name}/infer"
+
+
+def version_text(endpoint: Endpoint) -> str:
+    """``demo.iris v2 (champion)``: the served version and the alias it was resolved from."""
+    alias = f" ({endpoint.alias})" if endpoint.alias else ""
+    return f"{endpoint.model} v{endpoint.version}{alias}"
+
+
+def _echo_deployed(deployed: Deployed) -> None:
+    endpoint = deployed.endpoint
+    invocations, infer = routes(endpoint)
+    echo_fields([
+        ("endpoint", f"{endpoint.name}  ({endpoint.status})"),
+        ("url", endpoint.url),
+        ("version", version_text(endpoint)),
+        ("access", "public (no key)" if endpoint.public else None),
+        ("invocations", invocations),
+        ("v2 infer", infer),
+    ])
+    if deployed.key is None:
+        return
+    # the server keeps only a hash: this answer is the one place the key can be read
+    click.echo()
+    click.echo(f"key: {deployed.key}")
+    click.echo("warning: the key is shown only once; store it now (deleting and re-deploying makes a new one)")
+    click.echo("try:")
+    click.echo(f'  curl -H "Authorization: Bearer {deployed.key}" -H "Content-Type: application/json" '
+               f"-d '{{\"inputs\": [[...]]}}' {endpoint.url}/invocations")
+
+
+@click.command("deploy")
+@click.argument("model")
+@click.option("--endpoint", "endpoint_name", required=True, metavar="NAME",
+              help="Endpoint name (lowercase letters, digits, '-', '_'); an existing one switches version.")
+@project_option
+@click.option("--public", is_flag=True, help="Serve without a key (only when creating the endpoint).")
+@click.option("--replicas", type=click.IntRange(1, 16), default=1, show_default=True, help="Serve replicas.")
+@json_option
+@click.pass_context
+def deploy(ctx: click.Context, model: str, endpoint_name: str, project: str | None, public: bool, replicas: int,
+           as_json: bool) -> None:
+    """Serve MODEL (NAME@ALIAS, NAME/VERSION, or NAME for NAME@champion) at an endpoint.
+
+    Prints the URL, its request routes and, when the endpoint is created with a key, the key:
+    it is shown only this once.
+    """
+    project = resolve_project(ctx, project)
+    deployed = client_from(ctx).deploy(project, model, endpoint_name, public=public, replicas=replicas)
+    if as_json:
+        echo_json(deployed)
+        return
+    _echo_deployed(deployed)
+
+
+@click.group("endpoints")
+def endpoints_group() -> None:
+    """Model endpoints: list, show with history, delete."""
+
+
+@endpoints_group.command("list")
+@project_option
+@json_option
+@click.pass_context
+def list_endpoints(ctx: click.Context, project: str | None, as_json: bool) -> None:
+    """The project's endpoints with the version each serves."""
+    project = resolve_project(ctx, project)
+    endpoints = client_from(ctx).endpoints(project)
+    if as_json:
+        echo_json(endpoints)
+        return
+    echo_table(
+        ("NAME", "MODEL", "STATUS", "ACCESS", "REPLICAS", "URL"),
+        ((e.name, version_text(e), e.status, "public" if e.public else "key", e.replicas, e.url) for e in endpoints),
+    )
+
+
+@endpoints_group.command("show")
+@click.argument("name")
+@project_option
+@json_option
+@click.pass_context
+def show_endpoint(ctx: click.Context, name: str, project: str | None, as_json: bool) -> None:
+    """Endpoint NAME: version, routes, status and its history."""
+    project = resolve_project(ctx, project)
+    endpoint = client_from(ctx).endpoint(project, name)
+    if as_json:
+        echo_json(endpoint)
+        return
+    invocations, infer = routes(endpoint)
+    echo_fields([
+        ("endpoint", endpoint.name),
+        ("status", endpoint.status),
+        ("version", version_text(endpoint)),
+        ("url", endpoint.url),
+        ("invocations", invocations),
+        ("v2 infer", infer),
+        ("access", "public" if endpoint.public else "key"),
+        ("replicas", endpoint.replicas),
+        ("created", fmt_time(endpoint.created_at)),
+        ("updated", fmt_time(endpoint.updated_at)),
+    ])
+    if endpoint.history:
+        click.echo()
+        click.echo("history:")
+        for entry in endpoint.history:
+            click.echo(f"  {fmt_time(entry.at)}  {entry.user}  {entry.action}")
+
+
+@endpoints_group.command("delete")
+@click.argument("name")
+@project_option
+@click.pass_context
+def delete_endpoint(ctx: click.Context, name: str, project: str | None) -> None:
+    """Stop serving endpoint NAME and forget it and its key."""
+    project = resolve_project(ctx, project)
+    client_from(ctx).delete_endpoint(project, name)
+    click.echo(f"deleted endpoint {name}")
+
+
+COMMANDS = (deploy, endpoints_group)

@@ -1,0 +1,43 @@
+"""REST routes of the serving slice: a project's endpoints."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request, Response
+
+from loopml.auth import User
+from loopml.executor.routes import member
+from loopml.names import check_name
+from loopml.serving.models import Deployed, Endpoint, EndpointCreate
+from loopml.serving.service import EndpointService
+
+router = APIRouter(tags=["endpoints"])
+
+
+def endpoints(request: Request) -> EndpointService:
+    return request.app.state.endpoints
+
+
+@router.post("/projects/{project}/endpoints", response_model=Deployed, status_code=201)
+def deploy(project: str, spec: EndpointCreate, user: User = Depends(member),
+           service: EndpointService = Depends(endpoints)):
+    """Deploy a model version (``NAME@ALIAS`` or ``NAME/VERSION``) to an endpoint; an existing
+    endpoint switches version inside its live replicas. The key is shown only at creation."""
+    return service.deploy(user.name, project, spec)
+
+
+@router.get("/projects/{project}/endpoints", response_model=list[Endpoint])
+def list_endpoints(project: str, user: User = Depends(member), service: EndpointService = Depends(endpoints)):
+    return service.list(project)
+
+
+@router.get("/projects/{project}/endpoints/{name}", response_model=Endpoint)
+def get_endpoint(project: str, name: str, user: User = Depends(member),
+                 service: EndpointService = Depends(endpoints)):
+    return service.get(project, check_name("endpoint", name))
+
+
+@router.delete("/projects/{project}/endpoints/{name}", status_code=204)
+def delete_endpoint(project: str, name: str, user: User = Depends(member),
+                    service: EndpointService = Depends(endpoints)):
+    service.delete(project, check_name("endpoint", name))
+    return Response(status_code=204)

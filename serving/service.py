@@ -1,0 +1,152 @@
+"""EndpointService: deploys registered model versions as Ray Serve applications.
+
+One Serve application per endpoint, routed at ``/<project>/<endpoint>`` on the Serve HTTP
+port (127.0.0.1). Deploying another version to an existing endpoint only changes the
+application's ``user_config``, which Serve hands to the live replicas' ``reconfigure``:
+no replica restarts. Endpoints are rows in the platform DB; on start the service
+re-deploys any endpoint Serve no longer runs (a restarted cluster).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+
+from sqlalchemy import select
+
+from loopml.db import Database, utcnow
+from loopml.errors import NotFound, Unavailable
+from loopml.registry.names import registered_name, short_name
+from loopml.serving.deployment import ModelEndpoint, key_hash
+from loopml.serving.models import Deployed, Endpoint, EndpointCreate, HistoryEntry
+from loopml.serving.orm import EndpointRow
+from loopml.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def app_name(project: str, name: str) -> str:
+    return f"{project}--{name}"
+
+
+class EndpointService:
+    def __init__(self, settings: Settings, db: Database, tracking_uri: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        self.settings = settings
+        self.db = db
+        self.tracking_uri = tracking_uri
+        self.mlflow = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start Serve's HTTP proxy on loopback and bring back endpoints Serve lost."""
+        from ray import serve
+
+        serve.start(http_options={"host": "127.0.0.1", "port": self.settings.serve_port})
+        running = set(serve.status().applications)
+        with self.db.session() as session:
+            rows = session.scalars(select(EndpointRow)).all()
+        for row in rows:
+            if app_name(row.project, row.name) not in running:
+                log.info("re-deploying endpoint %s/%s v%s", row.project, row.name, row.version)
+                try:
+                    self._run(row)
+                except Exception:
+                    log.exception("could not re-deploy %s/%s", row.project, row.name)
+
+    def url(self, project: str, name: str) -> str:
+        return f"http://127.0.0.1:{self.settings.serve_port}/{project}/{name}"
+
+    def _resolve(self, project: str, spec: EndpointCreate) -> tuple[str, int, str | None]:
+        model, alias, version = spec.reference()
+        full = registered_name(project, short_name(project, model))
+        try:
+            found = (self.mlflow.get_model_version_by_alias(full, alias) if alias
+                     else self.mlflow.get_model_version(full, str(version)))
+        except Exception:
+            what = f"{full}@{alias}" if alias else f"{full}/{version}"
+            raise NotFound(f"model version {what} does not exist: `loopml models show {short_name(project, model)}` "
+                           "lists versions and aliases", model=what) from None
+        return full, int(found.version), alias
+
+    def _config(self, row: EndpointRow) -> dict:
+        return {"model_uri": f"models:/{row.model}/{row.version}", "tracking_uri": self.tracking_uri,
+                "endpoint": row.name, "prefix": f"/{row.project}/{row.name}", "version": row.version,
+                "key_hash": None if row.public else row.key_hash,
+                "max_bytes": int(self.settings.max_request_mb * 2**20)}
+
+    def _run(self, row: EndpointRow) -> None:
+        from ray import serve
+
+        app = ModelEndpoint.options(num_replicas=row.replicas, user_config=self._config(row)).bind()
+        with self._lock:
+            serve.run(app, name=app_name(row.project, row.name), route_prefix=f"/{row.project}/{row.name}")
+
+    def deploy(self, user: str, project: str, spec: EndpointCreate) -> Deployed:
+        """Create the endpoint, or move an existing one to the requested version (no restart)."""
+        full, version, alias = self._resolve(project, spec)
+        key = None
+        with self.db.session() as session:
+            row = session.scalar(select(EndpointRow).where(EndpointRow.project == project,
+                                                           EndpointRow.name == spec.name))
+            action = f"deploy {full}/{version}"
+            if row is None:
+                key = None if spec.public else secrets.token_urlsafe(24)
+                row = EndpointRow(project=project, name=spec.name, model=full, version=version, alias=alias,
+                                  public=spec.public, key_hash=key_hash(key) if key else None,
+                                  replicas=spec.replicas, status="DEPLOYING", history=[], created_at=utcnow())
+                session.add(row)
+                action = f"create with {full}/{version}"
+            row.model, row.version, row.alias, row.replicas = full, version, alias, spec.replicas
+            row.history = [*row.history, {"at": utcnow().isoformat(), "user": user, "action": action,
+                                          "version": version}]
+            row.updated_at = utcnow()
+            session.flush()
+            session.expunge(row)
+        try:
+            self._run(row)
+        except Exception as exc:
+            self._set_status(project, spec.name, "FAILED")
+            raise Unavailable(f"Ray Serve could not deploy {full}/{version}: {exc}"[:500], component="serve") from None
+        self._set_status(project, spec.name, "RUNNING")
+        return Deployed(endpoint=self.get(project, spec.name), key=key)
+
+    def _set_status(self, project: str, name: str, status: str) -> None:
+        with self.db.session() as session:
+            row = self._row(session, project, name)
+            row.status = status
+
+    def list(self, project: str) -> list[Endpoint]:
+        with self.db.session() as session:
+            rows = session.scalars(select(EndpointRow).where(EndpointRow.project == project)
+                                   .order_by(EndpointRow.name)).all()
+            return [self._out(r) for r in rows]
+
+    def get(self, project: str, name: str) -> Endpoint:
+        with self.db.session() as session:
+            return self._out(self._row(session, project, name))
+
+    def delete(self, project: str, name: str) -> None:
+        from ray import serve
+
+        with self.db.session() as session:
+            row = self._row(session, project, name)
+            with self._lock:
+                serve.delete(app_name(project, name))
+            session.delete(row)
+
+    @staticmethod
+    def _row(session, project: str, name: str) -> EndpointRow:
+        row = session.scalar(select(EndpointRow).where(EndpointRow.project == project, EndpointRow.name == name))
+        if row is None:
+            raise NotFound(f"endpoint {name!r} does not exist in project {project!r}: `loopml endpoints list` "
+                           "shows them", endpoint=name)
+        return row
+
+    def _out(self, row: EndpointRow) -> Endpoint:
+        return Endpoint(project=row.project, name=row.name, model=row.model, version=row.version, alias=row.alias,
+                        url=self.url(row.project, row.name), public=row.public, replicas=row.replicas,
+                        status=row.status, created_at=row.created_at, updated_at=row.updated_at,
+                        history=[HistoryEntry(**h) for h in row.history])

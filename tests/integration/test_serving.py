@@ -1,0 +1,121 @@
+"""Model endpoints on Ray Serve: deploy from an alias, both protocols, validation, keys."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+from sklearn.datasets import load_iris
+
+from loopml.executor.models import JobStatus
+from tests.integration.notebooks import TRAIN_AND_LOG
+
+X = load_iris(as_frame=True).data.iloc[:10]
+COLUMNS = list(X.columns)
+
+
+@pytest.fixture(scope="module")
+def endpoint(platform, admin):
+    """A project with a trained iris model deployed from @champion to endpoint 'iris-ep'."""
+    project = "serving-demo"
+    admin.create_project(project, members=["alice"])
+    alice = platform.client()
+    job = alice.wait(project, alice.submit(project, TRAIN_AND_LOG).id, timeout=180)
+    assert job.status == JobStatus.SUCCEEDED
+    printed = [o.text for o in alice.output(project, job.id).cells[-1].outputs if o.get("name") == "stdout"]
+    predictions = json.loads(printed[-1].strip().splitlines()[-1])["predictions"]
+    answer = httpx.post(f"{platform.url}/api/v1/projects/{project}/endpoints", timeout=180,
+                        headers={"Authorization": f"Bearer {platform.alice_token}"},
+                        json={"name": "iris-ep", "model": "iris@champion"})
+    assert answer.status_code == 201, answer.text
+    deployed = answer.json()
+    assert deployed["endpoint"]["version"] == 1 and deployed["endpoint"]["status"] == "RUNNING"
+    yield {"project": project, "url": deployed["endpoint"]["url"], "key": deployed["key"],
+           "predictions": predictions}
+
+
+def post(endpoint, route: str, body, *, key: str | None = "use", content_type="application/json"):
+    headers = {"content-type": content_type}
+    if key is not None:
+        headers["Authorization"] = f"Bearer {endpoint['key'] if key == 'use' else key}"
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.post(endpoint["url"] + route, content=content, headers=headers, timeout=30)
+
+
+PAYLOADS = {
+    "dataframe_split": {"dataframe_split": {"columns": COLUMNS, "data": X.values.tolist()}},
+    "dataframe_records": {"dataframe_records": X.to_dict(orient="records")},
+    "instances": {"instances": X.to_dict(orient="records")},
+    "inputs": {"inputs": {c: X[c].tolist() for c in COLUMNS}},
+}
+
+
+@pytest.mark.parametrize("fmt", list(PAYLOADS), ids=list(PAYLOADS))
+def test_mlflow_scoring_formats_return_the_models_own_predictions(endpoint, fmt):
+    answer = post(endpoint, "/invocations", PAYLOADS[fmt])
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"predictions": endpoint["predictions"]}
+    assert answer.headers["x-loopml-model-version"] == "1" and answer.headers["x-request-id"]
+
+
+def test_v2_infer_returns_the_same_predictions(endpoint):
+    body = {"id": "req-1", "inputs": [{"name": "input", "shape": [10, 4], "datatype": "FP64",
+                                       "data": X.values.tolist()}]}
+    answer = post(endpoint, "/v2/models/iris-ep/infer", body)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["id"] == "req-1" and answer.json()["outputs"][0]["data"] == endpoint["predictions"]
+
+
+def test_v2_metadata_and_health(endpoint):
+    meta = httpx.get(endpoint["url"] + "/v2/models/iris-ep", headers={"Authorization": f"Bearer {endpoint['key']}"})
+    assert [i["name"] for i in meta.json()["inputs"]] == COLUMNS
+    for route in ("/v2/health/live", "/v2/health/ready"):
+        assert httpx.get(endpoint["url"] + route).status_code == 200
+
+
+ROW = X.iloc[0].to_dict()
+BAD = [
+    ("no-key", {"dataframe_records": [ROW]}, None, "application/json", 401, "endpoint key"),
+    ("wrong-key", {"dataframe_records": [ROW]}, "nope", "application/json", 401, "endpoint key"),
+    ("empty-body", b"", "use", "application/json", 400, "empty"),
+    ("not-json", b"{nope", "use", "application/json", 400, "JSON"),
+    ("csv", b"a,b", "use", "text/csv", 415, ""),
+    ("no-format-key", {"rows": [ROW]}, "use", "application/json", 400, ""),
+    ("missing-column", {"dataframe_records": [{k: v for k, v in ROW.items() if k != COLUMNS[0]}]}, "use",
+     "application/json", 422, COLUMNS[0]),
+    ("extra-column", {"dataframe_records": [{**ROW, "bogus": 1.0}]}, "use", "application/json", 422, "bogus"),
+    ("wrong-type", {"dataframe_records": [{**ROW, COLUMNS[1]: "tall"}]}, "use", "application/json", 422,
+     COLUMNS[1]),
+    ("v2-shape-mismatch", {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP64", "data": [1.0] * 4}]},
+     "use", "application/json", 400, "shape"),
+]
+
+
+@pytest.mark.parametrize("body, key, content_type, status, says",
+                         [b[1:] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_requests_get_a_clear_4xx_and_the_endpoint_keeps_answering(endpoint, body, key, content_type,
+                                                                       status, says):
+    route = "/v2/models/iris-ep/infer" if isinstance(body, dict) and "inputs" in body and \
+        isinstance(body["inputs"], list) else "/invocations"
+    answer = post(endpoint, route, body, key=key, content_type=content_type)
+    assert answer.status_code == status, answer.text
+    assert says in answer.json()["message"]
+    assert post(endpoint, "/invocations", PAYLOADS["dataframe_split"]).status_code == 200
+
+
+def test_non_members_cannot_deploy_or_see_endpoints(platform, endpoint):
+    headers = {"Authorization": f"Bearer {platform.bob_token}"}
+    base = f"{platform.url}/api/v1/projects/{endpoint['project']}/endpoints"
+    assert httpx.get(base, headers=headers).status_code == 403
+    assert httpx.post(base, headers=headers, json={"name": "x", "model": "iris"}).status_code == 403
+
+
+def test_endpoint_is_listed_and_deleted(platform, endpoint):
+    headers = {"Authorization": f"Bearer {platform.alice_token}"}
+    base = f"{platform.url}/api/v1/projects/{endpoint['project']}/endpoints"
+    assert [e["name"] for e in httpx.get(base, headers=headers).json()] == ["iris-ep"]
+    shown = httpx.get(f"{base}/iris-ep", headers=headers).json()
+    assert shown["history"][0]["action"].startswith("create with") and shown["history"][0]["user"] == "alice"
+    assert httpx.delete(f"{base}/iris-ep", headers=headers, timeout=60).status_code == 204
+    assert httpx.get(f"{base}/iris-ep", headers=headers).status_code == 404
