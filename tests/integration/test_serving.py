@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 
 import httpx
 import pytest
@@ -109,6 +111,47 @@ def test_non_members_cannot_deploy_or_see_endpoints(platform, endpoint):
     base = f"{platform.url}/api/v1/projects/{endpoint['project']}/endpoints"
     assert httpx.get(base, headers=headers).status_code == 403
     assert httpx.post(base, headers=headers, json={"name": "x", "model": "iris"}).status_code == 403
+
+
+def test_switching_versions_under_traffic_fails_no_request(platform, endpoint):
+    """Deploy version 2 to the live endpoint, then roll back to 1, while a client keeps calling."""
+    alice = platform.client()
+    job = alice.wait(endpoint["project"], alice.submit(endpoint["project"], TRAIN_AND_LOG,
+                                                       parameters={"C": 0.05}).id, timeout=180)
+    assert job.status == JobStatus.SUCCEEDED
+    seen: list[tuple[float, int, str]] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(timeout=30) as http:
+            while not stop.is_set():
+                answer = http.post(endpoint["url"] + "/invocations", json=PAYLOADS["dataframe_split"],
+                                   headers={"Authorization": f"Bearer {endpoint['key']}"})
+                seen.append((time.monotonic(), answer.status_code, answer.headers.get("x-loopml-model-version")))
+
+    loop = threading.Thread(target=traffic)
+    loop.start()
+    try:
+        for version in (2, 1):
+            time.sleep(1.0)
+            answer = httpx.post(f"{platform.url}/api/v1/projects/{endpoint['project']}/endpoints", timeout=180,
+                                headers={"Authorization": f"Bearer {platform.alice_token}"},
+                                json={"name": "iris-ep", "model": f"iris/{version}"})
+            assert answer.status_code == 201 and answer.json()["key"] is None, answer.text
+            done = time.monotonic()
+            switched = next((t for t, _, v in seen if t >= done and v == str(version)), None)
+            deadline = time.monotonic() + 5
+            while switched is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+                switched = next((t for t, _, v in seen if t >= done and v == str(version)), None)
+            assert switched is not None and switched - done <= 2.0
+    finally:
+        stop.set()
+        loop.join(30)
+    assert len(seen) > 20 and [s for s in seen if s[1] != 200] == []
+    history = httpx.get(f"{platform.url}/api/v1/projects/{endpoint['project']}/endpoints/iris-ep",
+                        headers={"Authorization": f"Bearer {platform.alice_token}"}).json()["history"]
+    assert [h["version"] for h in history] == [1, 2, 1]
 
 
 def test_endpoint_is_listed_and_deleted(platform, endpoint):
