@@ -27,9 +27,11 @@ def routes(endpoint: Endpoint) -> tuple[str, str]:
 
 
 def version_text(endpoint: Endpoint) -> str:
-    """``demo.iris v2 (champion)``: the served version and the alias it was resolved from."""
+    """``demo.iris v2 (champion)``: the served version, the alias it was resolved from, and a canary."""
     alias = f" ({endpoint.alias})" if endpoint.alias else ""
-    return f"{endpoint.model} v{endpoint.version}{alias}"
+    canary = (f" + canary v{endpoint.canary_version} at {endpoint.canary_percent:g}%"
+              if endpoint.canary_version is not None else "")
+    return f"{endpoint.model} v{endpoint.version}{alias}{canary}"
 
 
 def _echo_deployed(deployed: Deployed) -> None:
@@ -61,17 +63,20 @@ def _echo_deployed(deployed: Deployed) -> None:
 @project_option
 @click.option("--public", is_flag=True, help="Serve without a key (only when creating the endpoint).")
 @click.option("--replicas", type=click.IntRange(1, 16), default=1, show_default=True, help="Serve replicas.")
+@click.option("--canary", type=click.FloatRange(0, 100, min_open=True, max_open=True), default=None, metavar="PCT",
+              help="Serve MODEL to PCT% of requests beside the live version (`endpoints promote` ends it).")
 @json_option
 @click.pass_context
 def deploy(ctx: click.Context, model: str, endpoint_name: str, project: str | None, public: bool, replicas: int,
-           as_json: bool) -> None:
+           canary: float | None, as_json: bool) -> None:
     """Serve MODEL (NAME@ALIAS, NAME/VERSION, or NAME for NAME@champion) at an endpoint.
 
     Prints the URL, its request routes and, when the endpoint is created with a key, the key:
     it is shown only this once.
     """
     project = resolve_project(ctx, project)
-    deployed = client_from(ctx).deploy(project, model, endpoint_name, public=public, replicas=replicas)
+    deployed = client_from(ctx).deploy(project, model, endpoint_name, public=public, replicas=replicas,
+                                       canary=canary)
     if as_json:
         echo_json(deployed)
         return
@@ -130,6 +135,36 @@ def show_endpoint(ctx: click.Context, name: str, project: str | None, as_json: b
         click.echo("history:")
         for entry in endpoint.history:
             click.echo(f"  {fmt_time(entry.at)}  {entry.user}  {entry.action}")
+
+
+@endpoints_group.command("promote")
+@click.argument("name")
+@project_option
+@json_option
+@click.pass_context
+def promote_endpoint(ctx: click.Context, name: str, project: str | None, as_json: bool) -> None:
+    """End endpoint NAME's canary: its version takes all traffic."""
+    project = resolve_project(ctx, project)
+    endpoint = client_from(ctx).promote_endpoint(project, name)
+    if as_json:
+        echo_json(endpoint)
+        return
+    click.echo(f"endpoint {name} now serves {version_text(endpoint)}")
+
+
+@endpoints_group.command("rollback")
+@click.argument("name")
+@project_option
+@json_option
+@click.pass_context
+def rollback_endpoint(ctx: click.Context, name: str, project: str | None, as_json: bool) -> None:
+    """Drop endpoint NAME's canary, or go back to the version it served before."""
+    project = resolve_project(ctx, project)
+    endpoint = client_from(ctx).rollback_endpoint(project, name)
+    if as_json:
+        echo_json(endpoint)
+        return
+    click.echo(f"endpoint {name} now serves {version_text(endpoint)}")
 
 
 @endpoints_group.command("delete")

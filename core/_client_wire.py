@@ -70,16 +70,17 @@ def endpoint_path(project: str, name: str) -> str:
     return api_path("projects", project, "endpoints", check_name("endpoint", name))
 
 
-def endpoint_create(model: str, endpoint: str, public: bool, replicas: int) -> dict[str, Any]:
+def endpoint_create(model: str, endpoint: str, public: bool, replicas: int,
+                    canary: float | None = None) -> dict[str, Any]:
     """The ``EndpointCreate`` body, validated here so a bad name, reference or replica count
     is an InvalidInput naming the field before any request."""
     try:
-        spec = EndpointCreate(name=endpoint, model=model, public=public, replicas=replicas)
+        spec = EndpointCreate(name=endpoint, model=model, public=public, replicas=replicas, canary=canary)
     except ValidationError as exc:
         error = exc.errors()[0]
         where = ".".join(str(p) for p in error["loc"])
         raise InvalidInput(f"{where}: {error['msg'].removeprefix('Value error, ')}", field=where) from None
-    return spec.model_dump(mode="json")
+    return spec.model_dump(mode="json", exclude_none=True)
 
 
 def job_status(status: JobStatus | str) -> JobStatus:

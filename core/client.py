@@ -329,14 +329,16 @@ class Client:
 
     # -- endpoints -----------------------------------------------------------------------
 
-    def deploy(self, project: str, model: str, endpoint: str, *, public: bool = False, replicas: int = 1) -> Deployed:
+    def deploy(self, project: str, model: str, endpoint: str, *, public: bool = False, replicas: int = 1,
+               canary: float | None = None) -> Deployed:
         """Serve ``model`` (``NAME@ALIAS``, ``NAME/VERSION`` or ``NAME`` = ``NAME@champion``) at
         ``endpoint``, creating it or switching its version in place; waits up to
         :data:`DEPLOY_TIMEOUT_S` for a replica. The answer's ``key`` is set only when the
         endpoint is created and not ``public``: it is never shown again. :class:`InvalidInput`
         for a bad name or reference (before any request), :class:`NotFound` for an unknown version.
+        With ``canary`` (a percentage) the version answers that share of requests beside the live one.
         """
-        body = wire.endpoint_create(model, endpoint, public, replicas)
+        body = wire.endpoint_create(model, endpoint, public, replicas, canary)
         path = wire.api_path("projects", project, "endpoints")
         return self._parse(Deployed, self._request("POST", path, json=body, timeout=max(DEPLOY_TIMEOUT_S, self.timeout)))
 
@@ -347,6 +349,16 @@ class Client:
     def endpoint(self, project: str, name: str) -> Endpoint:
         """One endpoint with its history; :class:`NotFound` if the project has none of that name."""
         return self._parse(Endpoint, self._request("GET", wire.endpoint_path(project, name)))
+
+    def promote_endpoint(self, project: str, name: str) -> Endpoint:
+        """End the endpoint's canary: its version takes all traffic. :class:`Conflict` without a canary."""
+        return self._parse(Endpoint, self._request("POST", wire.endpoint_path(project, name) + "/promote",
+                                                   timeout=max(DEPLOY_TIMEOUT_S, self.timeout)))
+
+    def rollback_endpoint(self, project: str, name: str) -> Endpoint:
+        """Drop the canary, or go back to the previously live version."""
+        return self._parse(Endpoint, self._request("POST", wire.endpoint_path(project, name) + "/rollback",
+                                                   timeout=max(DEPLOY_TIMEOUT_S, self.timeout)))
 
     def delete_endpoint(self, project: str, name: str) -> None:
         """Stop serving and forget the endpoint (its key with it); :class:`NotFound` if unknown."""

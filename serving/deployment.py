@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import os
+import random
 import re
 import shutil
 import tempfile
@@ -51,34 +51,44 @@ class ModelEndpoint:
     """Serves one model version on ``/<project>/<endpoint>`` in both protocols."""
 
     def __init__(self) -> None:
-        self.model = None
+        self.models: dict[str, Any] = {}  # model URI -> loaded pyfunc model
         self.config: dict[str, Any] = {}
-        self.signature = None
-        self._model_dir: str | None = None
+        self._dirs: dict[str, str] = {}
 
     def reconfigure(self, config: dict[str, Any]) -> None:
-        """Load ``config["model_uri"]`` (a ``models:/<name>/<version>`` URI) and start serving it.
+        """Serve ``config["model_uri"]`` (and ``config["canary"]["model_uri"]`` for a share of requests).
 
         ``config`` also holds ``tracking_uri``, ``endpoint``, ``prefix``, ``version``,
-        ``key_hash`` (``None`` when public) and ``max_bytes``. The old model keeps serving
-        until the new one is loaded.
+        ``key_hash`` (``None`` when public), ``max_bytes`` and ``canary`` (``None`` or
+        ``{model_uri, version, percent}``). Models already loaded are kept; the old ones keep
+        serving until the new ones are loaded, then the switch is one assignment.
         """
         import mlflow
 
         mlflow.set_tracking_uri(config["tracking_uri"])
         mlflow.set_registry_uri(config["tracking_uri"])
-        folder = tempfile.mkdtemp(prefix="loopml-model-")
-        model = mlflow.pyfunc.load_model(config["model_uri"], dst_path=folder)
-        old_dir = self._model_dir
-        self.model, self.signature, self.config, self._model_dir = model, model.metadata.signature, config, folder
-        if old_dir:
-            shutil.rmtree(old_dir, ignore_errors=True)
-        log.info("serving %s", config["model_uri"])
+        wanted = [config["model_uri"]] + ([config["canary"]["model_uri"]] if config.get("canary") else [])
+        models = {uri: self.models[uri] for uri in wanted if uri in self.models}
+        for uri in wanted:
+            if uri not in models:
+                folder = self._dirs.get(uri) or tempfile.mkdtemp(prefix="loopml-model-")
+                models[uri] = mlflow.pyfunc.load_model(uri, dst_path=folder)
+                self._dirs[uri] = folder
+        self.models, self.config = models, config
+        for uri in [u for u in self._dirs if u not in models]:
+            shutil.rmtree(self._dirs.pop(uri), ignore_errors=True)
+        log.info("serving %s", ", ".join(wanted))
 
-    def _headers(self, request: Request) -> dict[str, str]:
+    def _pick(self) -> tuple[Any, int]:
+        """The model (and version) that answers this request: the canary for its share."""
+        canary = self.config.get("canary")
+        if canary and random.random() * 100 < canary["percent"]:
+            return self.models[canary["model_uri"]], canary["version"]
+        return self.models[self.config["model_uri"]], self.config["version"]
+
+    def _headers(self, request: Request, version: int) -> dict[str, str]:
         given = request.headers.get(REQUEST_ID_HEADER, "")
-        return {VERSION_HEADER: str(self.config.get("version")),
-                REQUEST_ID_HEADER: given if _REQUEST_ID.match(given) else uuid.uuid4().hex}
+        return {VERSION_HEADER: str(version), REQUEST_ID_HEADER: given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex}
 
     def _authorized(self, request: Request) -> bool:
         expected = self.config.get("key_hash")
@@ -88,7 +98,9 @@ class ModelEndpoint:
         return scheme.lower() == "bearer" and hmac.compare_digest(key_hash(key.strip()), expected)
 
     async def __call__(self, request: Request) -> Response:
-        headers = self._headers(request)
+        model, version = self._pick()
+        headers = self._headers(request, version)
+        signature = model.metadata.signature
         path = request.url.path
         prefix = self.config.get("prefix", "")
         route = path[len(prefix):] if path.startswith(prefix) else path
@@ -101,19 +113,18 @@ class ModelEndpoint:
         try:
             if route == "/invocations" and request.method == "POST":
                 body = await request.body()
-                parsed = parse_invocation(body, request.headers.get("content-type"), self.signature,
+                parsed = parse_invocation(body, request.headers.get("content-type"), signature,
                                           max_bytes=self.config.get("max_bytes", 10 << 20))
-                return Response(format_invocation_response(self._predict(parsed)), media_type=JSON, headers=headers)
+                return Response(format_invocation_response(_predict(model, parsed)), media_type=JSON,
+                                headers=headers)
             if route == f"/v2/models/{name}/infer" and request.method == "POST":
                 body = await request.body()
-                parsed = parse_v2_infer(body, request.headers.get("content-type"), self.signature,
+                parsed = parse_v2_infer(body, request.headers.get("content-type"), signature,
                                         max_bytes=self.config.get("max_bytes", 10 << 20))
-                answer = format_v2_response(name, str(self.config.get("version")), parsed.request_id,
-                                            self._predict(parsed))
+                answer = format_v2_response(name, str(version), parsed.request_id, _predict(model, parsed))
                 return Response(answer, media_type=JSON, headers=headers)
-            if route in (f"/v2/models/{name}", f"/v2/models/{name}/versions/{self.config.get('version')}") \
-                    and request.method == "GET":
-                return Response(dumps_json(v2_metadata(name, str(self.config.get("version")), self.signature)),
+            if route in (f"/v2/models/{name}", f"/v2/models/{name}/versions/{version}") and request.method == "GET":
+                return Response(dumps_json(v2_metadata(name, str(version), signature)),
                                 media_type=JSON, headers=headers)
         except RequestError as exc:
             return _json_error(exc.details.get("status", 400), exc.message, exc.reason, headers)
@@ -126,17 +137,18 @@ class ModelEndpoint:
         return _json_error(404, f"no route {request.method} {route}: use POST /invocations, POST "
                                 f"/v2/models/{name}/infer or GET /v2/models/{name}", "not_found", headers)
 
-    def _predict(self, parsed):
-        from mlflow.exceptions import MlflowException
-
-        try:
-            return self.model.predict(parsed.to_frame(), params=parsed.params or None)
-        except MlflowException as exc:  # schema enforcement: the request, not the model, is wrong
-            raise _ModelRefused(f"the model refused the input: {exc.message.splitlines()[0][:300]}") from None
-
     def __del__(self) -> None:
-        if self._model_dir and os.path.isdir(self._model_dir):
-            shutil.rmtree(self._model_dir, ignore_errors=True)
+        for folder in self._dirs.values():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _predict(model, parsed):
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return model.predict(parsed.to_frame(), params=parsed.params or None)
+    except MlflowException as exc:  # schema enforcement: the request, not the model, is wrong
+        raise _ModelRefused(f"the model refused the input: {exc.message.splitlines()[0][:300]}") from None
 
 
 class _ModelRefused(Exception):

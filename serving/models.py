@@ -19,6 +19,8 @@ class EndpointCreate(BaseModel):
     model: str = Field(description="NAME@ALIAS, NAME/VERSION or NAME (= NAME@champion); NAME may carry the project prefix.")
     public: bool = Field(False, description="Serve without a key.")
     replicas: int = Field(1, ge=1, le=16)
+    canary: float | None = Field(None, gt=0, lt=100,
+                                 description="Serve this version to PCT% of requests beside the live one.")
 
     @field_validator("name")
     @classmethod
@@ -45,6 +47,7 @@ class HistoryEntry(BaseModel):
     user: str
     action: str
     version: int | None = None
+    kind: str = Field("stable", description="stable: the live version changed; canary: a canary was set.")
 
 
 class Endpoint(BaseModel):
@@ -54,6 +57,8 @@ class Endpoint(BaseModel):
     version: int
     alias: str | None = Field(None, description="The alias the version was resolved from, if any.")
     url: str = Field(description="Base URL: POST <url>/invocations, POST <url>/v2/models/<name>/infer.")
+    canary_version: int | None = Field(None, description="Version answering a share of requests, if any.")
+    canary_percent: float | None = None
     public: bool
     replicas: int
     status: str

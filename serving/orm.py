@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from loopml.db import Base, UTCDateTime, utcnow
@@ -21,6 +21,8 @@ class EndpointRow(Base):
     model: Mapped[str] = mapped_column(String(200), doc="Registered model name.")
     version: Mapped[int] = mapped_column(Integer)
     alias: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    canary_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    canary_percent: Mapped[float | None] = mapped_column(Float, nullable=True)
     public: Mapped[bool] = mapped_column(Boolean, default=False)
     key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, doc="sha256 of the bearer key.")
     replicas: Mapped[int] = mapped_column(Integer, default=1)

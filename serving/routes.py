@@ -36,6 +36,19 @@ def get_endpoint(project: str, name: str, user: User = Depends(member),
     return service.get(project, check_name("endpoint", name))
 
 
+@router.post("/projects/{project}/endpoints/{name}/promote", response_model=Endpoint)
+def promote_canary(project: str, name: str, user: User = Depends(member),
+                   service: EndpointService = Depends(endpoints)):
+    """End the canary: its version takes all traffic (recorded in the history)."""
+    return service.promote(user.name, project, check_name("endpoint", name))
+
+
+@router.post("/projects/{project}/endpoints/{name}/rollback", response_model=Endpoint)
+def rollback(project: str, name: str, user: User = Depends(member), service: EndpointService = Depends(endpoints)):
+    """Drop a running canary, or go back to the previously live version."""
+    return service.rollback(user.name, project, check_name("endpoint", name))
+
+
 @router.delete("/projects/{project}/endpoints/{name}", status_code=204)
 def delete_endpoint(project: str, name: str, user: User = Depends(member),
                     service: EndpointService = Depends(endpoints)):

@@ -16,7 +16,7 @@ import threading
 from sqlalchemy import select
 
 from loopml.db import Database, utcnow
-from loopml.errors import NotFound, Unavailable
+from loopml.errors import Conflict, InvalidInput, NotFound, Unavailable
 from loopml.registry.names import registered_name, short_name
 from loopml.serving.deployment import ModelEndpoint, key_hash
 from loopml.serving.models import Deployed, Endpoint, EndpointCreate, HistoryEntry
@@ -75,7 +75,10 @@ class EndpointService:
         return {"model_uri": f"models:/{row.model}/{row.version}", "tracking_uri": self.tracking_uri,
                 "endpoint": row.name, "prefix": f"/{row.project}/{row.name}", "version": row.version,
                 "key_hash": None if row.public else row.key_hash,
-                "max_bytes": int(self.settings.max_request_mb * 2**20)}
+                "max_bytes": int(self.settings.max_request_mb * 2**20),
+                "canary": None if row.canary_version is None else {
+                    "model_uri": f"models:/{row.model}/{row.canary_version}", "version": row.canary_version,
+                    "percent": row.canary_percent}}
 
     def _run(self, row: EndpointRow) -> None:
         from ray import serve
@@ -85,33 +88,92 @@ class EndpointService:
             serve.run(app, name=app_name(row.project, row.name), route_prefix=f"/{row.project}/{row.name}")
 
     def deploy(self, user: str, project: str, spec: EndpointCreate) -> Deployed:
-        """Create the endpoint, or move an existing one to the requested version (no restart)."""
+        """Create the endpoint, or move an existing one to the requested version (no restart).
+
+        With ``spec.canary`` the version answers that share of requests beside the live one
+        until :meth:`promote` (or :meth:`rollback` drops it).
+        """
         full, version, alias = self._resolve(project, spec)
         key = None
         with self.db.session() as session:
             row = session.scalar(select(EndpointRow).where(EndpointRow.project == project,
                                                            EndpointRow.name == spec.name))
-            action = f"deploy {full}/{version}"
             if row is None:
+                if spec.canary is not None:
+                    raise InvalidInput(f"endpoint {spec.name!r} does not exist yet: deploy it without --canary "
+                                       "first, then add the canary", field="canary")
                 key = None if spec.public else secrets.token_urlsafe(24)
                 row = EndpointRow(project=project, name=spec.name, model=full, version=version, alias=alias,
                                   public=spec.public, key_hash=key_hash(key) if key else None,
                                   replicas=spec.replicas, status="DEPLOYING", history=[], created_at=utcnow())
                 session.add(row)
                 action = f"create with {full}/{version}"
-            row.model, row.version, row.alias, row.replicas = full, version, alias, spec.replicas
-            row.history = [*row.history, {"at": utcnow().isoformat(), "user": user, "action": action,
-                                          "version": version}]
-            row.updated_at = utcnow()
+            elif spec.canary is not None:
+                if full != row.model:
+                    raise InvalidInput(f"a canary must be a version of {row.model}, the model the endpoint serves",
+                                       field="model")
+                row.canary_version, row.canary_percent = version, spec.canary
+                action = f"canary {full}/{version} at {spec.canary:g}%"
+            else:
+                action = f"deploy {full}/{version}"
+            if spec.canary is None:
+                row.model, row.version, row.alias = full, version, alias
+                row.canary_version = row.canary_percent = None
+            row.replicas = spec.replicas
+            self._history(row, user, action, version, "canary" if spec.canary is not None else "stable")
             session.flush()
             session.expunge(row)
+        self._apply(row, f"{full}/{version}")
+        return Deployed(endpoint=self.get(project, spec.name), key=key)
+
+    def promote(self, user: str, project: str, name: str) -> Endpoint:
+        """End the canary: its version takes all traffic."""
+        with self.db.session() as session:
+            row = self._row(session, project, name)
+            if row.canary_version is None:
+                raise Conflict(f"endpoint {name!r} has no canary to promote", endpoint=name)
+            row.version, row.alias = row.canary_version, None
+            row.canary_version = row.canary_percent = None
+            self._history(row, user, f"promote canary {row.model}/{row.version}", row.version, "stable")
+            session.flush()
+            session.expunge(row)
+        self._apply(row, f"{row.model}/{row.version}")
+        return self.get(project, name)
+
+    def rollback(self, user: str, project: str, name: str) -> Endpoint:
+        """Drop a running canary; without one, go back to the previous live version."""
+        with self.db.session() as session:
+            row = self._row(session, project, name)
+            if row.canary_version is not None:
+                dropped = row.canary_version
+                row.canary_version = row.canary_percent = None
+                self._history(row, user, f"roll back: drop canary {row.model}/{dropped}", row.version, "stable")
+            else:
+                earlier = [h["version"] for h in row.history if h.get("kind", "stable") == "stable"]
+                previous = next((v for v in reversed(earlier) if v != row.version), None)
+                if previous is None:
+                    raise Conflict(f"endpoint {name!r} has served only version {row.version}: nothing to roll "
+                                   "back to", endpoint=name)
+                row.version, row.alias = previous, None
+                self._history(row, user, f"roll back to {row.model}/{previous}", previous, "stable")
+            session.flush()
+            session.expunge(row)
+        self._apply(row, f"{row.model}/{row.version}")
+        return self.get(project, name)
+
+    @staticmethod
+    def _history(row: EndpointRow, user: str, action: str, version: int, kind: str) -> None:
+        row.history = [*row.history, {"at": utcnow().isoformat(), "user": user, "action": action,
+                                      "version": version, "kind": kind}]
+        row.updated_at = utcnow()
+
+    def _apply(self, row: EndpointRow, what: str) -> None:
         try:
             self._run(row)
         except Exception as exc:
-            self._set_status(project, spec.name, "FAILED")
-            raise Unavailable(f"Ray Serve could not deploy {full}/{version}: {exc}"[:500], component="serve") from None
-        self._set_status(project, spec.name, "RUNNING")
-        return Deployed(endpoint=self.get(project, spec.name), key=key)
+            self._set_status(row.project, row.name, "FAILED")
+            raise Unavailable(f"Ray Serve could not deploy {what}: {exc}"[:500], component="serve") from None
+        self._set_status(row.project, row.name, "RUNNING")
 
     def _set_status(self, project: str, name: str, status: str) -> None:
         with self.db.session() as session:
@@ -147,6 +209,7 @@ class EndpointService:
 
     def _out(self, row: EndpointRow) -> Endpoint:
         return Endpoint(project=row.project, name=row.name, model=row.model, version=row.version, alias=row.alias,
-                        url=self.url(row.project, row.name), public=row.public, replicas=row.replicas,
+                        url=self.url(row.project, row.name), canary_version=row.canary_version,
+                        canary_percent=row.canary_percent, public=row.public, replicas=row.replicas,
                         status=row.status, created_at=row.created_at, updated_at=row.updated_at,
                         history=[HistoryEntry(**h) for h in row.history])

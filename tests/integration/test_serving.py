@@ -154,6 +154,33 @@ def test_switching_versions_under_traffic_fails_no_request(platform, endpoint):
     assert [h["version"] for h in history] == [1, 2, 1]
 
 
+def test_canary_takes_its_share_until_promoted_and_rollback_returns(platform, endpoint):
+    api = f"{platform.url}/api/v1/projects/{endpoint['project']}/endpoints"
+    auth = {"Authorization": f"Bearer {platform.alice_token}"}
+
+    def versions(count: int) -> list[str]:
+        with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {endpoint['key']}"}) as http:
+            answers = [http.post(endpoint["url"] + "/invocations", json=PAYLOADS["dataframe_split"])
+                       for _ in range(count)]
+        assert {a.status_code for a in answers} == {200}
+        return [a.headers["x-loopml-model-version"] for a in answers]
+
+    canary = httpx.post(api, headers=auth, timeout=180, json={"name": "iris-ep", "model": "iris/2", "canary": 20})
+    assert canary.status_code == 201, canary.text
+    assert (canary.json()["endpoint"]["version"], canary.json()["endpoint"]["canary_version"]) == (1, 2)
+    share = versions(1000).count("2") / 1000
+    assert 0.15 <= share <= 0.25, share
+
+    promoted = httpx.post(f"{api}/iris-ep/promote", headers=auth, timeout=180).json()
+    assert (promoted["version"], promoted["canary_version"]) == (2, None)
+    assert set(versions(20)) == {"2"}
+    rolled = httpx.post(f"{api}/iris-ep/rollback", headers=auth, timeout=180).json()
+    assert rolled["version"] == 1 and set(versions(20)) == {"1"}
+    assert [h["action"].split()[0] for h in rolled["history"][-3:]] == ["canary", "promote", "roll"]
+    no_canary = httpx.post(f"{api}/iris-ep/promote", headers=auth, timeout=60)
+    assert no_canary.status_code == 409 and "no canary" in no_canary.json()["message"]
+
+
 def test_endpoint_is_listed_and_deleted(platform, endpoint):
     headers = {"Authorization": f"Bearer {platform.alice_token}"}
     base = f"{platform.url}/api/v1/projects/{endpoint['project']}/endpoints"

@@ -24,10 +24,11 @@ def endpoint_json(name: str = "iris-api", version: int = 2, alias: str | None = 
                   history: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "project": "demo", "name": name, "model": "demo.iris", "version": version, "alias": alias,
-        "url": f"http://127.0.0.1:8000/demo/{name}", "public": public, "replicas": 1, "status": "RUNNING",
-        "created_at": NOW, "updated_at": NOW,
+        "url": f"http://127.0.0.1:8000/demo/{name}", "canary_version": None, "canary_percent": None,
+        "public": public, "replicas": 1, "status": "RUNNING", "created_at": NOW, "updated_at": NOW,
         "history": history if history is not None else [
-            {"at": NOW, "user": "alice", "action": f"create with demo.iris/{version}", "version": version}],
+            {"at": NOW, "user": "alice", "action": f"create with demo.iris/{version}", "version": version,
+             "kind": "stable"}],
     }
 
 
@@ -161,8 +162,8 @@ def test_list_json(run, serving):
 
 def test_show_prints_fields_and_history(run, serving):
     serving.endpoints = {"iris-api": endpoint_json(history=[
-        {"at": NOW, "user": "alice", "action": "create with demo.iris/1", "version": 1},
-        {"at": NOW, "user": "bob", "action": "deploy demo.iris/2", "version": 2},
+        {"at": NOW, "user": "alice", "action": "create with demo.iris/1", "version": 1, "kind": "stable"},
+        {"at": NOW, "user": "bob", "action": "deploy demo.iris/2", "version": 2, "kind": "stable"},
     ])}
     result = run("endpoints", "show", "iris-api", "-P", "demo")
     assert result.exit_code == 0, result.output
@@ -231,3 +232,27 @@ def test_client_checks_the_endpoint_name_before_any_request(client, serving):
     with pytest.raises(InvalidInput, match="invalid endpoint name"):
         client.endpoint("demo", "../x")
     assert serving.requests == []
+
+
+def test_deploy_canary_and_promote_rollback_commands():
+    with_canary = {**endpoint_json(), "canary_version": 3, "canary_percent": 20.0}
+    transport_calls = []
+
+    def promote_answer(request: httpx.Request) -> httpx.Response:
+        transport_calls.append(f"{request.method} {request.url.path}")
+        return httpx.Response(200, json={**endpoint_json(version=3), "alias": None})
+
+    client = Client("http://fake", "tok", transport=httpx.MockTransport(promote_answer))
+    promoted = CliRunner().invoke(main, ["endpoints", "promote", "iris-api", "-P", "demo"], obj=client)
+    assert promoted.exit_code == 0 and "now serves demo.iris v3" in promoted.stdout
+    rolled = CliRunner().invoke(main, ["endpoints", "rollback", "iris-api", "-P", "demo"], obj=client)
+    assert rolled.exit_code == 0
+    assert transport_calls == ["POST /api/v1/projects/demo/endpoints/iris-api/promote",
+                               "POST /api/v1/projects/demo/endpoints/iris-api/rollback"]
+    from loopml._cli_endpoints import version_text
+    from loopml.serving.models import Endpoint
+
+    assert version_text(Endpoint(**with_canary)).endswith("+ canary v3 at 20%")
+    bad = CliRunner().invoke(main, ["deploy", "iris/3", "--endpoint", "iris-api", "--canary", "150", "-P", "demo"],
+                             obj=client)
+    assert bad.exit_code == 2
