@@ -55,6 +55,7 @@ import fcntl
 import json
 import logging
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -277,12 +278,21 @@ def _port_in_use(port: int) -> bool:
 
 
 def free_port_block(size: int) -> int:
-    """The first of ``size`` consecutive free ports (to give a second instance its own ports)."""
+    """The first of ``size`` consecutive free ports (to give a second instance its own ports).
+
+    Chosen below the kernel's ephemeral range: ports handed out by the OS meanwhile (Ray's
+    workers take theirs that way) can then never land on a port we picked for later.
+    """
+    low = 20000
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    high = max(low + size + 1, ephemeral_low - size)
+    rng = random.Random()
     for _ in range(500):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + size < 65000 and not any(_port_in_use(base + i) for i in range(size)):
+        base = rng.randrange(low, high)
+        if not any(_port_in_use(base + i) for i in range(size)):
             return base
     raise Unavailable(f"found no {size} consecutive free ports")
 
