@@ -552,8 +552,9 @@ class RayWorkerNode:
     _record: ProcessRecord = field(repr=False)
 
     def stop(self, timeout: float = 30) -> None:
-        """Stop the node and its descendants, like :func:`down`. Idempotent."""
+        """Stop the node and its descendants and remove its temp dir, like :func:`down`. Idempotent."""
         stop_record(self._record, timeout)
+        _remove_ray_temp_dir(self._record)
 
     def __enter__(self) -> RayWorkerNode:
         return self
