@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import signal
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -17,7 +19,7 @@ import httpx
 import psutil
 from pydantic import BaseModel, Field
 
-from loopml.errors import Unavailable
+from loopml.errors import Conflict, InvalidInput, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -196,3 +198,48 @@ def _session_orphans(record: ProcessRecord) -> list[psutil.Process]:
             if os.getsid(proc.pid) == record.pid and proc.info["create_time"] >= record.create_time:
                 orphans.append(proc)
     return orphans
+
+
+# -- ports ---------------------------------------------------------------------------------
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return True
+    return False
+
+
+def free_port_block(size: int) -> int:
+    """The first of ``size`` consecutive free ports (to give a second instance its own ports).
+
+    Chosen below the kernel's ephemeral range: ports handed out by the OS meanwhile (Ray's
+    workers take theirs that way) can then never land on a port we picked for later.
+    """
+    low = 20000
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    high = max(low + size + 1, ephemeral_low - size)
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(low, high)
+        if not any(port_in_use(base + i) for i in range(size)):
+            return base
+    raise Unavailable(f"found no {size} consecutive free ports")
+
+
+def check_ports(ports: dict[str, int]) -> None:
+    """Refuse clashing or busy ports up front, naming them: Ray's own error is buried in its logs."""
+    seen: dict[int, str] = {}
+    for name, port in ports.items():
+        if port in seen:
+            raise InvalidInput(f"{name} and {seen[port]} would both use port {port}; change one of them")
+        seen[port] = name
+    busy = [f"{port} ({name})" for name, port in ports.items() if port_in_use(port)]
+    if busy:
+        raise Conflict(f"port(s) already in use: {', '.join(busy)}; stop what uses them or choose other ports")

@@ -55,10 +55,8 @@ import fcntl
 import json
 import logging
 import os
-import random
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -72,7 +70,9 @@ from pydantic import BaseModel, Field, ValidationError
 
 from loopml._processes import (
     ProcessRecord,
+    check_ports,
     component_errors,
+    free_port_block,
     live_process,
     make_private_dir,
     spawn,
@@ -94,7 +94,7 @@ from loopml.errors import Conflict, InvalidInput, Unavailable
 from loopml.registry.server import STORE_DIR, mlflow_server_command
 from loopml.settings import ClientConfig, Settings, write_client_config
 
-__all__ = ["RayWorkerNode", "UpResult", "down", "start_ray_worker_node", "status", "up"]
+__all__ = ["RayWorkerNode", "UpResult", "down", "free_port_block", "start_ray_worker_node", "status", "up"]
 
 logger = logging.getLogger(__name__)
 
@@ -267,48 +267,6 @@ def _ports_to_check(settings: Settings, components: tuple[str, ...] | list[str] 
     return ports
 
 
-def _port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("0.0.0.0", port))
-        except OSError:
-            return True
-    return False
-
-
-def free_port_block(size: int) -> int:
-    """The first of ``size`` consecutive free ports (to give a second instance its own ports).
-
-    Chosen below the kernel's ephemeral range: ports handed out by the OS meanwhile (Ray's
-    workers take theirs that way) can then never land on a port we picked for later.
-    """
-    low = 20000
-    try:
-        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral_low = 32768
-    high = max(low + size + 1, ephemeral_low - size)
-    rng = random.Random()
-    for _ in range(500):
-        base = rng.randrange(low, high)
-        if not any(_port_in_use(base + i) for i in range(size)):
-            return base
-    raise Unavailable(f"found no {size} consecutive free ports")
-
-
-def _check_ports(ports: dict[str, int]) -> None:
-    """Refuse clashing or busy ports up front, naming them: Ray's own error is buried in its logs."""
-    seen: dict[int, str] = {}
-    for name, port in ports.items():
-        if port in seen:
-            raise InvalidInput(f"{name} and {seen[port]} would both use port {port}; change one of them")
-        seen[port] = name
-    busy = [f"{port} ({name})" for name, port in ports.items() if _port_in_use(port)]
-    if busy:
-        raise Conflict(f"port(s) already in use: {', '.join(busy)}; stop what uses them or choose other ports")
-
-
 # -- up ------------------------------------------------------------------------------------
 
 
@@ -338,14 +296,14 @@ def up(
             settings = _running_settings(state, settings, step)
             missing = _keep_running(state, step)
             _write_state(home, state)
-            _check_ports(_ports_to_check(settings, missing))
+            check_ports(_ports_to_check(settings, missing))
         else:
             if state is not None:
                 logger.info("removing the stale state file of a previous run")
                 down(home)
             state = _new_state(settings)
             missing = [name for name in COMPONENTS if name not in state.external]
-            _check_ports(_ports_to_check(settings, missing))
+            check_ports(_ports_to_check(settings, missing))
             _write_state(home, state)
         admin_token = _admin_token(settings)
         started = _start(settings, state, missing, admin_token, step, timeout)

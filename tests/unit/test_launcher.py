@@ -509,10 +509,10 @@ def test_busy_and_clashing_ports_are_refused(settings: Settings) -> None:
         sock.listen()
         busy = sock.getsockname()[1]
         with pytest.raises(Conflict, match=f"{busy} \\(mlflow_port\\)"):
-            launcher._check_ports({"port": settings.port, "mlflow_port": busy})
+            _processes.check_ports({"port": settings.port, "mlflow_port": busy})
     clash = launcher._ports_to_check(settings.model_copy(update={"mlflow_port": settings.ray_port + 1}))
     with pytest.raises(InvalidInput, match="would both use port"):
-        launcher._check_ports(clash)
+        _processes.check_ports(clash)
 
 
 def test_ray_auth_headers_follow_rays_precedence(tmp_path: Path) -> None:
