@@ -17,20 +17,10 @@ from click.testing import CliRunner
 
 from loopml.cli import main
 from loopml.client import Client
+from tests.unit.payloads import NOTEBOOK, job_json
 
-NOTEBOOK = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+pytestmark = pytest.mark.usefixtures("no_ambient_config")
 HEAVY = ("ray", "mlflow", "papermill", "pandas", "fastapi", "sqlalchemy")
-
-
-def job_json(job_id: str = "j1", status: str = "QUEUED", done: int = 0, total: int = 0, **fields: Any) -> dict[str, Any]:
-    data = {
-        "id": job_id, "project": "demo", "user": "alice", "name": "train.ipynb", "status": status,
-        "message": None, "progress": {"cells_done": done, "cells_total": total}, "error": None,
-        "attempt": 1, "parameters": {}, "resources": {"cpus": 1, "gpus": 0, "memory_mb": None, "custom": {}},
-        "timeout_s": None, "max_retries": 0, "mlflow_run_id": None, "trigger": "user", "parent_id": None,
-        "schedule_id": None, "created_at": "2025-01-01T10:00:00Z", "started_at": None, "finished_at": None,
-    }
-    return data | fields
 
 
 @dataclass
@@ -81,22 +71,9 @@ def platform() -> FakePlatform:
     return FakePlatform()
 
 
-@pytest.fixture(autouse=True)
-def no_ambient_config(monkeypatch, tmp_path):
-    for name in ("LOOPML_PROJECT", "LOOPML_URL", "LOOPML_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("LOOPML_HOME", str(tmp_path / "home"))
-
-
 @pytest.fixture
-def run(platform):
-    """``run(*args)`` -> click Result, with a Client wired to the fake platform injected as ``obj``."""
-
-    def invoke(*args: str):
-        client = Client("http://fake", "tok", transport=httpx.MockTransport(platform))
-        return CliRunner().invoke(main, list(args), obj=client)
-
-    return invoke
+def client(platform) -> Client:
+    return Client("http://fake", "tok", transport=httpx.MockTransport(platform))
 
 
 @pytest.fixture

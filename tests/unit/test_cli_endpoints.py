@@ -16,6 +16,7 @@ from loopml.cli import main
 from loopml.client import Client
 from loopml.errors import InvalidInput, NotFound
 
+pytestmark = pytest.mark.usefixtures("no_ambient_config")
 NOW = "2025-01-01T10:00:00Z"
 KEY = "k3y-abcdefghijklmnopqrstuvwx"
 
@@ -74,24 +75,9 @@ def serving() -> FakeServing:
     return FakeServing()
 
 
-@pytest.fixture(autouse=True)
-def no_ambient_config(monkeypatch, tmp_path):
-    for name in ("LOOPML_PROJECT", "LOOPML_URL", "LOOPML_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("LOOPML_HOME", str(tmp_path / "home"))
-
-
 @pytest.fixture
 def client(serving) -> Client:
     return Client("http://fake", "tok", transport=httpx.MockTransport(serving))
-
-
-@pytest.fixture
-def run(client):
-    def invoke(*args: str):
-        return CliRunner().invoke(main, list(args), obj=client)
-
-    return invoke
 
 
 # -- CLI ------------------------------------------------------------------------------------

@@ -20,8 +20,10 @@ from loopml.client import Client
 from loopml.errors import Forbidden, InvalidInput, NotFound
 from loopml.executor.models import Job
 
-from tests.unit.test_cli import HEAVY, job_json
+from tests.unit.payloads import job_json
+from tests.unit.test_cli import HEAVY
 
+pytestmark = pytest.mark.usefixtures("no_ambient_config")
 NOW = "2025-01-01T10:00:00Z"
 
 
@@ -99,24 +101,9 @@ def registry() -> FakeRegistry:
     )})
 
 
-@pytest.fixture(autouse=True)
-def no_ambient_config(monkeypatch, tmp_path):
-    for name in ("LOOPML_PROJECT", "LOOPML_URL", "LOOPML_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("LOOPML_HOME", str(tmp_path / "home"))
-
-
 @pytest.fixture
 def client(registry) -> Client:
     return Client("http://fake", "tok", transport=httpx.MockTransport(registry))
-
-
-@pytest.fixture
-def run(client):
-    def invoke(*args: str):
-        return CliRunner().invoke(main, list(args), obj=client)
-
-    return invoke
 
 
 def cells(table: str, label: str) -> list[str]:

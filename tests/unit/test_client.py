@@ -12,21 +12,10 @@ from loopml import Client
 from loopml import client as client_module
 from loopml.errors import Conflict, Forbidden, InvalidInput, LoopMLError, NotFound, Unauthorized, Unavailable
 from loopml.executor.models import Job, JobStatus, Resources, Schedule
+from tests.unit.payloads import NOTEBOOK, job_json
 
 TOKEN = "s3cret-token-value"
 URL = "http://platform.test/services/loopml"
-NOTEBOOK = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
-
-
-def job_json(job_id: str = "j1", status: str = "QUEUED", done: int = 0, total: int = 0, **fields: Any) -> dict[str, Any]:
-    data = {
-        "id": job_id, "project": "demo", "user": "alice", "name": "train.ipynb", "status": status,
-        "message": None, "progress": {"cells_done": done, "cells_total": total}, "error": None,
-        "attempt": 1, "parameters": {}, "resources": {"cpus": 1, "gpus": 0, "memory_mb": None, "custom": {}},
-        "timeout_s": None, "max_retries": 0, "mlflow_run_id": None, "trigger": "user", "parent_id": None,
-        "schedule_id": None, "created_at": "2025-01-01T10:00:00Z", "started_at": None, "finished_at": None,
-    }
-    return data | fields
 
 
 def schedule_json(**fields: Any) -> dict[str, Any]:
