@@ -12,7 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from click.testing import CliRunner
 
 from loopml._cli_util import job_models_text
 from loopml.cli import main
