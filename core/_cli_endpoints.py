@@ -1,4 +1,4 @@
-"""``loopml deploy`` and ``loopml endpoints …``: serve a model version, list, show, delete endpoints.
+"""``loopml deploy`` and ``loopml endpoints …``: serve a model version, list, show, update, delete endpoints.
 
 Registered on the root group by :mod:`loopml.cli`. Every command is project-scoped (``-P``)
 and prints the server's answer with ``--json``.
@@ -18,12 +18,19 @@ from loopml._cli_util import (
     project_option,
     resolve_project,
 )
-from loopml.serving.models import Deployed, Endpoint
+from loopml.serving.models import MAX_REPLICAS, Deployed, Endpoint
 
 
 def routes(endpoint: Endpoint) -> tuple[str, str]:
     """The two request routes of ``endpoint``: MLflow's ``/invocations`` and the v2 infer route."""
     return f"POST {endpoint.url}/invocations", f"POST {endpoint.url}/v2/models/{endpoint.name}/infer"
+
+
+def scaling_text(endpoint: Endpoint) -> str:
+    """``2`` for fixed replicas, ``1:4 (auto)`` when autoscaling."""
+    if endpoint.autoscale is None:
+        return str(endpoint.replicas)
+    return f"{endpoint.autoscale.min}:{endpoint.autoscale.max} (auto)"
 
 
 def version_text(endpoint: Endpoint) -> str:
@@ -62,13 +69,15 @@ def _echo_deployed(deployed: Deployed) -> None:
               help="Endpoint name (lowercase letters, digits, '-', '_'); an existing one switches version.")
 @project_option
 @click.option("--public", is_flag=True, help="Serve without a key (only when creating the endpoint).")
-@click.option("--replicas", type=click.IntRange(1, 16), default=1, show_default=True, help="Serve replicas.")
+@click.option("--replicas", type=click.IntRange(1, MAX_REPLICAS), default=None,
+              help="Fixed number of replicas (default 1; an existing endpoint keeps its scaling).")
+@click.option("--autoscale", default=None, metavar="MIN:MAX", help="Scale between MIN and MAX replicas with load.")
 @click.option("--canary", type=click.FloatRange(0, 100, min_open=True, max_open=True), default=None, metavar="PCT",
               help="Serve MODEL to PCT% of requests beside the live version (`endpoints promote` ends it).")
 @json_option
 @click.pass_context
-def deploy(ctx: click.Context, model: str, endpoint_name: str, project: str | None, public: bool, replicas: int,
-           canary: float | None, as_json: bool) -> None:
+def deploy(ctx: click.Context, model: str, endpoint_name: str, project: str | None, public: bool,
+           replicas: int | None, autoscale: str | None, canary: float | None, as_json: bool) -> None:
     """Serve MODEL (NAME@ALIAS, NAME/VERSION, or NAME for NAME@champion) at an endpoint.
 
     Prints the URL, its request routes and, when the endpoint is created with a key, the key:
@@ -76,7 +85,7 @@ def deploy(ctx: click.Context, model: str, endpoint_name: str, project: str | No
     """
     project = resolve_project(ctx, project)
     deployed = client_from(ctx).deploy(project, model, endpoint_name, public=public, replicas=replicas,
-                                       canary=canary)
+                                       canary=canary, autoscale=autoscale)
     if as_json:
         echo_json(deployed)
         return
@@ -85,7 +94,7 @@ def deploy(ctx: click.Context, model: str, endpoint_name: str, project: str | No
 
 @click.group("endpoints")
 def endpoints_group() -> None:
-    """Model endpoints: list, show with history, delete."""
+    """Model endpoints: list, show with history, update, promote, roll back, delete."""
 
 
 @endpoints_group.command("list")
@@ -101,7 +110,8 @@ def list_endpoints(ctx: click.Context, project: str | None, as_json: bool) -> No
         return
     echo_table(
         ("NAME", "MODEL", "STATUS", "ACCESS", "REPLICAS", "URL"),
-        ((e.name, version_text(e), e.status, "public" if e.public else "key", e.replicas, e.url) for e in endpoints),
+        ((e.name, version_text(e), e.status, "public" if e.public else "key", scaling_text(e), e.url)
+         for e in endpoints),
     )
 
 
@@ -126,7 +136,7 @@ def show_endpoint(ctx: click.Context, name: str, project: str | None, as_json: b
         ("invocations", invocations),
         ("v2 infer", infer),
         ("access", "public" if endpoint.public else "key"),
-        ("replicas", endpoint.replicas),
+        ("replicas", scaling_text(endpoint)),
         ("created", fmt_time(endpoint.created_at)),
         ("updated", fmt_time(endpoint.updated_at)),
     ])
@@ -135,6 +145,32 @@ def show_endpoint(ctx: click.Context, name: str, project: str | None, as_json: b
         click.echo("history:")
         for entry in endpoint.history:
             click.echo(f"  {fmt_time(entry.at)}  {entry.user}  {entry.action}")
+
+
+@endpoints_group.command("update")
+@click.argument("name")
+@project_option
+@click.option("--replicas", type=click.IntRange(1, MAX_REPLICAS), default=None, help="Fixed number of replicas.")
+@click.option("--autoscale", default=None, metavar="MIN:MAX", help="Scale between MIN and MAX replicas with load.")
+@click.option("--canary", "canary_percent", type=click.FloatRange(0, 100, min_open=True, max_open=True),
+              default=None, metavar="PCT", help="New traffic share of the running canary.")
+@click.option("--rotate-key", is_flag=True, help="Issue a new key; the old one stops working at once.")
+@json_option
+@click.pass_context
+def update_endpoint(ctx: click.Context, name: str, project: str | None, replicas: int | None, autoscale: str | None,
+                    canary_percent: float | None, rotate_key: bool, as_json: bool) -> None:
+    """Change endpoint NAME's scaling, canary share or key without restarting it."""
+    project = resolve_project(ctx, project)
+    deployed = client_from(ctx).update_endpoint(project, name, replicas=replicas, autoscale=autoscale,
+                                                canary_percent=canary_percent, rotate_key=rotate_key)
+    if as_json:
+        echo_json(deployed)
+        return
+    endpoint = deployed.endpoint
+    click.echo(f"endpoint {name}: {version_text(endpoint)}, replicas {scaling_text(endpoint)}")
+    if deployed.key is not None:
+        click.echo(f"key: {deployed.key}")
+        click.echo("warning: the key is shown only once; the previous key no longer works")
 
 
 @endpoints_group.command("promote")

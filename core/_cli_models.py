@@ -51,6 +51,7 @@ def version_rows(versions: Sequence[ModelVersion]) -> list[list[str | None]]:
         ["run", *((v.lineage.run_id or "")[:8] or None for v in versions)],
         ["user", *(v.lineage.user for v in versions)],
         ["notebook", *(_cell(v.lineage.notebook) for v in versions)],
+        ["endpoints", *(_cell(", ".join(v.lineage.endpoints)) or None for v in versions)],
         ["status", *(v.status for v in versions)],
     ]
     for metric in _union(v.metrics for v in versions):

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from loopml.errors import (
     Conflict,
@@ -26,7 +26,7 @@ from loopml.errors import (
 from loopml.executor.models import JobStatus, Resources
 from loopml.names import check_name
 from loopml.registry.names import short_name
-from loopml.serving.models import EndpointCreate
+from loopml.serving.models import Autoscale, EndpointCreate, EndpointPatch
 
 Notebook = str | Path | Mapping[str, Any]
 """A notebook as ``submit`` takes it: a path to an .ipynb file, or its nbformat JSON."""
@@ -70,17 +70,45 @@ def endpoint_path(project: str, name: str) -> str:
     return api_path("projects", project, "endpoints", check_name("endpoint", name))
 
 
-def endpoint_create(model: str, endpoint: str, public: bool, replicas: int,
-                    canary: float | None = None) -> dict[str, Any]:
-    """The ``EndpointCreate`` body, validated here so a bad name, reference or replica count
-    is an InvalidInput naming the field before any request."""
+def _validated(schema: type[BaseModel], **fields: Any) -> dict[str, Any]:
+    """``schema(**fields)`` as a JSON body (unset fields left out), or InvalidInput naming the field."""
     try:
-        spec = EndpointCreate(name=endpoint, model=model, public=public, replicas=replicas, canary=canary)
+        spec = schema(**{name: value for name, value in fields.items() if value is not None})
     except ValidationError as exc:
         error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"])
+        where = ".".join(str(p) for p in error["loc"]) or "body"
         raise InvalidInput(f"{where}: {error['msg'].removeprefix('Value error, ')}", field=where) from None
-    return spec.model_dump(mode="json", exclude_none=True)
+    return spec.model_dump(mode="json", exclude_unset=True)
+
+
+def endpoint_create(model: str, endpoint: str, public: bool, replicas: int | None = None,
+                    canary: float | None = None, autoscale: str | Autoscale | None = None) -> dict[str, Any]:
+    """The ``EndpointCreate`` body, validated here so a bad name, reference, replica count or
+    autoscale range is an InvalidInput naming the field before any request. ``replicas`` and
+    ``autoscale`` left out keep an existing endpoint's scaling."""
+    return _validated(EndpointCreate, name=endpoint, model=model, public=public, replicas=replicas,
+                      canary=canary, autoscale=_autoscale(autoscale))
+
+
+def endpoint_patch(replicas: int | None = None, autoscale: str | Autoscale | None = None,
+                   canary_percent: float | None = None, rotate_key: bool = False) -> dict[str, Any]:
+    """The ``EndpointPatch`` body, validated here (InvalidInput naming the field)."""
+    return _validated(EndpointPatch, replicas=replicas, autoscale=_autoscale(autoscale),
+                      canary_percent=canary_percent, rotate_key=rotate_key or None)
+
+
+def _autoscale(value: str | Autoscale | None) -> Autoscale | None:
+    """``"MIN:MAX"`` parsed, or InvalidInput naming the bound that is wrong."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return Autoscale.parse(value)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(["autoscale", *(str(p) for p in error["loc"])])
+        raise InvalidInput(f"{where}: {error['msg'].removeprefix('Value error, ')}", field="autoscale") from None
+    except ValueError as exc:
+        raise InvalidInput(f"autoscale: {exc}", field="autoscale") from None
 
 
 def job_status(status: JobStatus | str) -> JobStatus:

@@ -161,7 +161,7 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
         for seed in settings.projects:
             state.projects.create(ProjectCreate(**seed.model_dump()), exist_ok=True)
         state.tracking = await asyncio.to_thread(JobTracking, settings.tracking_uri)
-        state.registry = RegistryService(settings.tracking_uri)
+        state.registry = RegistryService(settings.tracking_uri, endpoints_of=lambda name: state.endpoints.serving(name))
         state.backend = backend or RayJobBackend(settings.ray_address, settings.dashboard_url, kernel_name=settings.kernel_name,
                                                  warm_kernels=settings.warm_kernels)
         await state.backend.start()

@@ -24,7 +24,7 @@ from loopml.executor.models import Job, JobStatus, Resources, Schedule
 from loopml.registry.models import Model, ModelSummary
 from loopml.registry.names import check_alias
 from loopml.registry.service import CHAMPION, check_version
-from loopml.serving.models import Deployed, Endpoint
+from loopml.serving.models import Autoscale, Deployed, Endpoint
 from loopml.settings import read_client_config
 
 if TYPE_CHECKING:
@@ -329,16 +329,18 @@ class Client:
 
     # -- endpoints -----------------------------------------------------------------------
 
-    def deploy(self, project: str, model: str, endpoint: str, *, public: bool = False, replicas: int = 1,
-               canary: float | None = None) -> Deployed:
+    def deploy(self, project: str, model: str, endpoint: str, *, public: bool = False, replicas: int | None = None,
+               canary: float | None = None, autoscale: str | Autoscale | None = None) -> Deployed:
         """Serve ``model`` (``NAME@ALIAS``, ``NAME/VERSION`` or ``NAME`` = ``NAME@champion``) at
         ``endpoint``, creating it or switching its version in place; waits up to
         :data:`DEPLOY_TIMEOUT_S` for a replica. The answer's ``key`` is set only when the
         endpoint is created and not ``public``: it is never shown again. :class:`InvalidInput`
         for a bad name or reference (before any request), :class:`NotFound` for an unknown version.
         With ``canary`` (a percentage) the version answers that share of requests beside the live one.
+        ``replicas`` (default 1 for a new endpoint) or ``autoscale`` (``"MIN:MAX"``) set its scaling;
+        left out, an existing endpoint keeps its own.
         """
-        body = wire.endpoint_create(model, endpoint, public, replicas, canary)
+        body = wire.endpoint_create(model, endpoint, public, replicas, canary, autoscale)
         path = wire.api_path("projects", project, "endpoints")
         return self._parse(Deployed, self._request("POST", path, json=body, timeout=max(DEPLOY_TIMEOUT_S, self.timeout)))
 
@@ -349,6 +351,15 @@ class Client:
     def endpoint(self, project: str, name: str) -> Endpoint:
         """One endpoint with its history; :class:`NotFound` if the project has none of that name."""
         return self._parse(Endpoint, self._request("GET", wire.endpoint_path(project, name)))
+
+    def update_endpoint(self, project: str, name: str, *, replicas: int | None = None,
+                        autoscale: str | Autoscale | None = None, canary_percent: float | None = None,
+                        rotate_key: bool = False) -> Deployed:
+        """Change a running endpoint's scaling, canary share or key (in place, no restart).
+        The answer's ``key`` is the new key when ``rotate_key``; the old one stops working."""
+        body = wire.endpoint_patch(replicas, autoscale, canary_percent, rotate_key)
+        return self._parse(Deployed, self._request("PATCH", wire.endpoint_path(project, name), json=body,
+                                                   timeout=max(DEPLOY_TIMEOUT_S, self.timeout)))
 
     def promote_endpoint(self, project: str, name: str) -> Endpoint:
         """End the endpoint's canary: its version takes all traffic. :class:`Conflict` without a canary."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from loopml.errors import InvalidInput, NotFound, Unavailable
@@ -29,11 +30,20 @@ def _time(ms: int | None) -> dt.datetime | None:
 
 
 class RegistryService:
-    def __init__(self, tracking_uri: str) -> None:
+    """Reads and aliases a project's models in MLflow's registry.
+
+    ``endpoints_of(registered_name)`` answers ``{version: [endpoint, …]}`` (the serving slice's
+    :meth:`~loopml.serving.service.EndpointService.serving`) to fill ``lineage.endpoints``;
+    without it that list stays empty.
+    """
+
+    def __init__(self, tracking_uri: str,
+                 endpoints_of: Callable[[str], dict[int, list[str]]] | None = None) -> None:
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.endpoints_of = endpoints_of or (lambda name: {})
 
     def _call(self, what: str, fn, *args, **kwargs):
         """Run an MLflow call; its 'not found' becomes NotFound, a dead server Unavailable."""
@@ -78,12 +88,14 @@ class RegistryService:
             aliases_of.setdefault(int(version), []).append(alias)
         summary = self._summary(project, model)
         summary.latest_version = max((int(v.version) for v in versions), default=None)
+        serving = self.endpoints_of(full)
         return Model(**summary.model_dump(),
-                     versions=[self._version(v, sorted(aliases_of.get(int(v.version), [])))
+                     versions=[self._version(v, sorted(aliases_of.get(int(v.version), [])),
+                                             serving.get(int(v.version), []))
                                for v in sorted(versions, key=lambda v: -int(v.version))],
                      alias_history=[AliasChange(**h) for h in json.loads((model.tags or {}).get(HISTORY_TAG, "[]"))])
 
-    def _version(self, version, aliases: list[str]) -> ModelVersion:
+    def _version(self, version, aliases: list[str], endpoints: list[str]) -> ModelVersion:
         tags = version.tags or {}
         metrics: dict[str, float] = {}
         params: dict[str, str] = {}
@@ -100,7 +112,7 @@ class RegistryService:
             lineage=Lineage(job_id=tags.get("loopml.job_id") or None, run_id=version.run_id,
                             user=tags.get("loopml.user") or None, notebook=tags.get("loopml.notebook") or None,
                             notebook_sha256=tags.get("loopml.notebook_sha256") or None,
-                            parameters=json.loads(tags.get("loopml.parameters") or "{}")),
+                            parameters=json.loads(tags.get("loopml.parameters") or "{}"), endpoints=endpoints),
         )
 
     def set_alias(self, project: str, name: str, alias: str, version: int, *, user: str) -> Model:

@@ -5,11 +5,40 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from loopml.names import check_name
 
 _MODEL_REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,140}?)(?:@(?P<alias>[a-z][a-z0-9_-]{0,63})|/(?P<version>\d{1,9}))?$")
+
+
+MAX_REPLICAS = 16
+
+
+class Autoscale(BaseModel):
+    """Replica bounds Serve scales between, by ongoing requests per replica."""
+
+    min: int = Field(ge=1, le=MAX_REPLICAS, description="Replicas kept running when idle.")
+    max: int = Field(ge=1, le=MAX_REPLICAS, description="Replicas at most, under load.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Autoscale:
+        if self.max < self.min:
+            raise ValueError(f"autoscale max ({self.max}) is below min ({self.min}): use MIN:MAX with MIN <= MAX")
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> Autoscale:
+        """``"MIN:MAX"`` (e.g. ``"1:4"``); ValueError naming the problem otherwise."""
+        low, sep, high = text.partition(":")
+        if not sep or not low.strip().isdigit() or not high.strip().isdigit():
+            raise ValueError(f"invalid autoscale {text!r}: use MIN:MAX, e.g. 1:4")
+        return cls(min=int(low), max=int(high))
+
+
+def _one_scaling(spec: BaseModel) -> None:
+    if spec.autoscale is not None and "replicas" in spec.model_fields_set and spec.replicas is not None:
+        raise ValueError("give either replicas or autoscale, not both")
 
 
 class EndpointCreate(BaseModel):
@@ -18,9 +47,15 @@ class EndpointCreate(BaseModel):
     name: str = Field(description="Endpoint name: lowercase letters, digits, '-', '_'.")
     model: str = Field(description="NAME@ALIAS, NAME/VERSION or NAME (= NAME@champion); NAME may carry the project prefix.")
     public: bool = Field(False, description="Serve without a key.")
-    replicas: int = Field(1, ge=1, le=16)
+    replicas: int = Field(1, ge=1, le=MAX_REPLICAS, description="Fixed number of replicas.")
+    autoscale: Autoscale | None = Field(None, description="Scale between min and max replicas instead.")
     canary: float | None = Field(None, gt=0, lt=100,
                                  description="Serve this version to PCT% of requests beside the live one.")
+
+    @model_validator(mode="after")
+    def _scaling(self) -> EndpointCreate:
+        _one_scaling(self)
+        return self
 
     @field_validator("name")
     @classmethod
@@ -42,12 +77,33 @@ class EndpointCreate(BaseModel):
         return found.group("name"), alias, int(version) if version else None
 
 
+class EndpointPatch(BaseModel):
+    """Body of ``PATCH /projects/{project}/endpoints/{name}``: only the fields given change.
+
+    Scaling and the canary share change inside the running application (no restart); a new
+    key replaces the old one at once and is answered once.
+    """
+
+    replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS, description="Fixed number of replicas.")
+    autoscale: Autoscale | None = Field(None, description="Scale between min and max replicas.")
+    canary_percent: float | None = Field(None, gt=0, lt=100, description="New share of the running canary.")
+    rotate_key: bool = Field(False, description="Issue a new bearer key; the old one stops working.")
+
+    @model_validator(mode="after")
+    def _something(self) -> EndpointPatch:
+        _one_scaling(self)
+        if self.replicas is None and self.autoscale is None and self.canary_percent is None and not self.rotate_key:
+            raise ValueError("nothing to change: give replicas, autoscale, canary_percent or rotate_key")
+        return self
+
+
 class HistoryEntry(BaseModel):
     at: dt.datetime
     user: str
     action: str
     version: int | None = None
-    kind: str = Field("stable", description="stable: the live version changed; canary: a canary was set.")
+    kind: str = Field("stable", description="stable: the live version changed; canary: a canary was set; "
+                                            "config: scaling, canary share or key changed.")
 
 
 class Endpoint(BaseModel):
@@ -60,7 +116,8 @@ class Endpoint(BaseModel):
     canary_version: int | None = Field(None, description="Version answering a share of requests, if any.")
     canary_percent: float | None = None
     public: bool
-    replicas: int
+    replicas: int = Field(description="Fixed replicas, or the minimum when autoscaling.")
+    autoscale: Autoscale | None = None
     status: str
     created_at: dt.datetime
     updated_at: dt.datetime
@@ -68,7 +125,7 @@ class Endpoint(BaseModel):
 
 
 class Deployed(BaseModel):
-    """Answer of a deploy: the endpoint and, once, its key (``None`` when public or kept)."""
+    """Answer of a deploy or update: the endpoint and, once, its key (``None`` when public or kept)."""
 
     endpoint: Endpoint
     key: str | None = Field(None, description="Bearer key of the endpoint; shown only when created.")

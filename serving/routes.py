@@ -7,7 +7,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from loopml.auth import User
 from loopml.executor.routes import member
 from loopml.names import check_name
-from loopml.serving.models import Deployed, Endpoint, EndpointCreate
+from loopml.serving.models import Deployed, Endpoint, EndpointCreate, EndpointPatch
 from loopml.serving.service import EndpointService
 
 router = APIRouter(tags=["endpoints"])
@@ -34,6 +34,14 @@ def list_endpoints(project: str, user: User = Depends(member), service: Endpoint
 def get_endpoint(project: str, name: str, user: User = Depends(member),
                  service: EndpointService = Depends(endpoints)):
     return service.get(project, check_name("endpoint", name))
+
+
+@router.patch("/projects/{project}/endpoints/{name}", response_model=Deployed)
+def update_endpoint(project: str, name: str, patch: EndpointPatch, user: User = Depends(member),
+                    service: EndpointService = Depends(endpoints)):
+    """Change scaling (``replicas`` or ``autoscale``), the canary's share, or rotate the key, in
+    the running application. A rotated key is in the answer, once."""
+    return service.update(user.name, project, check_name("endpoint", name), patch)
 
 
 @router.post("/projects/{project}/endpoints/{name}/promote", response_model=Endpoint)

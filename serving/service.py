@@ -9,9 +9,11 @@ re-deploys any endpoint Serve no longer runs (a restarted cluster).
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import threading
+from pathlib import Path
 
 from sqlalchemy import select
 
@@ -19,15 +21,51 @@ from loopml.db import Database, utcnow
 from loopml.errors import Conflict, InvalidInput, NotFound, Unavailable
 from loopml.registry.names import registered_name, short_name
 from loopml.serving.deployment import ModelEndpoint, key_hash
-from loopml.serving.models import Deployed, Endpoint, EndpointCreate, HistoryEntry
+from loopml.serving.models import Autoscale, Deployed, Endpoint, EndpointCreate, EndpointPatch, HistoryEntry
 from loopml.serving.orm import EndpointRow
 from loopml.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
+# Autoscaling adds a replica when each one has this many requests in flight on average.
+TARGET_ONGOING_REQUESTS = 4
+
+
 def app_name(project: str, name: str) -> str:
     return f"{project}--{name}"
+
+
+def code_version() -> str:
+    """The replicas' code version: a hash of the serving package's source.
+
+    ``serve.run`` gives every call a random code version, which makes Serve restart all
+    replicas on any change. A version that changes only with the code makes a new model
+    version, scaling or key a lightweight update: ``reconfigure`` or scaling inside the live
+    application.
+    """
+    digest = hashlib.sha256()
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(source.read_bytes())
+    return "loopml-" + digest.hexdigest()[:16]
+
+
+def _scaling(row: EndpointRow) -> dict:
+    """Serve options for the row's replicas: a fixed count, or autoscaling bounds."""
+    if row.max_replicas is None:
+        return {"num_replicas": row.replicas}
+    return {"autoscaling_config": {"min_replicas": row.replicas, "max_replicas": row.max_replicas,
+                                   "initial_replicas": row.replicas,
+                                   "target_ongoing_requests": TARGET_ONGOING_REQUESTS}}
+
+
+def _set_scaling(row: EndpointRow, replicas: int | None, autoscale: Autoscale | None) -> str:
+    """Apply a replica count or autoscale bounds to ``row``; returns the history text."""
+    if autoscale is not None:
+        row.replicas, row.max_replicas = autoscale.min, autoscale.max
+        return f"autoscale {autoscale.min}:{autoscale.max}"
+    row.replicas, row.max_replicas = replicas, None
+    return f"replicas {replicas}"
 
 
 class EndpointService:
@@ -39,12 +77,14 @@ class EndpointService:
         self.tracking_uri = tracking_uri
         self.mlflow = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self._lock = threading.Lock()
+        self._code_version = code_version()
 
     def start(self) -> None:
         """Start Serve's HTTP proxy on loopback and bring back endpoints Serve lost."""
         from ray import serve
 
-        serve.start(http_options={"host": "127.0.0.1", "port": self.settings.serve_port})
+        serve.start(http_options={"host": "127.0.0.1", "port": self.settings.serve_port,
+                                  "request_timeout_s": self.settings.serve_request_timeout_s})
         running = set(serve.status().applications)
         with self.db.session() as session:
             rows = session.scalars(select(EndpointRow)).all()
@@ -83,7 +123,9 @@ class EndpointService:
     def _run(self, row: EndpointRow) -> None:
         from ray import serve
 
-        app = ModelEndpoint.options(num_replicas=row.replicas, user_config=self._config(row)).bind()
+        deployment = ModelEndpoint.options(**_scaling(row), user_config=self._config(row))
+        deployment._version = self._code_version  # Serve's only hook for a stable code version
+        app = deployment.bind()
         with self._lock:
             serve.run(app, name=app_name(row.project, row.name), route_prefix=f"/{row.project}/{row.name}")
 
@@ -105,7 +147,7 @@ class EndpointService:
                 key = None if spec.public else secrets.token_urlsafe(24)
                 row = EndpointRow(project=project, name=spec.name, model=full, version=version, alias=alias,
                                   public=spec.public, key_hash=key_hash(key) if key else None,
-                                  replicas=spec.replicas, status="DEPLOYING", history=[], created_at=utcnow())
+                                  status="DEPLOYING", history=[], created_at=utcnow())
                 session.add(row)
                 action = f"create with {full}/{version}"
             elif spec.canary is not None:
@@ -119,12 +161,55 @@ class EndpointService:
             if spec.canary is None:
                 row.model, row.version, row.alias = full, version, alias
                 row.canary_version = row.canary_percent = None
-            row.replicas = spec.replicas
+            if spec.autoscale is not None or "replicas" in spec.model_fields_set or row.replicas is None:
+                _set_scaling(row, spec.replicas, spec.autoscale)
             self._history(row, user, action, version, "canary" if spec.canary is not None else "stable")
             session.flush()
             session.expunge(row)
         self._apply(row, f"{full}/{version}")
         return Deployed(endpoint=self.get(project, spec.name), key=key)
+
+    def update(self, user: str, project: str, name: str, patch: EndpointPatch) -> Deployed:
+        """Change scaling, the canary's share or the key of a running endpoint, in place.
+
+        The answer carries the new key when ``patch.rotate_key``; :class:`Conflict` for a
+        canary share without a canary or a key for a public endpoint.
+        """
+        key = None
+        with self.db.session() as session:
+            row = self._row(session, project, name)
+            changes = []
+            if patch.replicas is not None or patch.autoscale is not None:
+                changes.append(_set_scaling(row, patch.replicas, patch.autoscale))
+            if patch.canary_percent is not None:
+                if row.canary_version is None:
+                    raise Conflict(f"endpoint {name!r} has no canary: deploy one with --canary PCT first",
+                                   endpoint=name)
+                row.canary_percent = patch.canary_percent
+                changes.append(f"canary {row.model}/{row.canary_version} at {patch.canary_percent:g}%")
+            if patch.rotate_key:
+                if row.public:
+                    raise Conflict(f"endpoint {name!r} is public: it has no key to rotate", endpoint=name)
+                key = secrets.token_urlsafe(24)
+                row.key_hash = key_hash(key)
+                changes.append("new key")
+            self._history(row, user, "update: " + ", ".join(changes), row.version, "config")
+            session.flush()
+            session.expunge(row)
+        self._apply(row, f"{row.model}/{row.version}")
+        return Deployed(endpoint=self.get(project, name), key=key)
+
+    def serving(self, model: str) -> dict[int, list[str]]:
+        """Which endpoints serve each version of registered ``model``: ``{version: ["name", …]}``;
+        a canary's version lists ``"name (canary)"``."""
+        found: dict[int, list[str]] = {}
+        with self.db.session() as session:
+            for row in session.scalars(select(EndpointRow).where(EndpointRow.model == model)
+                                       .order_by(EndpointRow.name)):
+                found.setdefault(row.version, []).append(row.name)
+                if row.canary_version is not None:
+                    found.setdefault(row.canary_version, []).append(f"{row.name} (canary)")
+        return found
 
     def promote(self, user: str, project: str, name: str) -> Endpoint:
         """End the canary: its version takes all traffic."""
@@ -211,5 +296,7 @@ class EndpointService:
         return Endpoint(project=row.project, name=row.name, model=row.model, version=row.version, alias=row.alias,
                         url=self.url(row.project, row.name), canary_version=row.canary_version,
                         canary_percent=row.canary_percent, public=row.public, replicas=row.replicas,
+                        autoscale=None if row.max_replicas is None else Autoscale(min=row.replicas,
+                                                                                  max=row.max_replicas),
                         status=row.status, created_at=row.created_at, updated_at=row.updated_at,
                         history=[HistoryEntry(**h) for h in row.history])

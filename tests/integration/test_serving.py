@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 
 import httpx
+import psutil
 import pytest
 from sklearn.datasets import load_iris
 
+from loopml._ray_local import ray_auth_headers
 from loopml.executor.models import JobStatus
 from tests.integration.notebooks import TRAIN_AND_LOG
 
@@ -77,33 +80,61 @@ def test_v2_metadata_and_health(endpoint):
 
 
 ROW = X.iloc[0].to_dict()
+INVOKE, INFER = "/invocations", "/v2/models/iris-ep/infer"
+JSON_TYPE = "application/json"
+
+
+def tensor(shape, data, datatype="FP64", name="input"):
+    return {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]}
+
+
+# id, route, body, key ("use" = the endpoint's), content type, status, phrase of the message
 BAD = [
-    ("no-key", {"dataframe_records": [ROW]}, None, "application/json", 401, "endpoint key"),
-    ("wrong-key", {"dataframe_records": [ROW]}, "nope", "application/json", 401, "endpoint key"),
-    ("empty-body", b"", "use", "application/json", 400, "empty"),
-    ("not-json", b"{nope", "use", "application/json", 400, "JSON"),
-    ("csv", b"a,b", "use", "text/csv", 415, ""),
-    ("no-format-key", {"rows": [ROW]}, "use", "application/json", 400, ""),
-    ("missing-column", {"dataframe_records": [{k: v for k, v in ROW.items() if k != COLUMNS[0]}]}, "use",
-     "application/json", 422, COLUMNS[0]),
-    ("extra-column", {"dataframe_records": [{**ROW, "bogus": 1.0}]}, "use", "application/json", 422, "bogus"),
-    ("wrong-type", {"dataframe_records": [{**ROW, COLUMNS[1]: "tall"}]}, "use", "application/json", 422,
+    ("no-key", INVOKE, {"dataframe_records": [ROW]}, None, JSON_TYPE, 401, "endpoint key"),
+    ("wrong-key", INVOKE, {"dataframe_records": [ROW]}, "nope", JSON_TYPE, 401, "endpoint key"),
+    ("v2-no-key", INFER, tensor([1, 4], [list(ROW.values())]), None, JSON_TYPE, 401, "endpoint key"),
+    ("empty-body", INVOKE, b"", "use", JSON_TYPE, 400, "empty"),
+    ("not-json", INVOKE, b"{nope", "use", JSON_TYPE, 400, "JSON"),
+    ("json-array", INVOKE, b"[1, 2]", "use", JSON_TYPE, 400, "object"),
+    ("csv", INVOKE, b"a,b", "use", "text/csv", 415, ""),
+    ("no-format-key", INVOKE, {"rows": [ROW]}, "use", JSON_TYPE, 400, ""),
+    ("two-format-keys", INVOKE, {"instances": [ROW], "inputs": [ROW]}, "use", JSON_TYPE, 400, ""),
+    ("missing-column", INVOKE, {"dataframe_records": [{k: v for k, v in ROW.items() if k != COLUMNS[0]}]}, "use",
+     JSON_TYPE, 422, COLUMNS[0]),
+    ("extra-column", INVOKE, {"dataframe_records": [{**ROW, "bogus": 1.0}]}, "use", JSON_TYPE, 422, "bogus"),
+    ("wrong-type", INVOKE, {"dataframe_records": [{**ROW, COLUMNS[1]: "tall"}]}, "use", JSON_TYPE, 422,
      COLUMNS[1]),
-    ("v2-shape-mismatch", {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP64", "data": [1.0] * 4}]},
-     "use", "application/json", 400, "shape"),
+    ("split-row-width", INVOKE, {"dataframe_split": {"columns": COLUMNS, "data": [[1.0, 2.0, 3.0]]}}, "use",
+     JSON_TYPE, 400, ""),
+    ("positional-width", INVOKE, {"inputs": [[1.0, 2.0, 3.0]]}, "use", JSON_TYPE, 422, "4 columns"),
+    ("oversized", INVOKE, b'{"inputs": [' + b"[1.0, 2.0, 3.0, 4.0], " * 600_000 + b"[1.0, 2.0, 3.0, 4.0]]}",
+     "use", JSON_TYPE, 413, "limit"),
+    ("v2-shape-mismatch", INFER, tensor([2, 4], [1.0] * 4), "use", JSON_TYPE, 400, "shape"),
+    ("v2-unknown-datatype", INFER, tensor([1, 4], [1.0] * 4, "FP16"), "use", JSON_TYPE, 400, "FP16"),
+    ("v2-width", INFER, tensor([1, 3], [1.0] * 3), "use", JSON_TYPE, 422, "4 columns"),
+    ("v2-no-inputs", INFER, {"id": "x"}, "use", JSON_TYPE, 400, "inputs"),
+    ("v2-unknown-model", "/v2/models/other/infer", tensor([1, 4], [1.0] * 4), "use", JSON_TYPE, 404, "no route"),
+    ("unknown-route", "/predict", {"inputs": [ROW]}, "use", JSON_TYPE, 404, "/invocations"),
 ]
 
 
-@pytest.mark.parametrize("body, key, content_type, status, says",
+@pytest.mark.parametrize("route, body, key, content_type, status, says",
                          [b[1:] for b in BAD], ids=[b[0] for b in BAD])
-def test_bad_requests_get_a_clear_4xx_and_the_endpoint_keeps_answering(endpoint, body, key, content_type,
+def test_bad_requests_get_a_clear_4xx_and_the_endpoint_keeps_answering(endpoint, route, body, key, content_type,
                                                                        status, says):
-    route = "/v2/models/iris-ep/infer" if isinstance(body, dict) and "inputs" in body and \
-        isinstance(body["inputs"], list) else "/invocations"
     answer = post(endpoint, route, body, key=key, content_type=content_type)
     assert answer.status_code == status, answer.text
-    assert says in answer.json()["message"]
-    assert post(endpoint, "/invocations", PAYLOADS["dataframe_split"]).status_code == 200
+    assert answer.headers["content-type"] == JSON_TYPE and says in answer.json()["message"]
+    assert answer.headers["x-request-id"]
+    after = post(endpoint, INVOKE, PAYLOADS["dataframe_split"])
+    assert after.status_code == 200 and after.json() == {"predictions": endpoint["predictions"]}
+
+
+def test_the_registry_names_the_endpoint_serving_a_version(platform, endpoint):
+    model = httpx.get(f"{platform.url}/api/v1/projects/{endpoint['project']}/models/iris",
+                      headers={"Authorization": f"Bearer {platform.alice_token}"}).json()
+    serving = {v["version"]: v["lineage"]["endpoints"] for v in model["versions"]}
+    assert serving[1] == ["iris-ep"]
 
 
 def test_non_members_cannot_deploy_or_see_endpoints(platform, endpoint):
@@ -121,6 +152,7 @@ def test_switching_versions_under_traffic_fails_no_request(platform, endpoint):
     assert job.status == JobStatus.SUCCEEDED
     seen: list[tuple[float, int, str]] = []
     stop = threading.Event()
+    replicas = _replica_pids(platform, f"{endpoint['project']}--iris-ep")
 
     def traffic() -> None:
         with httpx.Client(timeout=30) as http:
@@ -149,6 +181,7 @@ def test_switching_versions_under_traffic_fails_no_request(platform, endpoint):
         stop.set()
         loop.join(30)
     assert len(seen) > 20 and [s for s in seen if s[1] != 200] == []
+    assert _replica_pids(platform, f"{endpoint['project']}--iris-ep") == replicas  # swapped inside, no restart
     history = httpx.get(f"{platform.url}/api/v1/projects/{endpoint['project']}/endpoints/iris-ep",
                         headers={"Authorization": f"Bearer {platform.alice_token}"}).json()["history"]
     assert [h["version"] for h in history] == [1, 2, 1]
@@ -181,10 +214,86 @@ def test_canary_takes_its_share_until_promoted_and_rollback_returns(platform, en
     assert no_canary.status_code == 409 and "no canary" in no_canary.json()["message"]
 
 
+def _replica_pids(platform, app: str) -> list[int]:
+    """PIDs of the live Serve replicas of application ``app``, from Ray's state API."""
+    state = platform.state()
+    answer = httpx.get(f"{state['urls']['ray']}/api/v0/actors", params={"limit": 10000}, timeout=30,
+                       headers=ray_auth_headers({**os.environ, **state["ray_env"]}))
+    assert answer.status_code == 200, answer.text
+    return [a["pid"] for a in answer.json()["data"]["result"]["result"]
+            if a["class_name"] == f"ServeReplica:{app}:model" and a["state"] == "ALIVE"]
+
+
+def test_killed_replica_is_replaced_and_no_request_hangs(platform, endpoint):
+    """Kill the only replica of a public endpoint under traffic: callers get errors, never a
+    hang, and the endpoint answers again within 30 s."""
+    project = endpoint["project"]
+    deployed = platform.cli("deploy", "iris/1", "--endpoint", "ops-ep", "--public", "-P", project, "--json")
+    assert deployed.returncode == 0, deployed.stderr
+    url = json.loads(deployed.stdout)["endpoint"]["url"] + "/invocations"
+    [pid] = _replica_pids(platform, f"{project}--ops-ep")
+    outcomes: list[tuple[float, float, int | str]] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                status = httpx.post(url, json=PAYLOADS["dataframe_split"], timeout=40).status_code
+            except httpx.HTTPError as exc:
+                status = type(exc).__name__
+            outcomes.append((began, time.monotonic() - began, status))
+            if status != 200:
+                time.sleep(0.2)
+
+    loop = threading.Thread(target=traffic)
+    loop.start()
+    try:
+        time.sleep(1)
+        psutil.Process(pid).kill()
+        killed = time.monotonic()
+        deadline = killed + 30
+        while time.monotonic() < deadline and not any(b > killed and s == 200 for b, _, s in outcomes):
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        loop.join(60)
+    recovered = next((b for b, _, s in outcomes if b > killed and s == 200), None)
+    assert recovered is not None and recovered - killed <= 30, outcomes[-5:]
+    assert max(took for _, took, _ in outcomes) <= 31  # the request timeout (30 s) bounds every call
+    assert [pid] != _replica_pids(platform, f"{project}--ops-ep")
+
+
+def test_update_scales_in_place_and_rotates_the_key(platform, endpoint):
+    project, app = endpoint["project"], f"{endpoint['project']}--iris-ep"
+    before = _replica_pids(platform, app)
+    scaled = platform.cli("endpoints", "update", "iris-ep", "--replicas", "2", "-P", project, "--json")
+    assert scaled.returncode == 0, scaled.stderr
+    assert json.loads(scaled.stdout)["endpoint"]["replicas"] == 2
+    deadline = time.monotonic() + 60
+    while len(_replica_pids(platform, app)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert len(_replica_pids(platform, app)) == 2 and set(before) <= set(_replica_pids(platform, app))  # no restart
+
+    auto = platform.cli("endpoints", "update", "iris-ep", "--autoscale", "1:2", "-P", project)
+    assert auto.returncode == 0 and "replicas 1:2 (auto)" in auto.stdout, auto.stderr
+    shown = json.loads(platform.cli("endpoints", "show", "iris-ep", "-P", project, "--json").stdout)
+    assert shown["autoscale"] == {"min": 1, "max": 2} and shown["history"][-1]["kind"] == "config"
+
+    rotated = platform.client().update_endpoint(project, "iris-ep", rotate_key=True)
+    assert rotated.key and rotated.key != endpoint["key"]
+    assert post(endpoint, INVOKE, PAYLOADS["dataframe_split"]).status_code == 401
+    assert post(endpoint, INVOKE, PAYLOADS["dataframe_split"], key=rotated.key).status_code == 200
+    endpoint["key"] = rotated.key
+
+    public = platform.cli("endpoints", "update", "ops-ep", "--rotate-key", "-P", project)
+    assert public.returncode == 1 and "is public: it has no key to rotate" in public.stderr
+
+
 def test_endpoint_is_listed_and_deleted(platform, endpoint):
     headers = {"Authorization": f"Bearer {platform.alice_token}"}
     base = f"{platform.url}/api/v1/projects/{endpoint['project']}/endpoints"
-    assert [e["name"] for e in httpx.get(base, headers=headers).json()] == ["iris-ep"]
+    assert [e["name"] for e in httpx.get(base, headers=headers).json()] == ["iris-ep", "ops-ep"]
     shown = httpx.get(f"{base}/iris-ep", headers=headers).json()
     assert shown["history"][0]["action"].startswith("create with") and shown["history"][0]["user"] == "alice"
     assert httpx.delete(f"{base}/iris-ep", headers=headers, timeout=60).status_code == 204

@@ -26,7 +26,7 @@ def endpoint_json(name: str = "iris-api", version: int = 2, alias: str | None = 
     return {
         "project": "demo", "name": name, "model": "demo.iris", "version": version, "alias": alias,
         "url": f"http://127.0.0.1:8000/demo/{name}", "canary_version": None, "canary_percent": None,
-        "public": public, "replicas": 1, "status": "RUNNING", "created_at": NOW, "updated_at": NOW,
+        "public": public, "replicas": 1, "autoscale": None, "status": "RUNNING", "created_at": NOW, "updated_at": NOW,
         "history": history if history is not None else [
             {"at": NOW, "user": "alice", "action": f"create with demo.iris/{version}", "version": version,
              "kind": "stable"}],
@@ -56,13 +56,21 @@ class FakeServing:
             self.endpoints[body["name"]] = endpoint_json(body["name"], version, alias, body["public"])
             key = KEY if created and not body["public"] else None
             return httpx.Response(201, json={"endpoint": self.endpoints[body["name"]], "key": key})
-        match = re.fullmatch(r"(GET|DELETE) /projects/demo/endpoints/([^/]+)", route)
+        match = re.fullmatch(r"(GET|DELETE|PATCH) /projects/demo/endpoints/([^/]+)", route)
         if not match or match[2] not in self.endpoints:
             return httpx.Response(404, json={"message": f"endpoint demo/{match[2] if match else '?'} does not exist",
                                              "reason": "not_found"})
         if match[1] == "DELETE":
             del self.endpoints[match[2]]
             return httpx.Response(204)
+        if match[1] == "PATCH":
+            body = json.loads(request.content)
+            endpoint = self.endpoints[match[2]]
+            if "autoscale" in body:
+                endpoint.update(replicas=body["autoscale"]["min"], autoscale=body["autoscale"])
+            if "replicas" in body:
+                endpoint.update(replicas=body["replicas"], autoscale=None)
+            return httpx.Response(200, json={"endpoint": endpoint, "key": "n3w" if body.get("rotate_key") else None})
         return httpx.Response(200, json=self.endpoints[match[2]])
 
     @property
@@ -96,7 +104,7 @@ def test_deploy_prints_url_routes_version_and_the_key_once(run, serving):
     assert f'curl -H "Authorization: Bearer {KEY}"' in out and "/demo/iris-api/invocations" in out
     assert serving.paths[-1] == "POST /api/v1/projects/demo/endpoints"
     assert json.loads(serving.requests[-1].content) == {"name": "iris-api", "model": "iris@champion",
-                                                        "public": False, "replicas": 1}
+                                                        "public": False}
 
     again = run("deploy", "iris/1", "--endpoint", "iris-api", "-P", "demo")
     assert again.exit_code == 0, again.output
@@ -111,6 +119,46 @@ def test_deploy_public_shows_no_key_and_sends_the_flags(run, serving):
     assert "Bearer" not in result.stdout and "shown only once" not in result.stdout
     assert json.loads(serving.requests[-1].content) == {"name": "open", "model": "iris", "public": True,
                                                         "replicas": 3}
+
+
+def test_deploy_autoscale_sends_the_bounds(run, serving):
+    result = run("deploy", "iris", "--endpoint", "auto", "--autoscale", "1:4", "-P", "demo")
+    assert result.exit_code == 0, result.output
+    assert json.loads(serving.requests[-1].content) == {"name": "auto", "model": "iris", "public": False,
+                                                        "autoscale": {"min": 1, "max": 4}}
+
+
+@pytest.mark.parametrize("args, says", [
+    (("--autoscale", "4:1"), "autoscale max (1) is below min (4)"),
+    (("--autoscale", "two"), "invalid autoscale 'two': use MIN:MAX"),
+    (("--autoscale", "1:99"), "autoscale.max: Input should be less than or equal to 16"),
+    (("--autoscale", "1:2", "--replicas", "2"), "give either replicas or autoscale, not both"),
+], ids=["reversed", "not-a-range", "too-many", "both"])
+def test_deploy_rejects_bad_scaling_before_any_request(run, serving, args, says):
+    result = run("deploy", "iris", "--endpoint", "auto", *args, "-P", "demo")
+    assert result.exit_code == 1, result.output
+    assert says in result.stderr and result.stderr.count("\n") == 1
+    assert serving.requests == []
+
+
+def test_update_changes_scaling_and_shows_a_rotated_key_once(run, serving):
+    serving.endpoints = {"iris-api": endpoint_json()}
+    scaled = run("endpoints", "update", "iris-api", "--autoscale", "2:5", "-P", "demo")
+    assert scaled.exit_code == 0, scaled.output
+    assert scaled.stdout == "endpoint iris-api: demo.iris v2 (champion), replicas 2:5 (auto)\n"
+    assert serving.paths[-1] == "PATCH /api/v1/projects/demo/endpoints/iris-api"
+    assert json.loads(serving.requests[-1].content) == {"autoscale": {"min": 2, "max": 5}}
+    shown = run("endpoints", "show", "iris-api", "-P", "demo").stdout
+    assert re.search(r"^replicas: +2:5 \(auto\)$", shown, re.M)
+    rotated = run("endpoints", "update", "iris-api", "--rotate-key", "-P", "demo")
+    assert json.loads(serving.requests[-1].content) == {"rotate_key": True}
+    assert re.search(r"^key: n3w$", rotated.stdout, re.M) and "previous key no longer works" in rotated.stdout
+
+
+def test_update_without_a_change_is_refused_before_any_request(run, serving):
+    result = run("endpoints", "update", "iris-api", "-P", "demo")
+    assert result.exit_code == 1
+    assert "nothing to change" in result.stderr and serving.requests == []
 
 
 def test_deploy_json_is_the_answer_with_the_key(run):
@@ -194,6 +242,8 @@ def test_client_methods_parse_the_answers(client, serving):
     assert deployed.key == KEY and deployed.endpoint.version == 2 and deployed.endpoint.alias is None
     assert [e.name for e in client.endpoints("demo")] == ["iris-api"]
     assert client.endpoint("demo", "iris-api").history[0].user == "alice"
+    updated = client.update_endpoint("demo", "iris-api", replicas=3)
+    assert updated.endpoint.replicas == 3 and updated.endpoint.autoscale is None and updated.key is None
     assert client.delete_endpoint("demo", "iris-api") is None
     with pytest.raises(NotFound):
         client.endpoint("demo", "iris-api")
