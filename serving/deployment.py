@@ -18,7 +18,11 @@ import re
 import shutil
 import tempfile
 import uuid
-from typing import Any
+import warnings
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
 
 from ray import serve
 from starlette.requests import Request
@@ -40,6 +44,33 @@ def key_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+class Loaded(NamedTuple):
+    """A loaded model version: MLflow's pyfunc model, and the flavor's own predict function
+    for the numeric fast path (``None`` when the flavor has none)."""
+
+    pyfunc: Any
+    fast: Callable[[np.ndarray], Any] | None
+
+    @property
+    def signature(self):
+        return self.pyfunc.metadata.signature
+
+
+def load(uri: str, folder: str) -> Loaded:
+    """Load ``uri`` into ``folder``. A scikit-learn model also gets its own ``predict`` (or the
+    ``predict_fn`` it was logged with): requests are validated against the signature before
+    they reach it, so MLflow's second schema check and DataFrame round trip (~2 ms of a
+    one-row request) can be skipped for all-numeric inputs."""
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(uri, dst_path=folder)
+    fast = None
+    flavors = model.metadata.flavors
+    if "sklearn" in flavors:
+        fast = getattr(model.get_raw_model(), flavors.get("python_function", {}).get("predict_fn", "predict"), None)
+    return Loaded(model, fast)
+
+
 def _json_error(status: int, message: str, reason: str, headers: dict[str, str]) -> Response:
     return Response(dumps_json({"message": message, "reason": reason}), status_code=status, media_type=JSON,
                     headers=headers)
@@ -51,9 +82,11 @@ class ModelEndpoint:
     """Serves one model version on ``/<project>/<endpoint>`` in both protocols."""
 
     def __init__(self) -> None:
-        self.models: dict[str, Any] = {}  # model URI -> loaded pyfunc model
+        self.models: dict[str, Loaded] = {}  # model URI -> loaded model
         self.config: dict[str, Any] = {}
         self._dirs: dict[str, str] = {}
+        # The fast path hands scikit-learn a bare array in the signature's column order.
+        warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         """Serve ``config["model_uri"]`` (and ``config["canary"]["model_uri"]`` for a share of requests).
@@ -72,14 +105,14 @@ class ModelEndpoint:
         for uri in wanted:
             if uri not in models:
                 folder = self._dirs.get(uri) or tempfile.mkdtemp(prefix="loopml-model-")
-                models[uri] = mlflow.pyfunc.load_model(uri, dst_path=folder)
+                models[uri] = load(uri, folder)
                 self._dirs[uri] = folder
         self.models, self.config = models, config
         for uri in [u for u in self._dirs if u not in models]:
             shutil.rmtree(self._dirs.pop(uri), ignore_errors=True)
         log.info("serving %s", ", ".join(wanted))
 
-    def _pick(self) -> tuple[Any, int]:
+    def _pick(self) -> tuple[Loaded, int]:
         """The model (and version) that answers this request: the canary for its share."""
         canary = self.config.get("canary")
         if canary and random.random() * 100 < canary["percent"]:
@@ -100,7 +133,7 @@ class ModelEndpoint:
     async def __call__(self, request: Request) -> Response:
         model, version = self._pick()
         headers = self._headers(request, version)
-        signature = model.metadata.signature
+        signature = model.signature
         path = request.url.path
         prefix = self.config.get("prefix", "")
         route = path[len(prefix):] if path.startswith(prefix) else path
@@ -110,17 +143,20 @@ class ModelEndpoint:
         if not self._authorized(request):
             return _json_error(401, "missing or wrong endpoint key: send 'Authorization: Bearer <key>' with the "
                                     "key `loopml deploy` printed", "unauthorized", headers)
+        max_bytes = self.config.get("max_bytes", 10 << 20)
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_bytes:  # refused before the body is read
+            return _json_error(413, f"the body has {declared} bytes, over this endpoint's limit of {max_bytes}; "
+                                    "send fewer rows per request", "too_large", headers)
         try:
             if route == "/invocations" and request.method == "POST":
                 body = await request.body()
-                parsed = parse_invocation(body, request.headers.get("content-type"), signature,
-                                          max_bytes=self.config.get("max_bytes", 10 << 20))
+                parsed = parse_invocation(body, request.headers.get("content-type"), signature, max_bytes=max_bytes)
                 return Response(format_invocation_response(_predict(model, parsed)), media_type=JSON,
                                 headers=headers)
             if route == f"/v2/models/{name}/infer" and request.method == "POST":
                 body = await request.body()
-                parsed = parse_v2_infer(body, request.headers.get("content-type"), signature,
-                                        max_bytes=self.config.get("max_bytes", 10 << 20))
+                parsed = parse_v2_infer(body, request.headers.get("content-type"), signature, max_bytes=max_bytes)
                 answer = format_v2_response(name, str(version), parsed.request_id, _predict(model, parsed))
                 return Response(answer, media_type=JSON, headers=headers)
             if route in (f"/v2/models/{name}", f"/v2/models/{name}/versions/{version}") and request.method == "GET":
@@ -142,11 +178,13 @@ class ModelEndpoint:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _predict(model, parsed):
+def _predict(model: Loaded, parsed):
     from mlflow.exceptions import MlflowException
 
+    if model.fast is not None and isinstance(parsed.data, np.ndarray) and not parsed.params:
+        return model.fast(parsed.data)
     try:
-        return model.predict(parsed.to_frame(), params=parsed.params or None)
+        return model.pyfunc.predict(parsed.to_frame(), params=parsed.params or None)
     except MlflowException as exc:  # schema enforcement: the request, not the model, is wrong
         raise _ModelRefused(f"the model refused the input: {exc.message.splitlines()[0][:300]}") from None
 

@@ -28,14 +28,10 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from loopml.serving.errors import RequestError
-
-try:  # orjson is several times faster on both ends; json is the fallback, not a requirement
-    import orjson
-except ImportError:  # pragma: no cover - depends on the environment
-    orjson = None
 
 __all__ = [
     "DEFAULT_MAX_ROWS",
@@ -216,9 +212,9 @@ def _load_object(body: bytes, content_type: str | None, max_bytes: int) -> dict:
     if not body.strip():
         raise _bad("the body is empty; send a JSON object", "empty_body")
     try:
-        request = orjson.loads(body) if orjson is not None else json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:  # orjson's and json's errors are ValueErrors
-        where = f" at position {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
+        request = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:  # a json.JSONDecodeError, invalid UTF-8 included
+        where = f" at position {exc.pos}" if exc.pos is not None else ""
         raise _bad(f"the body is not valid UTF-8 JSON{where}", "not_json") from None
     if not isinstance(request, dict):
         raise _bad(f"the body must be a JSON object, not {_json_name(request)}", "not_object")

@@ -8,14 +8,14 @@ fastapi, like :mod:`loopml.serving.protocols`.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
-from loopml.serving.protocols import _V2_OF_DTYPE, _V2_OF_KIND, orjson
+from loopml.serving.protocols import _V2_OF_DTYPE, _V2_OF_KIND
 
 __all__ = ["dumps_json", "format_invocation_response", "format_v2_response", "v2_metadata"]
 
@@ -102,6 +102,5 @@ def _jsonable(value: Any) -> Any:
 
 
 def dumps_json(obj: Any) -> bytes:
-    if orjson is not None:
-        return orjson.dumps(obj)
-    return json.dumps(obj, separators=(",", ":"), allow_nan=False, default=str).encode()
+    """Compact JSON (orjson); what it cannot encode natively is written with ``str``."""
+    return orjson.dumps(obj, default=str)
