@@ -32,8 +32,11 @@ log = logging.getLogger(__name__)
 TARGET_ONGOING_REQUESTS = 4
 
 
+APP_SEPARATOR = "."  # project and endpoint names never hold it (names.check_name), so no two collide
+
+
 def app_name(project: str, name: str) -> str:
-    return f"{project}--{name}"
+    return f"{project}{APP_SEPARATOR}{name}"
 
 
 def code_version() -> str:
@@ -80,7 +83,9 @@ class EndpointService:
         self._code_version = code_version()
 
     def start(self) -> None:
-        """Start Serve's HTTP proxy on loopback and bring back endpoints Serve lost."""
+        """Start Serve's HTTP proxy on loopback and reconcile Serve with the endpoint table:
+        endpoints Serve lost are deployed again, endpoint applications with no row (deleted
+        while the platform was away) are removed."""
         from ray import serve
 
         serve.start(http_options={"host": "127.0.0.1", "port": self.settings.serve_port,
@@ -95,6 +100,11 @@ class EndpointService:
                     self._run(row)
                 except Exception:
                     log.exception("could not re-deploy %s/%s", row.project, row.name)
+        for orphan in running - {app_name(r.project, r.name) for r in rows}:
+            if APP_SEPARATOR in orphan:
+                log.info("removing Serve application %s: its endpoint was deleted", orphan)
+                with self._lock:
+                    serve.delete(orphan, _blocking=False)
 
     def url(self, project: str, name: str) -> str:
         return f"http://127.0.0.1:{self.settings.serve_port}/{project}/{name}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import threading
 import time
 
@@ -14,6 +15,9 @@ from sklearn.datasets import load_iris
 
 from loopml._ray_local import ray_auth_headers
 from loopml.executor.models import JobStatus
+from loopml.serving.service import app_name
+from tests.integration.conftest import LOOPML
+from tests.integration.test_restart_schedules import restart_platform_service
 from tests.integration.notebooks import TRAIN_AND_LOG
 
 X = load_iris(as_frame=True).data.iloc[:10]
@@ -152,7 +156,7 @@ def test_switching_versions_under_traffic_fails_no_request(platform, endpoint):
     assert job.status == JobStatus.SUCCEEDED
     seen: list[tuple[float, int, str]] = []
     stop = threading.Event()
-    replicas = _replica_pids(platform, f"{endpoint['project']}--iris-ep")
+    replicas = _replica_pids(platform, app_name(endpoint["project"], "iris-ep"))
 
     def traffic() -> None:
         with httpx.Client(timeout=30) as http:
@@ -181,7 +185,7 @@ def test_switching_versions_under_traffic_fails_no_request(platform, endpoint):
         stop.set()
         loop.join(30)
     assert len(seen) > 20 and [s for s in seen if s[1] != 200] == []
-    assert _replica_pids(platform, f"{endpoint['project']}--iris-ep") == replicas  # swapped inside, no restart
+    assert _replica_pids(platform, app_name(endpoint["project"], "iris-ep")) == replicas  # swapped inside, no restart
     history = httpx.get(f"{platform.url}/api/v1/projects/{endpoint['project']}/endpoints/iris-ep",
                         headers={"Authorization": f"Bearer {platform.alice_token}"}).json()["history"]
     assert [h["version"] for h in history] == [1, 2, 1]
@@ -231,7 +235,7 @@ def test_killed_replica_is_replaced_and_no_request_hangs(platform, endpoint):
     deployed = platform.cli("deploy", "iris/1", "--endpoint", "ops-ep", "--public", "-P", project, "--json")
     assert deployed.returncode == 0, deployed.stderr
     url = json.loads(deployed.stdout)["endpoint"]["url"] + "/invocations"
-    [pid] = _replica_pids(platform, f"{project}--ops-ep")
+    [pid] = _replica_pids(platform, app_name(project, "ops-ep"))
     outcomes: list[tuple[float, float, int | str]] = []
     stop = threading.Event()
 
@@ -261,11 +265,11 @@ def test_killed_replica_is_replaced_and_no_request_hangs(platform, endpoint):
     recovered = next((b for b, _, s in outcomes if b > killed and s == 200), None)
     assert recovered is not None and recovered - killed <= 30, outcomes[-5:]
     assert max(took for _, took, _ in outcomes) <= 31  # the request timeout (30 s) bounds every call
-    assert [pid] != _replica_pids(platform, f"{project}--ops-ep")
+    assert [pid] != _replica_pids(platform, app_name(project, "ops-ep"))
 
 
 def test_update_scales_in_place_and_rotates_the_key(platform, endpoint):
-    project, app = endpoint["project"], f"{endpoint['project']}--iris-ep"
+    project, app = endpoint["project"], app_name(endpoint["project"], "iris-ep")
     before = _replica_pids(platform, app)
     scaled = platform.cli("endpoints", "update", "iris-ep", "--replicas", "2", "-P", project, "--json")
     assert scaled.returncode == 0, scaled.stderr
@@ -288,6 +292,44 @@ def test_update_scales_in_place_and_rotates_the_key(platform, endpoint):
 
     public = platform.cli("endpoints", "update", "ops-ep", "--rotate-key", "-P", project)
     assert public.returncode == 1 and "is public: it has no key to rotate" in public.stderr
+
+
+def test_endpoints_serve_through_a_platform_restart_and_come_back_after_serve_is_lost(platform, endpoint):
+    """Serve does not depend on the platform process; on start the platform re-deploys what
+    Serve lost (here: all of Serve, shut down through Ray's dashboard while the platform was down)."""
+    failures, stop = [], threading.Event()
+
+    def traffic() -> None:
+        with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {endpoint['key']}"}) as http:
+            while not stop.is_set():
+                answer = http.post(endpoint["url"] + INVOKE, json=PAYLOADS["dataframe_split"])
+                if answer.status_code != 200:
+                    failures.append(answer.status_code)
+
+    loop = threading.Thread(target=traffic)
+    loop.start()
+    try:
+        restart_platform_service(platform)
+    finally:
+        stop.set()
+        loop.join(30)
+    assert failures == []
+
+    record = next(p for p in platform.state()["processes"] if p["name"] == "platform")
+    psutil.Process(record["pid"]).terminate()
+    psutil.Process(record["pid"]).wait(30)
+    state = platform.state()
+    gone = httpx.delete(f"{state['urls']['ray']}/api/serve/applications/", timeout=60,
+                        headers=ray_auth_headers({**os.environ, **state["ray_env"]}))
+    assert gone.status_code == 200, gone.text
+    again = subprocess.run([LOOPML, "up", "--no-hub", "--data-dir", str(platform.home)], env=platform.env,
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    answer = post(endpoint, INVOKE, PAYLOADS["dataframe_split"])
+    assert answer.status_code == 200 and answer.json() == {"predictions": endpoint["predictions"]}
+    ops = httpx.post(endpoint["url"].replace("iris-ep", "ops-ep") + INVOKE, json=PAYLOADS["dataframe_split"],
+                     timeout=30)
+    assert ops.status_code == 200
 
 
 def test_endpoint_is_listed_and_deleted(platform, endpoint):
