@@ -27,6 +27,8 @@ from loopml.executor.backend import JobBackend, RayJobBackend
 from loopml.executor.schedules import ScheduleService
 from loopml.executor.service import JobService
 from loopml.projects import ProjectCreate, ProjectService
+from loopml.monitor import ingest
+from loopml.monitor.ingest import CaptureService, capture_token
 from loopml.registry import routes as registry_routes
 from loopml.registry.service import RegistryService
 from loopml.registry.tracking import JobTracking
@@ -166,7 +168,8 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
                                                  warm_kernels=settings.warm_kernels)
         await state.backend.start()
         state.jobs = JobService(settings, state.db, state.tracking, state.backend)
-        state.endpoints = EndpointService(settings, state.db, settings.tracking_uri)
+        state.captures = CaptureService(state.db, capture_token(settings))
+        state.endpoints = EndpointService(settings, state.db, settings.tracking_uri, capture_token=state.captures.token)
         if backend is None:  # Serve needs the Ray connection the Ray backend opened
             await asyncio.to_thread(state.endpoints.start)
         state.schedules = ScheduleService(state.db, state.jobs)
@@ -191,4 +194,5 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
     app.include_router(executor_routes.router, prefix=prefix)
     app.include_router(registry_routes.router, prefix=prefix)
     app.include_router(serving_routes.router, prefix=prefix)
+    app.include_router(ingest.router, prefix=prefix)
     return app

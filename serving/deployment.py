@@ -10,6 +10,7 @@ that served it and a request id in the headers. Every refusal is a JSON 4xx.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -17,6 +18,7 @@ import random
 import re
 import shutil
 import tempfile
+import time
 import uuid
 import warnings
 from collections.abc import Callable
@@ -30,7 +32,8 @@ from starlette.responses import Response
 
 from loopml.serving.errors import RequestError
 from loopml.serving.protocols import parse_invocation, parse_v2_infer
-from loopml.serving.responses import dumps_json, format_invocation_response, format_v2_response, v2_metadata
+from loopml.monitor.capture import CaptureBuffer
+from loopml.serving.responses import dumps_json, format_invocation_response, format_v2_response, jsonable, v2_metadata
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +88,7 @@ class ModelEndpoint:
         self.models: dict[str, Loaded] = {}  # model URI -> loaded model
         self.config: dict[str, Any] = {}
         self._dirs: dict[str, str] = {}
+        self.capture: CaptureBuffer | None = None
         # The fast path hands scikit-learn a bare array in the signature's column order.
         warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
 
@@ -108,9 +112,20 @@ class ModelEndpoint:
                 models[uri] = load(uri, folder)
                 self._dirs[uri] = folder
         self.models, self.config = models, config
+        self._configure_capture(config.get("capture"))
         for uri in [u for u in self._dirs if u not in models]:
             shutil.rmtree(self._dirs.pop(uri), ignore_errors=True)
         log.info("serving %s", ", ".join(wanted))
+
+    def _configure_capture(self, capture: dict[str, Any] | None) -> None:
+        """``capture`` is ``{url, token, sample}`` or ``None`` (off: records still queued are sent)."""
+        if capture is None:
+            if self.capture is not None:
+                self.capture.sample = 0.0
+        elif self.capture is None:
+            self.capture = CaptureBuffer(capture["url"], capture["token"], sample=capture["sample"])
+        else:
+            self.capture.configure(capture["url"], capture["token"], capture["sample"])
 
     def _pick(self) -> tuple[Loaded, int]:
         """The model (and version) that answers this request: the canary for its share."""
@@ -131,11 +146,10 @@ class ModelEndpoint:
         return scheme.lower() == "bearer" and hmac.compare_digest(key_hash(key.strip()), expected)
 
     async def __call__(self, request: Request) -> Response:
+        began = time.perf_counter()
         model, version = self._pick()
         headers = self._headers(request, version)
-        signature = model.signature
-        path = request.url.path
-        prefix = self.config.get("prefix", "")
+        path, prefix = request.url.path, self.config.get("prefix", "")
         route = path[len(prefix):] if path.startswith(prefix) else path
         name = self.config.get("endpoint", "")
         if route in ("/v2/health/live", "/v2/health/ready"):
@@ -143,39 +157,67 @@ class ModelEndpoint:
         if not self._authorized(request):
             return _json_error(401, "missing or wrong endpoint key: send 'Authorization: Bearer <key>' with the "
                                     "key `loopml deploy` printed", "unauthorized", headers)
+        if request.method == "GET" and route in (f"/v2/models/{name}", f"/v2/models/{name}/versions/{version}"):
+            return Response(dumps_json(v2_metadata(name, str(version), model.signature)), media_type=JSON,
+                            headers=headers)
+        if request.method != "POST" or route not in ("/invocations", f"/v2/models/{name}/infer"):
+            return _json_error(404, f"no route {request.method} {route}: use POST /invocations, POST "
+                                    f"/v2/models/{name}/infer or GET /v2/models/{name}", "not_found", headers)
+        parsed = predictions = None
+        try:
+            parsed = await self._parse(request, route, model.signature)
+            predictions = jsonable(_predict(model, parsed))
+            if route == "/invocations":
+                body = format_invocation_response(predictions)
+            else:
+                body = format_v2_response(name, str(version), parsed.request_id, predictions)
+            response = Response(body, media_type=JSON, headers=headers)
+        except RequestError as exc:
+            response = _json_error(exc.details.get("status", 400), exc.message, exc.reason, headers)
+        except _ModelRefused as exc:
+            response = _json_error(422, str(exc), "model_refused", headers)
+        except Exception:
+            log.exception("model %s failed on request %s", self.config.get("model_uri"), headers[REQUEST_ID_HEADER])
+            response = _json_error(500, f"the model failed on this request (request id "
+                                        f"{headers[REQUEST_ID_HEADER]})", "model_error", headers)
+        if self.capture is not None:
+            self.capture.add(capture_record(self.config, headers[REQUEST_ID_HEADER], version, response.status_code,
+                                            began, parsed, predictions))
+        return response
+
+    async def _parse(self, request: Request, route: str, signature):
+        """The request's validated input; :class:`RequestError` for anything wrong with it."""
         max_bytes = self.config.get("max_bytes", 10 << 20)
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_bytes:  # refused before the body is read
-            return _json_error(413, f"the body has {declared} bytes, over this endpoint's limit of {max_bytes}; "
-                                    "send fewer rows per request", "too_large", headers)
-        try:
-            if route == "/invocations" and request.method == "POST":
-                body = await request.body()
-                parsed = parse_invocation(body, request.headers.get("content-type"), signature, max_bytes=max_bytes)
-                return Response(format_invocation_response(_predict(model, parsed)), media_type=JSON,
-                                headers=headers)
-            if route == f"/v2/models/{name}/infer" and request.method == "POST":
-                body = await request.body()
-                parsed = parse_v2_infer(body, request.headers.get("content-type"), signature, max_bytes=max_bytes)
-                answer = format_v2_response(name, str(version), parsed.request_id, _predict(model, parsed))
-                return Response(answer, media_type=JSON, headers=headers)
-            if route in (f"/v2/models/{name}", f"/v2/models/{name}/versions/{version}") and request.method == "GET":
-                return Response(dumps_json(v2_metadata(name, str(version), signature)),
-                                media_type=JSON, headers=headers)
-        except RequestError as exc:
-            return _json_error(exc.details.get("status", 400), exc.message, exc.reason, headers)
-        except _ModelRefused as exc:
-            return _json_error(422, str(exc), "model_refused", headers)
-        except Exception:
-            log.exception("model %s failed on request %s", self.config.get("model_uri"), headers[REQUEST_ID_HEADER])
-            return _json_error(500, f"the model failed on this request (request id {headers[REQUEST_ID_HEADER]})",
-                               "model_error", headers)
-        return _json_error(404, f"no route {request.method} {route}: use POST /invocations, POST "
-                                f"/v2/models/{name}/infer or GET /v2/models/{name}", "not_found", headers)
+            raise RequestError(f"the body has {declared} bytes, over this endpoint's limit of {max_bytes}; "
+                               "send fewer rows per request", status=413, reason="too_large")
+        parse = parse_invocation if route == "/invocations" else parse_v2_infer
+        return parse(await request.body(), request.headers.get("content-type"), signature, max_bytes=max_bytes)
 
-    def __del__(self) -> None:
+    async def __del__(self) -> None:
+        """Graceful shutdown: send the captured records still queued, then drop the model files."""
+        if self.capture is not None:
+            await self.capture.close()
         for folder in self._dirs.values():
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def capture_record(config: dict[str, Any], request_id: str, version: int, status: int, began: float,
+                   parsed, predictions) -> dict[str, Any]:
+    """The capture record of one scoring request (features and predictions as JSON values)."""
+    features = None
+    if parsed is not None:
+        data = parsed.data
+        rows = data.tolist() if isinstance(data, np.ndarray) else data.to_numpy().tolist()
+        columns = list(parsed.columns) if parsed.columns else (
+            [str(c) for c in data.columns] if hasattr(data, "columns") else None)
+        features = {"columns": columns, "data": rows}
+    return {"project": config["project"], "endpoint": config["endpoint"], "request_id": request_id,
+            "version": version, "at": dt.datetime.now(dt.timezone.utc).isoformat(), "status": status,
+            "latency_ms": round((time.perf_counter() - began) * 1000, 3), "features": features,
+            "prediction": predictions if isinstance(predictions, list) else None}
+
 
 
 def _predict(model: Loaded, parsed):

@@ -17,7 +17,7 @@ import pandas as pd
 
 from loopml.serving.protocols import _V2_OF_DTYPE, _V2_OF_KIND
 
-__all__ = ["dumps_json", "format_invocation_response", "format_v2_response", "v2_metadata"]
+__all__ = ["dumps_json", "format_invocation_response", "format_v2_response", "jsonable", "v2_metadata"]
 
 
 def v2_metadata(name: str, version: str, signature) -> dict[str, Any]:
@@ -29,7 +29,7 @@ def v2_metadata(name: str, version: str, signature) -> dict[str, Any]:
 
 def format_invocation_response(predictions: Any) -> bytes:
     """``{"predictions": ...}`` as MLflow's scoring server writes it (frames as records)."""
-    return dumps_json({"predictions": _jsonable(predictions)})
+    return dumps_json({"predictions": jsonable(predictions)})
 
 
 def format_v2_response(model_name: str, version: str, request_id: str | None,
@@ -72,13 +72,14 @@ def _v2_output(name: str, array: np.ndarray) -> dict[str, Any]:
     datatype = {np.dtype(np.float32): "FP32", np.dtype(np.int32): "INT32"}.get(
         array.dtype, _V2_OF_DTYPE.get(array.dtype.kind, "BYTES"))
     flat = array.reshape(-1)
-    data = [str(v) for v in flat] if datatype == "BYTES" else _jsonable(flat)
+    data = [str(v) for v in flat] if datatype == "BYTES" else jsonable(flat)
     return {"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
+    """``value`` (predictions: arrays, frames, series, numpy scalars) as plain JSON values; NaN -> None."""
     if isinstance(value, pd.DataFrame):
-        return [{k: _jsonable(v) for k, v in row.items()}
+        return [{k: jsonable(v) for k, v in row.items()}
                 for row in value.to_dict(orient="records")]
     if isinstance(value, pd.Series):
         value = value.to_numpy()
@@ -89,13 +90,13 @@ def _jsonable(value: Any) -> Any:
             value[~finite] = None  # JSON has no NaN; send null as orjson does
         return value.tolist()
     if isinstance(value, np.generic):
-        return _jsonable(value.item())
+        return jsonable(value.item())
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, (pd.Timestamp,)):
         return value.isoformat()
     return value

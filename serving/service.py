@@ -72,7 +72,8 @@ def _set_scaling(row: EndpointRow, replicas: int | None, autoscale: Autoscale | 
 
 
 class EndpointService:
-    def __init__(self, settings: Settings, db: Database, tracking_uri: str) -> None:
+    def __init__(self, settings: Settings, db: Database, tracking_uri: str, *, capture_token: str | None = None) -> None:
+        """``capture_token`` lets replicas post captured requests to the platform; ``None`` turns capture off."""
         from mlflow.tracking import MlflowClient
 
         self.settings = settings
@@ -81,6 +82,7 @@ class EndpointService:
         self.mlflow = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self._lock = threading.Lock()
         self._code_version = code_version()
+        self._capture_token = capture_token
 
     def start(self) -> None:
         """Start Serve's HTTP proxy on loopback and reconcile Serve with the endpoint table:
@@ -122,8 +124,13 @@ class EndpointService:
         return full, int(found.version), alias
 
     def _config(self, row: EndpointRow) -> dict:
+        capture = None
+        if self._capture_token and self.settings.capture_sample > 0:
+            sink = f"http://{self.settings.host}:{self.settings.port}{self.settings.api_prefix}/internal/capture"
+            capture = {"url": sink, "token": self._capture_token, "sample": self.settings.capture_sample}
         return {"model_uri": f"models:/{row.model}/{row.version}", "tracking_uri": self.tracking_uri,
-                "endpoint": row.name, "prefix": f"/{row.project}/{row.name}", "version": row.version,
+                "project": row.project, "endpoint": row.name, "prefix": f"/{row.project}/{row.name}",
+                "version": row.version, "capture": capture,
                 "key_hash": None if row.public else row.key_hash,
                 "max_bytes": int(self.settings.max_request_mb * 2**20),
                 "canary": None if row.canary_version is None else {

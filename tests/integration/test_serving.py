@@ -141,6 +141,31 @@ def test_the_registry_names_the_endpoint_serving_a_version(platform, endpoint):
     assert serving[1] == ["iris-ep"]
 
 
+def test_scoring_requests_are_captured_with_features_and_predictions(platform, endpoint):
+    from sqlalchemy import create_engine, select
+    from sqlalchemy.orm import Session
+
+    from loopml.monitor.orm import PredictionRow
+
+    ids = {f"cap-{i}-{time.monotonic_ns()}": body for i, body in enumerate(
+        [PAYLOADS["dataframe_split"], PAYLOADS["instances"], {"dataframe_records": [{**ROW, "bogus": 1.0}]}])}
+    for request_id, body in ids.items():
+        httpx.post(endpoint["url"] + INVOKE, json=body, timeout=30,
+                   headers={"Authorization": f"Bearer {endpoint['key']}", "x-request-id": request_id})
+    engine = create_engine(f"sqlite:///{platform.home / 'loopml.db'}")
+    deadline, rows = time.monotonic() + 15, []
+    while len(rows) < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        with Session(engine) as session:
+            rows = session.scalars(select(PredictionRow).where(PredictionRow.request_id.in_(list(ids)))
+                                   .order_by(PredictionRow.id)).all()
+    engine.dispose()
+    assert [(r.endpoint, r.status) for r in rows] == [("iris-ep", 200), ("iris-ep", 200), ("iris-ep", 422)]
+    assert rows[0].features["columns"] == COLUMNS and rows[0].features["data"] == X.values.tolist()
+    assert rows[0].prediction == endpoint["predictions"] and rows[0].latency_ms > 0
+    assert rows[2].prediction is None
+
+
 def test_non_members_cannot_deploy_or_see_endpoints(platform, endpoint):
     headers = {"Authorization": f"Bearer {platform.bob_token}"}
     base = f"{platform.url}/api/v1/projects/{endpoint['project']}/endpoints"

@@ -1,0 +1,123 @@
+"""Replica-side capture: every request becomes a record, sent to the platform in batches.
+
+:class:`CaptureBuffer` never slows the request path: :meth:`add` appends to a bounded
+in-memory queue (sampling first), and a background task posts batches every
+``interval_s`` or ``batch`` records. When the platform is slow or down, records wait in the
+queue; when the queue is full, the oldest records are dropped and counted, and the count
+travels with the next batch. :meth:`close` sends what is left (graceful shutdown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import deque
+from typing import Any
+
+import httpx
+
+from loopml.serving.responses import dumps_json
+
+log = logging.getLogger(__name__)
+
+
+class CaptureBuffer:
+    """Bounded, sampled, batched capture to ``url`` with ``token`` (``POST /internal/capture``)."""
+
+    def __init__(self, url: str, token: str, *, sample: float = 1.0, max_records: int = 10_000,
+                 batch: int = 500, interval_s: float = 1.0, timeout_s: float = 5.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.url, self.sample, self.batch, self.interval_s = url, sample, batch, interval_s
+        self.queue: deque[dict[str, Any]] = deque()
+        self.max_records = max_records
+        self.dropped = 0  # dropped since the last batch the platform accepted
+        self.dropped_total = 0
+        self.sent_total = 0
+        self._headers = {"Authorization": f"Bearer {token}", "content-type": "application/json"}
+        self._timeout = timeout_s
+        self._transport = transport
+        self._http: httpx.AsyncClient | None = None
+        self._task: asyncio.Task | None = None
+        self._wake: asyncio.Event | None = None
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Queue ``record`` (subject to sampling); cheap and never blocking."""
+        if self.sample < 1.0 and random.random() >= self.sample:
+            return
+        if len(self.queue) >= self.max_records:
+            self.queue.popleft()
+            self.dropped += 1
+            self.dropped_total += 1
+        self.queue.append(record)
+        if self._task is None:
+            self._start()
+        elif len(self.queue) >= self.batch and self._wake is not None:
+            self._wake.set()
+
+    def _start(self) -> None:
+        self._wake = asyncio.Event()
+        self._http = httpx.AsyncClient(timeout=self._timeout, transport=self._transport)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="loopml-capture")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            except asyncio.TimeoutError:
+                pass
+            self._wake.clear()
+            while self.queue and await self._send_one():
+                pass
+
+    async def _send_one(self) -> bool:
+        """Post up to ``batch`` records; on failure put them back (front) and return False."""
+        records = [self.queue.popleft() for _ in range(min(self.batch, len(self.queue)))]
+        body = dumps_json({"records": records, "dropped": self.dropped})
+        try:
+            answer = await self._http.post(self.url, content=body, headers=self._headers)
+        except asyncio.CancelledError:  # shutting down mid-send: the records stay queued for close()
+            self.queue.extendleft(reversed(records))
+            raise
+        except httpx.HTTPError as exc:
+            log.info("capture sink unavailable (%s); %d records wait", type(exc).__name__, len(self.queue) + len(records))
+            answer = None
+        if answer is not None and answer.status_code == 202:
+            self.sent_total += len(records)
+            self.dropped = 0
+            return True
+        if answer is not None and 400 <= answer.status_code < 500:  # refused for good: never retried
+            log.warning("capture refused (%s): %s", answer.status_code, answer.text[:200])
+            self.dropped_total += len(records)
+            return True
+        room = self.max_records - len(self.queue)
+        keep = records[-room:] if room > 0 else []
+        lost = len(records) - len(keep)
+        self.dropped += lost
+        self.dropped_total += lost
+        self.queue.extendleft(reversed(keep))
+        return False
+
+    def configure(self, url: str, token: str, sample: float) -> None:
+        """Take a new sink or sampling rate (the endpoint was reconfigured)."""
+        self.url, self.sample = url, sample
+        self._headers["Authorization"] = f"Bearer {token}"
+
+    async def close(self, deadline_s: float = 5.0) -> None:
+        """Stop the background task and send what is queued, trying for ``deadline_s``."""
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._http is None:
+            return
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline_s
+        while self.queue and loop.time() < end:
+            if not await self._send_one():
+                await asyncio.sleep(0.2)
+        if self.queue:
+            log.warning("capture: %d records could not be sent before shutdown", len(self.queue))
+        await self._http.aclose()
