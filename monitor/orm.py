@@ -10,6 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from loopml.db import Base, UTCDateTime, utcnow
 
+NULLABLE_JSON = JSON(none_as_null=True)  # Python None is SQL NULL, so `IS NULL` finds it
+
 
 class PredictionRow(Base):
     """One endpoint request as the replica saw it; ``label`` arrives later as feedback.
@@ -33,7 +35,50 @@ class PredictionRow(Base):
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     status: Mapped[int] = mapped_column(Integer)
     latency_ms: Mapped[float] = mapped_column(Float)
-    features: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
-    prediction: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
-    label: Mapped[Any | None] = mapped_column(JSON, nullable=True)
+    features: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSON, nullable=True)
+    prediction: Mapped[list[Any] | None] = mapped_column(NULLABLE_JSON, nullable=True)
+    label: Mapped[Any | None] = mapped_column(NULLABLE_JSON, nullable=True)
     labelled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class PolicyRow(Base):
+    """An endpoint's monitoring policy: thresholds, the action they trigger, the cooldown."""
+
+    __tablename__ = "policies"
+    __table_args__ = (UniqueConstraint("project", "endpoint", name="uq_policies_endpoint"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    project: Mapped[str] = mapped_column(ForeignKey("projects.name"))
+    endpoint: Mapped[str] = mapped_column(String(40))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON, doc="PolicySpec as JSON.")
+    last_requeue_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    updated_by: Mapped[str] = mapped_column(String(200))
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class AlertRow(Base):
+    """A threshold an endpoint crossed, what was done about it, and what came of it.
+
+    ``job_id`` is the training job a requeue started; ``produced_version`` the version that
+    job registered (the challenger) and ``evaluation`` its comparison with the champion.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_endpoint", "project", "endpoint"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    project: Mapped[str] = mapped_column(ForeignKey("projects.name"))
+    endpoint: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(16), doc="drift | accuracy | error_rate")
+    version: Mapped[int] = mapped_column(Integer, doc="The version serving when it fired.")
+    window: Mapped[str] = mapped_column(String(8))
+    value: Mapped[float] = mapped_column(Float)
+    threshold: Mapped[float | None] = mapped_column(Float, nullable=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(8), default="open", doc="open | closed")
+    action: Mapped[str] = mapped_column(String(32), doc="alert | requeue | cooldown | no_training_job")
+    opened_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    produced_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    evaluation: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSON, nullable=True)

@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from loopml._cli_util import job_models_text
-from loopml.cli import main
 from loopml.client import Client
 from loopml.errors import Forbidden, InvalidInput, NotFound
 from loopml.executor.models import Job

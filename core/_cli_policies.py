@@ -1,0 +1,122 @@
+"""``loopml requeue``, ``loopml policy`` and ``loopml alerts``: the feedback loop from the shell.
+
+Registered on the root group by :mod:`loopml.cli`. ENDPOINT is ``NAME`` (with ``-P``) or
+``PROJECT/NAME``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from loopml._cli_util import (
+    client_from,
+    echo_fields,
+    echo_json,
+    echo_table,
+    fmt_time,
+    json_option,
+    params_option,
+    project_option,
+    resolve_project,
+    wait_with_progress,
+)
+from loopml.errors import NotFound
+
+
+def endpoint_ref(ctx: click.Context, value: str, project: str | None) -> tuple[str, str]:
+    """``(project, endpoint)`` from ``PROJECT/NAME``, or ``NAME`` and ``-P``/the default project."""
+    if "/" in value:
+        given, _, name = value.partition("/")
+        return given, name
+    return resolve_project(ctx, project), value
+
+
+@click.command("requeue")
+@click.argument("endpoint")
+@project_option
+@params_option
+@click.option("--alert", "alert_id", default=None, metavar="ID", help="The alert this requeue answers.")
+@click.option("--wait", is_flag=True, help="Show the training job's progress until it ends.")
+@json_option
+@click.pass_context
+def requeue(ctx: click.Context, endpoint: str, project: str | None, parameters: dict[str, str],
+            alert_id: str | None, wait: bool, as_json: bool) -> None:
+    """Run the training job of the version ENDPOINT serves again (-p overrides parameters).
+
+    The version it registers becomes the challenger, scored against the champion on the
+    endpoint's labelled requests (see `loopml alerts`).
+    """
+    project, name = endpoint_ref(ctx, endpoint, project)
+    requeued = client_from(ctx).requeue_endpoint(project, name, parameters=parameters, alert_id=alert_id)
+    if as_json and not wait:
+        echo_json(requeued)
+        return
+    click.echo(f"requeued the training job of {name} as job {requeued.job.id} (alert {requeued.alert.id})")
+    if wait:
+        job = wait_with_progress(ctx, project, requeued.job)
+        click.echo(f"job {job.id}: {job.status.value}")
+        ctx.exit(0 if job.status.value == "SUCCEEDED" else 1)
+
+
+@click.command("policy")
+@click.argument("endpoint")
+@project_option
+@click.option("--window", default=None, help="Window the thresholds are evaluated over, e.g. 15m.")
+@click.option("--min-samples", type=click.IntRange(1), default=None, help="Requests needed before anything fires.")
+@click.option("--drift/--no-drift", default=None, help="Fire when any feature drifts.")
+@click.option("--accuracy-below", type=click.FloatRange(0, 1), default=None, help="Fire below this accuracy.")
+@click.option("--error-rate-above", type=click.FloatRange(0, 1), default=None, help="Fire above this 5xx share.")
+@click.option("--action", type=click.Choice(["alert", "requeue"]), default=None, help="What a firing does.")
+@click.option("--cooldown", "cooldown_s", type=click.FloatRange(0), default=None, metavar="SECONDS",
+              help="At most one requeue per endpoint in this time.")
+@click.option("--auto-promote/--no-auto-promote", default=None, help="Promote a challenger that wins.")
+@click.option("--margin", "promote_margin", type=click.FloatRange(0, 1), default=None, help="What winning takes.")
+@params_option
+@json_option
+@click.pass_context
+def policy(ctx: click.Context, endpoint: str, project: str | None, parameters: dict[str, str], as_json: bool,
+           **changes: Any) -> None:
+    """Show ENDPOINT's monitoring policy, or change the options given (others are kept)."""
+    project, name = endpoint_ref(ctx, endpoint, project)
+    client = client_from(ctx)
+    changes = {key: value for key, value in changes.items() if value is not None}
+    if parameters:
+        changes["parameters"] = parameters
+    if changes:
+        try:
+            current = client.policy(project, name).spec.model_dump()
+        except NotFound:
+            current = {}
+        shown = client.set_policy(project, name, {**current, **changes})
+    else:
+        shown = client.policy(project, name)
+    if as_json:
+        echo_json(shown)
+        return
+    echo_fields([("endpoint", f"{project}/{name}"), *shown.spec.model_dump().items(),
+                 ("last requeue", fmt_time(shown.last_requeue_at)), ("updated by", shown.updated_by),
+                 ("updated", fmt_time(shown.updated_at))])
+
+
+@click.command("alerts")
+@project_option
+@click.option("--endpoint", default=None, help="Only this endpoint's alerts.")
+@click.option("--open", "only_open", is_flag=True, help="Only open alerts.")
+@json_option
+@click.pass_context
+def alerts(ctx: click.Context, project: str | None, endpoint: str | None, only_open: bool, as_json: bool) -> None:
+    """Alerts of the project's endpoints, newest first, with the job and challenger each led to."""
+    project = resolve_project(ctx, project)
+    found = client_from(ctx).alerts(project, endpoint=endpoint, status="open" if only_open else None)
+    if as_json:
+        echo_json(found)
+        return
+    echo_table(("ID", "ENDPOINT", "KIND", "VALUE", "STATUS", "ACTION", "JOB", "CHALLENGER", "RESULT", "OPENED"),
+               ((a.id[:8], a.endpoint, a.kind, f"{a.value:.3g}", a.status, a.action, a.job_id,
+                 a.produced_version, (a.evaluation or {}).get("winner") or (a.evaluation or {}).get("result"),
+                 fmt_time(a.opened_at)) for a in found))
+
+
+COMMANDS = (requeue, policy, alerts)

@@ -1,0 +1,343 @@
+"""Policies, alerts, requeues and challengers: the endpoint's monitoring closes the loop.
+
+Every ``monitor_interval_s`` the platform evaluates each endpoint's policy over its window
+(:meth:`PolicyService.evaluate_once`): a crossed threshold opens an alert (one open alert per
+endpoint and kind; it closes when the condition clears or the version changes). With action
+``requeue`` the alert resubmits the training job of the serving version (same notebook
+snapshot and parameters, the policy's overrides on top) with trigger ``policy`` — at most once
+per endpoint per cooldown, however many alerts fire. A user requeue (button, CLI, API) does
+the same with trigger ``user`` and a ``manual`` alert that records it.
+
+When the requeued job succeeds, the version it registered is the challenger: it is scored
+against the champion on the endpoint's recent labelled requests; with ``auto_promote`` and a
+win by ``promote_margin`` it becomes ``champion`` and the endpoint switches to it inside its
+live replicas. Lineage: alert → job (``job_id``) → version (``produced_version``) →
+evaluation; a version's registry lineage names its job, whose alert ``GET .../alerts?job_id=``
+finds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import threading
+import uuid
+from typing import Any, Literal
+
+import pandas as pd
+from pydantic import BaseModel, Field, field_validator
+from sqlalchemy import select
+
+from loopml.db import Database, utcnow
+from loopml.errors import Conflict, InvalidInput, NotFound
+from loopml.executor.models import Job, JobRequeue, JobStatus, Trigger
+from loopml.monitor.orm import AlertRow, PolicyRow, PredictionRow
+from loopml.monitor.stats import quality
+from loopml.registry.names import short_name
+from loopml.registry.service import CHAMPION
+from loopml.serving.models import EndpointCreate
+
+log = logging.getLogger(__name__)
+
+POLICY_USER = "policy"
+EVALUATION_ROWS = 2000  # labelled requests a challenger is scored on, newest first
+
+
+class PolicySpec(BaseModel):
+    """Body of ``PUT .../endpoints/{name}/policy``."""
+
+    window: str = Field("15m", description="Window the thresholds are evaluated over (e.g. 15m, 1h).")
+    min_samples: int = Field(100, ge=1, description="Requests the window needs before anything fires.")
+    drift: bool = Field(True, description="Fire when any feature drifts (KS/chi-squared and PSI).")
+    accuracy_below: float | None = Field(None, ge=0, le=1, description="Fire when labelled accuracy is below.")
+    error_rate_above: float | None = Field(None, ge=0, le=1, description="Fire when the 5xx share is above.")
+    action: Literal["alert", "requeue"] = Field("alert", description="What a firing does besides the alert.")
+    cooldown_s: float = Field(3600, ge=0, description="At most one requeue per endpoint in this many seconds.")
+    auto_promote: bool = Field(False, description="Promote a challenger that beats the champion by the margin.")
+    promote_margin: float = Field(0.0, ge=0, le=1, description="Accuracy points (or relative RMSE) to win by.")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Overrides for the requeued job.")
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        from loopml.monitor.service import parse_window
+
+        try:
+            parse_window(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+
+class Policy(BaseModel):
+    project: str
+    endpoint: str
+    spec: PolicySpec
+    last_requeue_at: dt.datetime | None
+    updated_by: str
+    updated_at: dt.datetime
+
+
+class Alert(BaseModel):
+    id: str
+    project: str
+    endpoint: str
+    kind: str = Field(description="drift | accuracy | error_rate | manual")
+    version: int
+    window: str
+    value: float
+    threshold: float | None
+    detail: dict[str, Any]
+    status: str
+    action: str = Field(description="alert | requeue | cooldown | no_training_job")
+    opened_at: dt.datetime
+    closed_at: dt.datetime | None
+    job_id: str | None
+    produced_version: int | None
+    evaluation: dict[str, Any] | None
+
+
+class RequeueRequest(BaseModel):
+    """Body of ``POST .../endpoints/{name}/requeue``."""
+
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Overrides for the training job.")
+    alert_id: str | None = Field(None, description="The alert this requeue answers (recorded on it).")
+
+
+class Requeued(BaseModel):
+    job: Job
+    alert: Alert
+
+
+def to_alert(row: AlertRow) -> Alert:
+    return Alert(**{name: getattr(row, name) for name in Alert.model_fields})
+
+
+class PolicyService:
+    def __init__(self, db: Database, settings, monitor, jobs, endpoints, registry) -> None:
+        self.db, self.settings = db, settings
+        self.monitor, self.jobs, self.endpoints, self.registry = monitor, jobs, endpoints, registry
+        self._lock = threading.Lock()  # one evaluation or requeue at a time: the cooldown holds
+        self._challengers: dict[str, Any] = {}
+
+    # -- policies and alerts ------------------------------------------------------------
+
+    def set_policy(self, user: str, project: str, name: str, spec: PolicySpec) -> Policy:
+        self.endpoints.get(project, name)  # NotFound for an unknown endpoint
+        with self.db.session() as session:
+            row = self._policy_row(session, project, name)
+            if row is None:
+                row = PolicyRow(project=project, endpoint=name)
+                session.add(row)
+            row.spec, row.updated_by, row.updated_at = spec.model_dump(mode="json"), user, utcnow()
+            session.flush()
+            return self._policy(row)
+
+    def get_policy(self, project: str, name: str) -> Policy:
+        with self.db.session() as session:
+            row = self._policy_row(session, project, name)
+            if row is None:
+                raise NotFound(f"endpoint {name!r} has no policy: set one with PUT .../endpoints/{name}/policy",
+                               endpoint=name)
+            return self._policy(row)
+
+    def alerts(self, project: str, endpoint: str | None = None, status: str | None = None,
+               job_id: str | None = None) -> list[Alert]:
+        query = select(AlertRow).where(AlertRow.project == project)
+        for column, value in ((AlertRow.endpoint, endpoint), (AlertRow.status, status), (AlertRow.job_id, job_id)):
+            if value is not None:
+                query = query.where(column == value)
+        with self.db.session() as session:
+            return [to_alert(r) for r in session.scalars(query.order_by(AlertRow.opened_at.desc()).limit(500))]
+
+    @staticmethod
+    def _policy_row(session, project: str, name: str) -> PolicyRow | None:
+        return session.scalar(select(PolicyRow).where(PolicyRow.project == project, PolicyRow.endpoint == name))
+
+    @staticmethod
+    def _policy(row: PolicyRow) -> Policy:
+        return Policy(project=row.project, endpoint=row.endpoint, spec=PolicySpec(**row.spec),
+                      last_requeue_at=row.last_requeue_at, updated_by=row.updated_by, updated_at=row.updated_at)
+
+    # -- requeue ------------------------------------------------------------------------
+
+    def requeue(self, user: str, project: str, name: str, request: RequeueRequest) -> Requeued:
+        """Resubmit the training job of the version ``name`` serves (trigger ``user``)."""
+        endpoint = self.endpoints.get(project, name)
+        with self._lock, self.db.session() as session:
+            if request.alert_id is not None:
+                row = session.get(AlertRow, request.alert_id)
+                if row is None or (row.project, row.endpoint) != (project, name):
+                    raise NotFound(f"alert {request.alert_id!r} does not exist on endpoint {name!r}", alert=request.alert_id)
+            else:
+                row = AlertRow(id=uuid.uuid4().hex, project=project, endpoint=name, kind="manual",
+                               version=endpoint.version, window="-", value=0.0, detail={"user": user},
+                               status="closed", action="requeue", closed_at=utcnow(), opened_at=utcnow())
+                session.add(row)
+            job = self._requeue_job(user, endpoint, request.parameters, Trigger.USER)
+            row.action, row.job_id = "requeue", job.id
+            session.flush()
+            return Requeued(job=job, alert=to_alert(row))
+
+    def _requeue_job(self, user: str, endpoint, parameters: dict[str, Any], trigger: Trigger) -> Job:
+        version = self.registry.client.get_model_version(endpoint.model, str(endpoint.version))
+        job_id = (version.tags or {}).get("loopml.job_id")
+        if not job_id:
+            raise Conflict(f"{endpoint.model} v{endpoint.version} was not registered by a loopml job: there is no "
+                           "training job to requeue; submit the training notebook instead", endpoint=endpoint.name)
+        return self.jobs.requeue(user, endpoint.project, job_id, JobRequeue(parameters=parameters), trigger=trigger)
+
+    # -- evaluation ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Evaluate every policy every ``settings.monitor_interval_s`` until cancelled."""
+        while True:
+            await asyncio.sleep(self.settings.monitor_interval_s)
+            await asyncio.to_thread(self.evaluate_once)
+
+    def evaluate_once(self) -> None:
+        """One pass over all policies; an endpoint that fails is logged and skipped."""
+        with self.db.session() as session:
+            policies = {(r.project, r.endpoint) for r in session.scalars(select(PolicyRow))}
+            waiting = {(r.project, r.endpoint) for r in session.scalars(select(AlertRow).where(
+                AlertRow.job_id.is_not(None), AlertRow.evaluation.is_(None)))}
+        for project, name in sorted(policies | waiting):
+            try:
+                with self._lock:
+                    if (project, name) in policies:
+                        self._evaluate(project, name)
+                    self._follow_up(project, name)
+            except Exception:
+                log.exception("policy evaluation of %s/%s failed", project, name)
+
+    def _evaluate(self, project: str, name: str) -> None:
+        report = self.monitor.report(project, name, self.get_policy(project, name).spec.window)
+        now = utcnow()
+        with self.db.session() as session:
+            policy = self._policy_row(session, project, name)
+            spec = PolicySpec(**policy.spec)
+            open_alerts = {a.kind: a for a in session.scalars(select(AlertRow).where(
+                AlertRow.project == project, AlertRow.endpoint == name, AlertRow.status == "open"))}
+            for kind, alert in list(open_alerts.items()):
+                if alert.version != report.version:
+                    alert.status, alert.closed_at = "closed", now
+                    alert.detail = {**alert.detail, "closed": "the endpoint serves another version"}
+                    del open_alerts[kind]
+            if report.requests < spec.min_samples:
+                return
+            fired = _fired(spec, report)
+            for kind, alert in open_alerts.items():
+                if kind not in fired:
+                    alert.status, alert.closed_at = "closed", now
+            for kind, (value, threshold, detail) in fired.items():
+                if kind in open_alerts:
+                    open_alerts[kind].value, open_alerts[kind].detail = value, detail
+                    continue
+                alert = AlertRow(id=uuid.uuid4().hex, project=project, endpoint=name, kind=kind,
+                                 version=report.version, window=spec.window, value=value, threshold=threshold,
+                                 detail=detail, status="open", action="alert", opened_at=now)
+                session.add(alert)
+                if spec.action == "requeue":
+                    self._policy_requeue(policy, spec, alert, now)
+                log.info("alert %s on %s/%s: %s=%s (%s)", alert.id, project, name, kind, value, alert.action)
+
+    def _policy_requeue(self, policy: PolicyRow, spec: PolicySpec, alert: AlertRow, now: dt.datetime) -> None:
+        if policy.last_requeue_at is not None and (now - policy.last_requeue_at).total_seconds() < spec.cooldown_s:
+            alert.action = "cooldown"
+            return
+        try:
+            job = self._requeue_job(POLICY_USER, self.endpoints.get(policy.project, policy.endpoint),
+                                    spec.parameters, Trigger.POLICY)
+        except Conflict as exc:
+            alert.action, alert.detail = "no_training_job", {**alert.detail, "error": exc.message}
+            return
+        alert.action, alert.job_id = "requeue", job.id
+        policy.last_requeue_at = now
+
+    def _follow_up(self, project: str, name: str) -> None:
+        """Find the challengers of requeued jobs that finished, score them, promote winners."""
+        with self.db.session() as session:
+            waiting = session.scalars(select(AlertRow).where(
+                AlertRow.project == project, AlertRow.endpoint == name, AlertRow.job_id.is_not(None),
+                AlertRow.evaluation.is_(None))).all()
+            for alert in waiting:
+                job = self.jobs.get(project, alert.job_id)
+                if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+                    alert.evaluation = {"result": f"the training job {job.status.value.lower()}: no challenger"}
+                elif job.status == JobStatus.SUCCEEDED:
+                    alert.evaluation = self._challenge(alert, job)
+
+    def _challenge(self, alert: AlertRow, job: Job) -> dict[str, Any]:
+        endpoint = self.endpoints.get(alert.project, alert.endpoint)
+        produced = [m.version for m in job.models if m.name in (endpoint.model, short_name(alert.project, endpoint.model))]
+        if not produced:
+            return {"result": f"the training job registered no version of {endpoint.model}"}
+        alert.produced_version = challenger = max(produced)
+        policy = self._spec(alert.project, alert.endpoint)
+        evaluation = self.compare(alert.project, alert.endpoint, endpoint.model, endpoint.version, challenger,
+                                  policy.promote_margin)
+        if evaluation["winner"] == "challenger" and policy.auto_promote:
+            short = short_name(alert.project, endpoint.model)
+            self.registry.set_alias(alert.project, short, CHAMPION, challenger, user=POLICY_USER)
+            self.endpoints.deploy(POLICY_USER, alert.project, EndpointCreate(name=alert.endpoint,
+                                                                            model=f"{short}/{challenger}"))
+            evaluation["promoted"] = True
+        return evaluation
+
+    def _spec(self, project: str, name: str) -> PolicySpec:
+        """The endpoint's policy, or the defaults (no auto-promotion) for one without."""
+        with self.db.session() as session:
+            row = self._policy_row(session, project, name)
+            return PolicySpec(**row.spec) if row is not None else PolicySpec()
+
+    def compare(self, project: str, name: str, model: str, champion: int, challenger: int,
+                margin: float) -> dict[str, Any]:
+        """Score ``challenger`` and ``champion`` on the endpoint's newest labelled requests
+        served by the champion; ``winner`` is ``challenger`` only when it wins by ``margin``."""
+        import mlflow
+
+        with self.db.session() as session:
+            rows = session.scalars(select(PredictionRow).where(
+                PredictionRow.project == project, PredictionRow.endpoint == name, PredictionRow.version == champion,
+                PredictionRow.label.is_not(None), PredictionRow.features.is_not(None))
+                .order_by(PredictionRow.id.desc()).limit(EVALUATION_ROWS)).all()
+            frames, labels, served = [], [], []
+            for row in rows:
+                frames.append(pd.DataFrame(row.features["data"], columns=row.features["columns"]))
+                count = len(row.features["data"])
+                labels += row.label if isinstance(row.label, list) else [row.label] * count
+                served += row.prediction or [None] * count
+        if not frames:
+            return {"winner": "champion", "result": "no labelled requests to compare on: promote by hand",
+                    "champion": champion, "challenger": challenger}
+        features = pd.concat(frames, ignore_index=True)
+        uri = f"models:/{model}/{challenger}"
+        if uri not in self._challengers:
+            mlflow.set_registry_uri(self.settings.tracking_uri)
+            self._challengers = {uri: mlflow.pyfunc.load_model(uri)}
+        predicted = self._challengers[uri].predict(features)
+        old = quality(labels, served)
+        new = quality(labels, pd.Series(predicted).tolist(), old.get("task"))
+        if old.get("task") == "classification":
+            won = (new["accuracy"] or 0) > (old["accuracy"] or 0) + margin
+        else:
+            won = (new["rmse"] is not None and old["rmse"] is not None
+                   and new["rmse"] < old["rmse"] * (1 - margin))
+        return {"winner": "challenger" if won else "champion", "champion": champion, "challenger": challenger,
+                "n": len(labels), "champion_quality": old, "challenger_quality": new, "margin": margin,
+                "promoted": False}
+
+
+def _fired(spec: PolicySpec, report) -> dict[str, tuple[float, float | None, dict[str, Any]]]:
+    """The conditions ``report`` meets: ``{kind: (value, threshold, detail)}``."""
+    fired: dict[str, tuple[float, float | None, dict[str, Any]]] = {}
+    if spec.drift and report.drifted_features:
+        share = len(report.drifted_features) / max(len(report.drift), 1)
+        fired["drift"] = (share, None, {"features": report.drifted_features})
+    accuracy = (report.quality or {}).get("accuracy")
+    if spec.accuracy_below is not None and accuracy is not None and accuracy < spec.accuracy_below:
+        fired["accuracy"] = (accuracy, spec.accuracy_below, {"n": report.quality.get("n")})
+    if spec.error_rate_above is not None and report.error_rate is not None and report.error_rate > spec.error_rate_above:
+        fired["error_rate"] = (report.error_rate, spec.error_rate_above, {"errors": report.errors})
+    return fired

@@ -1,0 +1,44 @@
+"""REST routes of policies, alerts and requeues (the feedback loop)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from loopml.auth import User
+from loopml.executor.routes import member
+from loopml.monitor.policies import Alert, Policy, PolicyService, PolicySpec, Requeued, RequeueRequest
+from loopml.names import check_name
+
+router = APIRouter(tags=["monitor"])
+
+
+def policies(request: Request) -> PolicyService:
+    return request.app.state.policies
+
+
+@router.put("/projects/{project}/endpoints/{name}/policy", response_model=Policy)
+def set_policy(project: str, name: str, spec: PolicySpec, user: User = Depends(member),
+               service: PolicyService = Depends(policies)):
+    """Set the endpoint's thresholds, action (alert or requeue), cooldown and auto-promotion."""
+    return service.set_policy(user.name, project, check_name("endpoint", name), spec)
+
+
+@router.get("/projects/{project}/endpoints/{name}/policy", response_model=Policy)
+def get_policy(project: str, name: str, user: User = Depends(member), service: PolicyService = Depends(policies)):
+    return service.get_policy(project, check_name("endpoint", name))
+
+
+@router.post("/projects/{project}/endpoints/{name}/requeue", response_model=Requeued, status_code=201)
+def requeue(project: str, name: str, body: RequeueRequest | None = None, user: User = Depends(member),
+            service: PolicyService = Depends(policies)):
+    """Resubmit the training job of the version the endpoint serves (trigger ``user``); the
+    alert it answers (or a new ``manual`` one) records the job and, later, the challenger."""
+    return service.requeue(user.name, project, check_name("endpoint", name), body or RequeueRequest())
+
+
+@router.get("/projects/{project}/alerts", response_model=list[Alert])
+def list_alerts(project: str, endpoint: str | None = None, status: str | None = Query(None, pattern="^(open|closed)$"),
+                job_id: str | None = Query(None, pattern="^[0-9a-f]{1,32}$"), user: User = Depends(member),
+                service: PolicyService = Depends(policies)):
+    """Alerts newest first; ``job_id`` finds the alert that requeued a job (lineage)."""
+    return service.alerts(project, check_name("endpoint", endpoint) if endpoint else None, status, job_id)

@@ -1,0 +1,161 @@
+"""Policies over a real SQLite DB: alerts open and close, one requeue per cooldown, a user
+requeue records a manual alert, and a finished job's challenger is followed up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from loopml.db import Database, migrate
+from loopml.errors import Conflict
+from loopml.executor.models import Job, JobStatus, Trigger
+from loopml.monitor.policies import PolicyService, PolicySpec, RequeueRequest
+from loopml.projects import ProjectCreate, ProjectService
+from loopml.registry.models import ModelRef
+from loopml.settings import load_settings
+from tests.unit.payloads import job_json
+
+
+@dataclass
+class Fakes:
+    report: dict[str, Any] = field(default_factory=lambda: {
+        "requests": 500, "version": 1, "drift": [{}, {}, {}, {}], "drifted_features": [], "quality": None,
+        "error_rate": 0.0, "errors": 0})
+    requeued: list[tuple[str, str, dict, Trigger]] = field(default_factory=list)
+    jobs: dict[str, Job] = field(default_factory=dict)
+    job_of_version: str | None = "train-1"
+    deployed: list[str] = field(default_factory=list)
+    aliased: list[int] = field(default_factory=list)
+
+    # monitor
+    def report_of(self, project, name, window):
+        return SimpleNamespace(**self.report)
+
+    # jobs
+    def requeue(self, user, project, job_id, change, trigger):
+        job = Job(**job_json(f"j{len(self.requeued) + 2}", trigger=trigger.value, parent_id=job_id,
+                             parameters=change.parameters))
+        self.requeued.append((user, job_id, change.parameters, trigger))
+        self.jobs[job.id] = job
+        return job
+
+    def get(self, project, job_id):
+        return self.jobs[job_id]
+
+
+@pytest.fixture
+def fakes() -> Fakes:
+    return Fakes()
+
+
+@pytest.fixture
+def service(tmp_path, monkeypatch, fakes) -> PolicyService:
+    monkeypatch.delenv("LOOPML_HOME", raising=False)
+    settings = load_settings(data_dir=tmp_path)
+    db = Database(settings.database_url)
+    migrate(db.engine)
+    ProjectService(db).create(ProjectCreate(name="demo", members=["alice"]))
+    endpoint = SimpleNamespace(project="demo", name="ep", model="demo.iris", version=1)
+    endpoints = SimpleNamespace(get=lambda project, name: endpoint,
+                                deploy=lambda user, project, spec: fakes.deployed.append(spec.model))
+    registry = SimpleNamespace(
+        client=SimpleNamespace(get_model_version=lambda name, version: SimpleNamespace(
+            tags={"loopml.job_id": fakes.job_of_version} if fakes.job_of_version else {})),
+        set_alias=lambda project, name, alias, version, user: fakes.aliased.append(version))
+    monitor = SimpleNamespace(report=fakes.report_of)
+    jobs = SimpleNamespace(requeue=fakes.requeue, get=fakes.get)
+    policies = PolicyService(db, settings, monitor, jobs, endpoints, registry)
+    policies.compare = lambda *args: {"winner": "challenger", "promoted": False}
+    yield policies
+    db.engine.dispose()
+
+
+def open_alerts(service) -> list:
+    return [a for a in service.alerts("demo") if a.status == "open"]
+
+
+def test_drift_opens_one_alert_and_requeues_once_per_cooldown(service, fakes):
+    service.set_policy("alice", "demo", "ep", PolicySpec(action="requeue", cooldown_s=3600, parameters={"C": 0.5}))
+    fakes.report["drifted_features"] = ["petal_width", "petal_length"]
+    for _ in range(3):
+        service.evaluate_once()
+    [alert] = open_alerts(service)
+    assert (alert.kind, alert.value, alert.detail["features"]) == ("drift", 0.5, ["petal_width", "petal_length"])
+    assert alert.action == "requeue" and alert.job_id == "j2"
+    assert fakes.requeued == [("policy", "train-1", {"C": 0.5}, Trigger.POLICY)]
+
+    fakes.report["drifted_features"] = []  # condition clears, then fires again inside the cooldown
+    service.evaluate_once()
+    assert open_alerts(service) == []
+    fakes.report["drifted_features"] = ["petal_width"]
+    service.evaluate_once()
+    [again] = open_alerts(service)
+    assert again.action == "cooldown" and again.job_id is None and len(fakes.requeued) == 1
+
+
+def test_thresholds_below_min_samples_do_not_fire(service, fakes):
+    service.set_policy("alice", "demo", "ep", PolicySpec(min_samples=1000, accuracy_below=0.9))
+    fakes.report.update(drifted_features=["x"], quality={"accuracy": 0.5, "n": 50})
+    service.evaluate_once()
+    assert service.alerts("demo") == []
+
+
+@pytest.mark.parametrize("spec, report, kind, value", [
+    ({"accuracy_below": 0.9, "drift": False}, {"quality": {"accuracy": 0.7, "n": 80}}, "accuracy", 0.7),
+    ({"error_rate_above": 0.05, "drift": False}, {"error_rate": 0.2, "errors": 100}, "error_rate", 0.2),
+], ids=["accuracy", "error-rate"])
+def test_other_thresholds_alert_without_requeue(service, fakes, spec, report, kind, value):
+    service.set_policy("alice", "demo", "ep", PolicySpec(**spec))
+    fakes.report.update(report)
+    service.evaluate_once()
+    [alert] = open_alerts(service)
+    assert (alert.kind, alert.value, alert.action) == (kind, value, "alert") and fakes.requeued == []
+
+
+def test_a_new_serving_version_closes_the_old_versions_alerts(service, fakes):
+    service.set_policy("alice", "demo", "ep", PolicySpec())
+    fakes.report["drifted_features"] = ["x"]
+    service.evaluate_once()
+    fakes.report.update(version=2, drifted_features=[])
+    service.evaluate_once()
+    [alert] = service.alerts("demo")
+    assert alert.status == "closed" and "another version" in alert.detail["closed"]
+
+
+def test_user_requeue_records_a_manual_alert_and_the_challenger_is_promoted(service, fakes):
+    service.set_policy("alice", "demo", "ep", PolicySpec(auto_promote=True, drift=False))
+    requeued = service.requeue("alice", "demo", "ep", RequeueRequest(parameters={"C": 2}))
+    assert requeued.alert.kind == "manual" and requeued.alert.job_id == requeued.job.id
+    assert fakes.requeued == [("alice", "train-1", {"C": 2}, Trigger.USER)]
+    assert service.alerts("demo", job_id=requeued.job.id)[0].id == requeued.alert.id
+
+    service.evaluate_once()  # still running: nothing to follow up
+    assert service.alerts("demo")[0].evaluation is None
+    fakes.jobs[requeued.job.id] = requeued.job.model_copy(update={
+        "status": JobStatus.SUCCEEDED, "models": [ModelRef(name="demo.iris", version=2)]})
+    service.evaluate_once()
+    [alert] = service.alerts("demo")
+    assert alert.produced_version == 2 and alert.evaluation["promoted"] is True
+    assert fakes.aliased == [2] and fakes.deployed == ["iris/2"]
+
+
+def test_a_failed_training_job_ends_the_follow_up(service, fakes):
+    requeued = service.requeue("alice", "demo", "ep", RequeueRequest())
+    fakes.jobs[requeued.job.id] = requeued.job.model_copy(update={"status": JobStatus.FAILED})
+    service.evaluate_once()
+    assert "failed" in service.alerts("demo")[0].evaluation["result"]
+
+
+def test_a_version_without_a_training_job_cannot_be_requeued(service, fakes):
+    fakes.job_of_version = None
+    with pytest.raises(Conflict, match="no training job to requeue"):
+        service.requeue("alice", "demo", "ep", RequeueRequest())
+    assert service.alerts("demo") == []
+
+
+def test_policy_rejects_a_bad_window():
+    with pytest.raises(ValueError, match="window"):
+        PolicySpec(window="soon")
