@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from loopml._cli_monitor import endpoint_ref
 from loopml._cli_util import (
     client_from,
     echo_fields,
@@ -23,14 +24,6 @@ from loopml._cli_util import (
     wait_with_progress,
 )
 from loopml.errors import NotFound
-
-
-def endpoint_ref(ctx: click.Context, value: str, project: str | None) -> tuple[str, str]:
-    """``(project, endpoint)`` from ``PROJECT/NAME``, or ``NAME`` and ``-P``/the default project."""
-    if "/" in value:
-        given, _, name = value.partition("/")
-        return given, name
-    return resolve_project(ctx, project), value
 
 
 @click.command("requeue")

@@ -6,7 +6,7 @@ Helpers without state, kept apart from the client so each reads on its own.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -24,6 +24,7 @@ from loopml.errors import (
     Unavailable,
 )
 from loopml.executor.models import JobStatus, Resources
+from loopml.monitor.models import FeedbackItem
 from loopml.names import check_name
 from loopml.registry.names import short_name
 from loopml.serving.models import Autoscale, EndpointCreate, EndpointPatch
@@ -70,7 +71,7 @@ def endpoint_path(project: str, name: str) -> str:
     return api_path("projects", project, "endpoints", check_name("endpoint", name))
 
 
-def _validated(schema: type[BaseModel], **fields: Any) -> dict[str, Any]:
+def validated(schema: type[BaseModel], **fields: Any) -> dict[str, Any]:
     """``schema(**fields)`` as a JSON body (unset fields left out), or InvalidInput naming the field."""
     try:
         spec = schema(**{name: value for name, value in fields.items() if value is not None})
@@ -86,14 +87,14 @@ def endpoint_create(model: str, endpoint: str, public: bool, replicas: int | Non
     """The ``EndpointCreate`` body, validated here so a bad name, reference, replica count or
     autoscale range is an InvalidInput naming the field before any request. ``replicas`` and
     ``autoscale`` left out keep an existing endpoint's scaling."""
-    return _validated(EndpointCreate, name=endpoint, model=model, public=public, replicas=replicas,
+    return validated(EndpointCreate, name=endpoint, model=model, public=public, replicas=replicas,
                       canary=canary, autoscale=_autoscale(autoscale))
 
 
 def endpoint_patch(replicas: int | None = None, autoscale: str | Autoscale | None = None,
                    canary_percent: float | None = None, rotate_key: bool = False) -> dict[str, Any]:
     """The ``EndpointPatch`` body, validated here (InvalidInput naming the field)."""
-    return _validated(EndpointPatch, replicas=replicas, autoscale=_autoscale(autoscale),
+    return validated(EndpointPatch, replicas=replicas, autoscale=_autoscale(autoscale),
                       canary_percent=canary_percent, rotate_key=rotate_key or None)
 
 
@@ -109,6 +110,22 @@ def _autoscale(value: str | Autoscale | None) -> Autoscale | None:
         raise InvalidInput(f"{where}: {error['msg'].removeprefix('Value error, ')}", field="autoscale") from None
     except ValueError as exc:
         raise InvalidInput(f"autoscale: {exc}", field="autoscale") from None
+
+
+def feedback_items(items: Iterable[Mapping[str, Any] | FeedbackItem]) -> list[dict[str, Any]]:
+    """The feedback body: each item validated as a ``FeedbackItem`` (InvalidInput naming ``items[i]``)."""
+    if isinstance(items, (str, bytes, Mapping)):
+        raise InvalidInput("feedback takes a list of {request_id, label} items", field="items")
+    body = []
+    for index, item in enumerate(items):
+        try:
+            checked = item if isinstance(item, FeedbackItem) else FeedbackItem.model_validate(item)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            where = ".".join([f"items[{index}]", *(str(p) for p in error["loc"])])
+            raise InvalidInput(f"{where}: {error['msg']}", field="items") from None
+        body.append(checked.model_dump(mode="json"))
+    return body
 
 
 def job_status(status: JobStatus | str) -> JobStatus:

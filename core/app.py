@@ -27,8 +27,11 @@ from loopml.executor.backend import JobBackend, RayJobBackend
 from loopml.executor.schedules import ScheduleService
 from loopml.executor.service import JobService
 from loopml.projects import ProjectCreate, ProjectService
-from loopml.monitor import ingest
+from loopml.monitor import ingest, policy_routes
+from loopml.monitor.policies import PolicyService
+from loopml.monitor import routes as monitor_routes
 from loopml.monitor.ingest import CaptureService, capture_token
+from loopml.monitor.service import MonitorService
 from loopml.registry import routes as registry_routes
 from loopml.registry.service import RegistryService
 from loopml.registry.tracking import JobTracking
@@ -170,11 +173,14 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
         state.jobs = JobService(settings, state.db, state.tracking, state.backend)
         state.captures = CaptureService(state.db, capture_token(settings))
         state.endpoints = EndpointService(settings, state.db, settings.tracking_uri, capture_token=state.captures.token)
+        state.monitor = MonitorService(state.db, settings, state.endpoints, state.registry, state.captures)
         if backend is None:  # Serve needs the Ray connection the Ray backend opened
             await asyncio.to_thread(state.endpoints.start)
         state.schedules = ScheduleService(state.db, state.jobs)
+        state.policies = PolicyService(state.db, settings, state.monitor, state.jobs, state.endpoints, state.registry)
         tasks = [asyncio.create_task(state.jobs.run(), name="jobs"),
-                 asyncio.create_task(state.schedules.run(), name="schedules")]
+                 asyncio.create_task(state.schedules.run(), name="schedules"),
+                 asyncio.create_task(state.policies.run(), name="policies")]
         log.info("platform service ready at %s", settings.url)
         yield
         for task in tasks:
@@ -194,5 +200,7 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
     app.include_router(executor_routes.router, prefix=prefix)
     app.include_router(registry_routes.router, prefix=prefix)
     app.include_router(serving_routes.router, prefix=prefix)
+    app.include_router(monitor_routes.router, prefix=prefix)
+    app.include_router(policy_routes.router, prefix=prefix)
     app.include_router(ingest.router, prefix=prefix)
     return app

@@ -3,8 +3,8 @@
 One root group, :data:`main` (the console-script entry point). Subcommands register on it
 with ``@main.command()`` / ``main.add_command(...)``; the job commands live in
 :mod:`loopml._cli_jobs`, the model commands in :mod:`loopml._cli_models`, ``deploy`` and the
-endpoint commands in :mod:`loopml._cli_endpoints`. Contract for every
-subcommand:
+endpoint commands in :mod:`loopml._cli_endpoints`, ``monitor`` and ``feedback`` in
+:mod:`loopml._cli_monitor`. Contract for every subcommand:
 
 - a :class:`loopml.errors.LoopMLError` (or an ``OSError``) becomes ONE line
   ``error: <message>`` on stderr and exit code 1, never a traceback; usage errors exit 2;
@@ -25,6 +25,8 @@ from pydantic import ValidationError
 from loopml._cli_endpoints import COMMANDS as ENDPOINT_COMMANDS
 from loopml._cli_jobs import COMMANDS as JOB_COMMANDS
 from loopml._cli_models import COMMANDS as MODEL_COMMANDS
+from loopml._cli_monitor import COMMANDS as MONITOR_COMMANDS
+from loopml._cli_policies import COMMANDS as POLICY_COMMANDS
 from loopml._cli_util import client_from, echo_fields, echo_json, echo_table, fmt_time, json_option, resolve_project
 from loopml.errors import InvalidInput, LoopMLError
 from loopml.settings import Settings, load_settings
@@ -61,7 +63,7 @@ def main() -> None:
     """loopml: notebooks as jobs on Ray, tracked in MLflow, served and monitored."""
 
 
-for _command in (*JOB_COMMANDS, *MODEL_COMMANDS, *ENDPOINT_COMMANDS):
+for _command in (*JOB_COMMANDS, *MODEL_COMMANDS, *ENDPOINT_COMMANDS, *MONITOR_COMMANDS, *POLICY_COMMANDS):
     main.add_command(_command)
 
 

@@ -2,7 +2,7 @@
 
 Every method either returns the answer parsed into the pydantic model the server documents
 (``loopml.executor.models``, ``loopml.projects``, ``loopml.registry.models``,
-``loopml.serving.models``) or raises a
+``loopml.serving.models``, ``loopml.monitor.models``) or raises a
 :class:`loopml.errors.LoopMLError`: the class matching the HTTP status, built from the body's
 ``message`` and ``reason``. The token travels only in the ``Authorization`` header: it is
 never logged, never part of an error message and never in ``repr(client)``.
@@ -21,9 +21,11 @@ from pydantic import BaseModel, ValidationError
 from loopml import _client_wire as wire
 from loopml.errors import InvalidInput, LoopMLError, Unauthorized, Unavailable
 from loopml.executor.models import Job, JobStatus, Resources, Schedule
+from loopml.monitor.models import MAX_FEEDBACK, FeedbackItem, FeedbackResult, MonitorReport
 from loopml.registry.models import Model, ModelSummary
 from loopml.registry.names import check_alias
 from loopml.registry.service import CHAMPION, check_version
+from loopml.monitor.models import Alert, Policy, PolicySpec, Requeued
 from loopml.serving.models import Autoscale, Deployed, Endpoint
 from loopml.settings import read_client_config
 
@@ -374,6 +376,60 @@ class Client:
     def delete_endpoint(self, project: str, name: str) -> None:
         """Stop serving and forget the endpoint (its key with it); :class:`NotFound` if unknown."""
         self._request("DELETE", wire.endpoint_path(project, name))
+
+    # -- monitoring ----------------------------------------------------------------------
+
+    def monitor(self, project: str, name: str, window: str = "1h") -> MonitorReport:
+        """Endpoint ``name``'s monitor report over the last ``window`` (``15m``, ``1h``, ``7d``…, at
+        most ``30d``): traffic, errors, latency, drift against the served version's reference
+        sample, quality from feedback labels, and a 12-bucket trend. :class:`InvalidInput` for a
+        bad window, :class:`NotFound` for an unknown endpoint."""
+        path = wire.endpoint_path(project, name) + "/monitor"
+        return self._parse(MonitorReport, self._request("GET", path, params={"window": window}))
+
+    def feedback(self, project: str, name: str, items: Iterable[Mapping[str, Any] | FeedbackItem]) -> FeedbackResult:
+        """Send true labels (``{"request_id", "label"}``, ids from the ``x-request-id`` answer header).
+
+        Items are checked here (:class:`InvalidInput` naming the item) and sent in calls of at
+        most :data:`~loopml.monitor.models.MAX_FEEDBACK`, each stored in one transaction; the
+        answer adds them up. Resending labels is idempotent (counted ``unchanged``), so a
+        failed call can be retried whole. Request ids with no captured request come back in
+        ``unknown``.
+        """
+        body = wire.feedback_items(items)
+        path = wire.endpoint_path(project, name) + "/feedback"
+        total = FeedbackResult(accepted=0)
+        for start in range(0, len(body), MAX_FEEDBACK):
+            part = self._parse(FeedbackResult, self._request("POST", path, json=body[start:start + MAX_FEEDBACK]))
+            total.accepted += part.accepted
+            total.updated += part.updated
+            total.unchanged += part.unchanged
+            total.unknown.extend(part.unknown)
+        return total
+
+    def set_policy(self, project: str, name: str, spec: Mapping[str, Any] | PolicySpec) -> Policy:
+        """Replace endpoint ``name``'s monitoring policy (:class:`~loopml.monitor.policies.PolicySpec`
+        fields; left-out fields take their defaults). :class:`InvalidInput` names a bad field."""
+        body = wire.validated(PolicySpec, **(spec.model_dump() if isinstance(spec, PolicySpec) else dict(spec)))
+        return self._parse(Policy, self._request("PUT", wire.endpoint_path(project, name) + "/policy", json=body))
+
+    def policy(self, project: str, name: str) -> Policy:
+        """Endpoint ``name``'s policy; :class:`NotFound` when it has none."""
+        return self._parse(Policy, self._request("GET", wire.endpoint_path(project, name) + "/policy"))
+
+    def requeue_endpoint(self, project: str, name: str, *, parameters: Mapping[str, Any] | None = None,
+                         alert_id: str | None = None) -> Requeued:
+        """Run the training job of the version ``name`` serves again (``parameters`` override its
+        own); the version it registers becomes the challenger. Answers the new job and the alert
+        that records the requeue. :class:`Conflict` when the version came from no loopml job."""
+        body = {"parameters": dict(parameters or {}), "alert_id": alert_id}
+        return self._parse(Requeued, self._request("POST", wire.endpoint_path(project, name) + "/requeue", json=body))
+
+    def alerts(self, project: str, *, endpoint: str | None = None, status: str | None = None,
+               job_id: str | None = None) -> list[Alert]:
+        """The project's alerts, newest first; ``job_id`` finds the alert that requeued a job."""
+        params = {k: v for k, v in {"endpoint": endpoint, "status": status, "job_id": job_id}.items() if v}
+        return self._parse_list(Alert, self._request("GET", wire.api_path("projects", project, "alerts"), params=params))
 
     # -- plumbing ------------------------------------------------------------------------
 

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+import re
+from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
+
+from loopml.errors import InvalidInput
+from loopml.executor.models import Job
 
 MAX_BATCH = 5000
+MAX_FEEDBACK = 10_000  # labels per feedback call (one transaction)
 
 
 class CaptureRecord(BaseModel):
@@ -83,3 +88,84 @@ class MonitorReport(BaseModel):
     capture_dropped: int = Field(description="Records replicas dropped since the platform started.")
     alerts: list[dict[str, Any]] = Field(default_factory=list, description="Open alerts of the endpoint.")
     trend: Trend
+    notes: list[str] = Field(default_factory=list,
+                             description="Why a part is empty or partial (no reference sample, too few rows…).")
+
+
+MAX_WINDOW = dt.timedelta(days=30)
+_WINDOW = re.compile(r"^(\d{1,4})([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+_WINDOW_HELP = "use a number and a unit: s, m, h or d (e.g. 15m, 1h, 24h, 7d), at most 30d"
+
+
+def parse_window(window: str) -> dt.timedelta:
+    """``"15m"`` -> 15 minutes; :class:`InvalidInput` naming ``window`` for anything else."""
+    match = _WINDOW.fullmatch(window) if isinstance(window, str) else None
+    span = dt.timedelta(**{_UNITS[match[2]]: int(match[1])}) if match else None
+    if span is None or not dt.timedelta(0) < span <= MAX_WINDOW:
+        raise InvalidInput(f"invalid window {window!r}: {_WINDOW_HELP}", field="window")
+    return span
+
+
+class PolicySpec(BaseModel):
+    """Body of ``PUT .../endpoints/{name}/policy``."""
+
+    window: str = Field("15m", description="Window the thresholds are evaluated over (e.g. 15m, 1h).")
+    min_samples: int = Field(100, ge=1, description="Requests the window needs before anything fires.")
+    drift: bool = Field(True, description="Fire when any feature drifts (KS/chi-squared and PSI).")
+    accuracy_below: float | None = Field(None, ge=0, le=1, description="Fire when labelled accuracy is below.")
+    error_rate_above: float | None = Field(None, ge=0, le=1, description="Fire when the 5xx share is above.")
+    action: Literal["alert", "requeue"] = Field("alert", description="What a firing does besides the alert.")
+    cooldown_s: float = Field(3600, ge=0, description="At most one requeue per endpoint in this many seconds.")
+    auto_promote: bool = Field(False, description="Promote a challenger that beats the champion by the margin.")
+    promote_margin: float = Field(0.0, ge=0, le=1, description="Accuracy points (or relative RMSE) to win by.")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Overrides for the requeued job.")
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        try:
+            parse_window(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+
+class Policy(BaseModel):
+    project: str
+    endpoint: str
+    spec: PolicySpec
+    last_requeue_at: dt.datetime | None
+    updated_by: str
+    updated_at: dt.datetime
+
+
+class Alert(BaseModel):
+    id: str
+    project: str
+    endpoint: str
+    kind: str = Field(description="drift | accuracy | error_rate | manual")
+    version: int
+    window: str
+    value: float
+    threshold: float | None
+    detail: dict[str, Any]
+    status: str
+    action: str = Field(description="alert | requeue | cooldown | no_training_job")
+    opened_at: dt.datetime
+    closed_at: dt.datetime | None
+    job_id: str | None
+    produced_version: int | None
+    evaluation: dict[str, Any] | None
+
+
+class RequeueRequest(BaseModel):
+    """Body of ``POST .../endpoints/{name}/requeue``."""
+
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Overrides for the training job.")
+    alert_id: str | None = Field(None, description="The alert this requeue answers (recorded on it).")
+
+
+class Requeued(BaseModel):
+    job: Job
+    alert: Alert

@@ -23,15 +23,15 @@ import datetime as dt
 import logging
 import threading
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
-from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import select
 
 from loopml.db import Database, utcnow
-from loopml.errors import Conflict, InvalidInput, NotFound
+from loopml.errors import Conflict, NotFound
 from loopml.executor.models import Job, JobRequeue, JobStatus, Trigger
+from loopml.monitor.models import Alert, Policy, PolicySpec, Requeued, RequeueRequest
 from loopml.monitor.orm import AlertRow, PolicyRow, PredictionRow
 from loopml.monitor.stats import quality
 from loopml.registry.names import short_name
@@ -42,72 +42,6 @@ log = logging.getLogger(__name__)
 
 POLICY_USER = "policy"
 EVALUATION_ROWS = 2000  # labelled requests a challenger is scored on, newest first
-
-
-class PolicySpec(BaseModel):
-    """Body of ``PUT .../endpoints/{name}/policy``."""
-
-    window: str = Field("15m", description="Window the thresholds are evaluated over (e.g. 15m, 1h).")
-    min_samples: int = Field(100, ge=1, description="Requests the window needs before anything fires.")
-    drift: bool = Field(True, description="Fire when any feature drifts (KS/chi-squared and PSI).")
-    accuracy_below: float | None = Field(None, ge=0, le=1, description="Fire when labelled accuracy is below.")
-    error_rate_above: float | None = Field(None, ge=0, le=1, description="Fire when the 5xx share is above.")
-    action: Literal["alert", "requeue"] = Field("alert", description="What a firing does besides the alert.")
-    cooldown_s: float = Field(3600, ge=0, description="At most one requeue per endpoint in this many seconds.")
-    auto_promote: bool = Field(False, description="Promote a challenger that beats the champion by the margin.")
-    promote_margin: float = Field(0.0, ge=0, le=1, description="Accuracy points (or relative RMSE) to win by.")
-    parameters: dict[str, Any] = Field(default_factory=dict, description="Overrides for the requeued job.")
-
-    @field_validator("window")
-    @classmethod
-    def _window(cls, value: str) -> str:
-        from loopml.monitor.service import parse_window
-
-        try:
-            parse_window(value)
-        except InvalidInput as exc:
-            raise ValueError(exc.message) from None
-        return value
-
-
-class Policy(BaseModel):
-    project: str
-    endpoint: str
-    spec: PolicySpec
-    last_requeue_at: dt.datetime | None
-    updated_by: str
-    updated_at: dt.datetime
-
-
-class Alert(BaseModel):
-    id: str
-    project: str
-    endpoint: str
-    kind: str = Field(description="drift | accuracy | error_rate | manual")
-    version: int
-    window: str
-    value: float
-    threshold: float | None
-    detail: dict[str, Any]
-    status: str
-    action: str = Field(description="alert | requeue | cooldown | no_training_job")
-    opened_at: dt.datetime
-    closed_at: dt.datetime | None
-    job_id: str | None
-    produced_version: int | None
-    evaluation: dict[str, Any] | None
-
-
-class RequeueRequest(BaseModel):
-    """Body of ``POST .../endpoints/{name}/requeue``."""
-
-    parameters: dict[str, Any] = Field(default_factory=dict, description="Overrides for the training job.")
-    alert_id: str | None = Field(None, description="The alert this requeue answers (recorded on it).")
-
-
-class Requeued(BaseModel):
-    job: Job
-    alert: Alert
 
 
 def to_alert(row: AlertRow) -> Alert:
@@ -314,6 +248,7 @@ class PolicyService:
         features = pd.concat(frames, ignore_index=True)
         uri = f"models:/{model}/{challenger}"
         if uri not in self._challengers:
+            mlflow.set_tracking_uri(self.settings.tracking_uri)
             mlflow.set_registry_uri(self.settings.tracking_uri)
             self._challengers = {uri: mlflow.pyfunc.load_model(uri)}
         predicted = self._challengers[uri].predict(features)

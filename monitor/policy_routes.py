@@ -6,7 +6,8 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from loopml.auth import User
 from loopml.executor.routes import member
-from loopml.monitor.policies import Alert, Policy, PolicyService, PolicySpec, Requeued, RequeueRequest
+from loopml.monitor.models import Alert, Policy, PolicySpec, Requeued, RequeueRequest
+from loopml.monitor.policies import PolicyService
 from loopml.names import check_name
 
 router = APIRouter(tags=["monitor"])

@@ -134,9 +134,12 @@ class ModelEndpoint:
             return self.models[canary["model_uri"]], canary["version"]
         return self.models[self.config["model_uri"]], self.config["version"]
 
-    def _headers(self, request: Request, version: int) -> dict[str, str]:
+    @staticmethod
+    def _request_id(request: Request) -> str:
+        """The request's id: the caller's ``x-request-id`` or the one Serve's ingress generated
+        (Serve also puts it on the answer). An id the capture table cannot hold is replaced."""
         given = request.headers.get(REQUEST_ID_HEADER, "")
-        return {VERSION_HEADER: str(version), REQUEST_ID_HEADER: given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex}
+        return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
     def _authorized(self, request: Request) -> bool:
         expected = self.config.get("key_hash")
@@ -148,7 +151,8 @@ class ModelEndpoint:
     async def __call__(self, request: Request) -> Response:
         began = time.perf_counter()
         model, version = self._pick()
-        headers = self._headers(request, version)
+        request_id = self._request_id(request)
+        headers = {VERSION_HEADER: str(version)}
         path, prefix = request.url.path, self.config.get("prefix", "")
         route = path[len(prefix):] if path.startswith(prefix) else path
         name = self.config.get("endpoint", "")
@@ -177,11 +181,11 @@ class ModelEndpoint:
         except _ModelRefused as exc:
             response = _json_error(422, str(exc), "model_refused", headers)
         except Exception:
-            log.exception("model %s failed on request %s", self.config.get("model_uri"), headers[REQUEST_ID_HEADER])
-            response = _json_error(500, f"the model failed on this request (request id "
-                                        f"{headers[REQUEST_ID_HEADER]})", "model_error", headers)
+            log.exception("model %s failed on request %s", self.config.get("model_uri"), request_id)
+            response = _json_error(500, f"the model failed on this request (request id {request_id})",
+                                   "model_error", headers)
         if self.capture is not None:
-            self.capture.add(capture_record(self.config, headers[REQUEST_ID_HEADER], version, response.status_code,
+            self.capture.add(capture_record(self.config, request_id, version, response.status_code,
                                             began, parsed, predictions))
         return response
 

@@ -20,6 +20,7 @@ from loopml.client import Client
 from loopml.launcher import free_port_block
 
 LOOPML = str(Path(sys.executable).with_name("loopml"))
+MONITOR_INTERVAL_S = 2  # policies are evaluated this often in the test platform
 
 
 @dataclass
@@ -30,6 +31,7 @@ class Platform:
     alice_token: str
     bob_token: str
     env: dict[str, str]
+    monitor_interval_s: float = MONITOR_INTERVAL_S
 
     def client(self, token: str | None = None) -> Client:
         return Client(self.url, token or self.alice_token)
@@ -62,7 +64,7 @@ def platform(tmp_path_factory) -> Platform:
     alice, bob = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     (home / "config.toml").write_text(
         f"port = {base}\nmlflow_port = {base + 1}\nray_dashboard_port = {base + 2}\nray_port = {base + 3}\n"
-        f"serve_port = {base + 11}\n"
+        f"serve_port = {base + 11}\nmonitor_interval_s = {MONITOR_INTERVAL_S}\n"
         f'[tokens."{alice}"]\nname = "alice"\n[tokens."{bob}"]\nname = "bob"\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPML_", "RAY_ADDRESS"))}

@@ -12,7 +12,8 @@ import pytest
 from loopml.db import Database, migrate
 from loopml.errors import Conflict
 from loopml.executor.models import Job, JobStatus, Trigger
-from loopml.monitor.policies import PolicyService, PolicySpec, RequeueRequest
+from loopml.monitor.models import PolicySpec, RequeueRequest
+from loopml.monitor.policies import PolicyService
 from loopml.projects import ProjectCreate, ProjectService
 from loopml.registry.models import ModelRef
 from loopml.settings import load_settings

@@ -1,0 +1,355 @@
+"""MonitorService: an endpoint's monitor report, and the feedback labels that feed its quality.
+
+The report reads the captured requests of one window from the platform DB: traffic and
+errors over every captured request, latency and a trend over the newest
+:data:`MAX_REQUESTS` of them, and drift and quality for the version the endpoint serves
+now, against that version's reference sample (logged by ``loopml.log_model``, read from
+MLflow once per version and kept in memory).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from itertools import chain
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import case, func, select, update
+
+from loopml.db import Database, utcnow
+from loopml.errors import InvalidInput, LoopMLError, Unavailable
+from loopml.monitor import stats
+from loopml.monitor.ingest import CaptureService
+from loopml.monitor.models import MAX_FEEDBACK, FeedbackItem, FeedbackResult, MonitorReport, Trend, parse_window
+from loopml.monitor.orm import PredictionRow
+from loopml.registry.sdk import LABEL_COLUMN, PREDICTION_COLUMN
+from loopml.registry.service import RegistryService
+from loopml.serving.service import EndpointService
+from loopml.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# What one report holds in memory at most: the newest requests of the window (their
+# status, latency and time), and the newest input rows of the serving version for drift.
+MAX_REQUESTS = 50_000
+MAX_LIVE_ROWS = 100_000
+TREND_BUCKETS = 12
+REFERENCE_CACHE = 32
+_IN_CHUNK = 500  # request ids per IN (...) of a feedback lookup, under every backend's bind limit
+
+ReferenceLoader = Callable[[str, int], "pd.DataFrame | None"]
+"""``(registered model, version) -> reference sample``, ``None`` when the version has none."""
+
+
+class MlflowReferences:
+    """The default reference loader: the parquet file named by the version's ``loopml.reference`` tag."""
+
+    TAG = "loopml.reference"
+
+    def __init__(self, registry: RegistryService, tracking_uri: str) -> None:
+        self.registry = registry
+        self.tracking_uri = tracking_uri
+
+    def __call__(self, model: str, version: int) -> pd.DataFrame | None:
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.registry.client.get_model_version(model, str(version))
+        except (MlflowException, OSError) as exc:  # unknown version or server away: no reference now
+            raise Unavailable(f"the registry did not answer for {model}/{version}: {exc}"[:400],
+                              component="mlflow") from None
+        uri = found.tags.get(self.TAG)
+        if not uri:
+            return None
+        with tempfile.TemporaryDirectory(prefix="loopml-reference-") as folder:
+            try:
+                path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder,
+                                                           tracking_uri=self.tracking_uri)
+                return pd.read_parquet(Path(path))
+            except Exception as exc:  # MLflow and pyarrow raise many unrelated types for a lost or broken file
+                raise Unavailable(f"the reference sample {uri} could not be read: {exc}"[:400],
+                                  component="mlflow") from None
+
+
+class MonitorService:
+    """Monitor reports and feedback labels of a project's endpoints.
+
+    ``references`` loads a version's reference sample (default: :class:`MlflowReferences`);
+    its answers are cached per ``(model, version)``, :data:`REFERENCE_CACHE` versions at most.
+    """
+
+    def __init__(self, db: Database, settings: Settings, endpoints: EndpointService, registry: RegistryService | None,
+                 captures: CaptureService, *, references: ReferenceLoader | None = None) -> None:
+        self.db = db
+        self.settings = settings
+        self.endpoints = endpoints
+        self.captures = captures
+        self._load_reference = references or MlflowReferences(registry, settings.tracking_uri)
+        self._references: OrderedDict[tuple[str, int], pd.DataFrame | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- report ------------------------------------------------------------------------
+
+    def report(self, project: str, name: str, window: str = "1h") -> MonitorReport:
+        """The endpoint's monitor report over the last ``window`` (``15m``, ``1h``, ``7d``…, ≤ 30 days).
+
+        ``requests``, ``errors`` (status ≥ 500), ``refused`` (4xx) and ``labelled`` count every
+        captured request of the window. Latency (answered requests, status < 400) and the
+        trend (:data:`TREND_BUCKETS` buckets) use its newest :data:`MAX_REQUESTS` (50 000) requests,
+        so memory stays bounded however busy the endpoint.
+        Drift compares the inputs and predictions of the serving version's successful
+        requests (newest :data:`MAX_LIVE_ROWS` input rows) with that version's reference
+        sample; quality compares its labelled requests' predictions with their labels (a
+        multi-row request's label list is paired row by row). Parts that cannot be computed
+        are empty, with the reason in ``notes``. :class:`InvalidInput` for a bad window,
+        :class:`NotFound` for an unknown endpoint.
+        """
+        span = parse_window(window)
+        endpoint = self.endpoints.get(project, name)
+        until = utcnow()
+        since = until - span
+        notes: list[str] = []
+        in_window = (PredictionRow.project == project, PredictionRow.endpoint == name, PredictionRow.at >= since)
+        serving = (*in_window, PredictionRow.version == endpoint.version)
+        with self.db.session() as session:
+            requests, errors, refused, labelled = session.execute(select(
+                func.count(), func.sum(case((PredictionRow.status >= 500, 1), else_=0)),
+                func.sum(case((PredictionRow.status.between(400, 499), 1), else_=0)),
+                func.count(PredictionRow.labelled_at)).where(*in_window)).one()
+            requests, errors, refused = requests or 0, errors or 0, refused or 0
+            recent = pd.DataFrame(session.execute(
+                select(PredictionRow.at, PredictionRow.status, PredictionRow.latency_ms).where(*in_window)
+                .order_by(PredictionRow.at.desc()).limit(MAX_REQUESTS)).all(), columns=["at", "status", "latency_ms"])
+            live, predictions = self._live(session, serving, notes)
+            truth, predicted = self._labelled(session, serving)
+        if requests > MAX_REQUESTS:
+            notes.append(f"latency and trend use the newest {MAX_REQUESTS} of the window's {requests} requests")
+        answered = recent.loc[recent["status"] < 400, "latency_ms"]
+        drift, prediction_drift = self._drift(endpoint.model, endpoint.version, live, predictions, notes)
+        return MonitorReport(
+            project=project, endpoint=name, version=endpoint.version, window=window, since=since, until=until,
+            requests=requests, rate_per_s=requests / span.total_seconds(), errors=errors, refused=refused,
+            error_rate=errors / requests if requests else None,
+            latency_ms=stats.latency_summary(answered.to_numpy(dtype=float)),
+            drift=[d.to_dict() for d in drift], drifted_features=[d.feature for d in drift if d.drifted],
+            prediction_drift=prediction_drift.to_dict() if prediction_drift is not None else None,
+            quality=self._quality(truth, predicted, notes), labelled=labelled,
+            capture_dropped=self.captures.dropped[(project, name)], alerts=[],
+            trend=_trend(recent, since, span), notes=notes,
+        )
+
+    @staticmethod
+    def _live(session, serving, notes: list[str]) -> tuple[pd.DataFrame, list[Any]]:
+        """Input rows and predictions of the serving version's successful requests, newest first.
+
+        Streamed from the DB and stopped after :data:`MAX_LIVE_ROWS` input rows, so a window
+        of large requests never sits in memory whole.
+        """
+        statement = (select(PredictionRow.features, PredictionRow.prediction)
+                     .where(*serving, PredictionRow.status == 200).order_by(PredictionRow.at.desc())
+                     .limit(MAX_REQUESTS).execution_options(yield_per=1000))
+        groups: dict[tuple[str, ...] | None, list[list[Any]]] = {}
+        predictions: list[list[Any]] = []
+        rows = 0
+        for features, prediction in session.execute(statement):
+            if not isinstance(features, dict) or not features.get("data"):
+                continue
+            if rows >= MAX_LIVE_ROWS:
+                notes.append(f"drift uses the newest {MAX_LIVE_ROWS} input rows of the window")
+                break
+            columns = features.get("columns")
+            groups.setdefault(tuple(columns) if columns else None, []).append(features["data"])
+            rows += len(features["data"])
+            if isinstance(prediction, list):
+                predictions.append(prediction)
+        frames = []
+        for columns, data in groups.items():
+            try:
+                frames.append(pd.DataFrame(list(chain.from_iterable(data)),
+                                           columns=None if columns is None else list(columns)))
+            except ValueError:  # rows of another width than their columns: not this replica's format
+                log.warning("skipping %d captured requests whose rows do not match columns %s", len(data), columns)
+        live = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+        return live, list(chain.from_iterable(predictions))
+
+    @staticmethod
+    def _labelled(session, serving) -> tuple[list[Any], list[Any]]:
+        """Labels and predictions of the serving version's labelled requests, paired row by row."""
+        statement = (select(PredictionRow.label, PredictionRow.prediction)
+                     .where(*serving, PredictionRow.labelled_at.is_not(None)).order_by(PredictionRow.at.desc())
+                     .limit(MAX_REQUESTS))
+        truth: list[Any] = []
+        predicted: list[Any] = []
+        for label, prediction in session.execute(statement):
+            if not isinstance(prediction, list) or not prediction:
+                continue  # a refused request: nothing was predicted
+            labels = label if isinstance(label, list) else [label]
+            if len(labels) == len(prediction):
+                truth.extend(labels)
+                predicted.extend(prediction)
+        return truth, predicted
+
+    def _drift(self, model: str, version: int, live: pd.DataFrame, predictions: list[Any],
+               notes: list[str]) -> tuple[list[stats.FeatureDrift], stats.FeatureDrift | None]:
+        try:
+            reference = self.reference(model, version)
+        except LoopMLError as exc:
+            log.warning("no drift for %s/%s: %s", model, version, exc.message)
+            notes.append(f"no drift: the reference sample of v{version} could not be read ({exc.message})")
+            return [], None
+        if reference is None:
+            notes.append(f"no drift: v{version} has no reference sample (log it with loopml.log_model)")
+            return [], None
+        features = reference.drop(columns=[c for c in (PREDICTION_COLUMN, LABEL_COLUMN) if c in reference.columns])
+        if list(live.columns) and all(isinstance(c, int) for c in live.columns) and live.shape[1] == features.shape[1]:
+            live = live.set_axis(list(features.columns), axis=1)  # positional inputs of a model without names
+        if len(live) < stats.MIN_LIVE_ROWS:
+            notes.append(f"{len(live)} input rows of v{version} in the window: drift needs {stats.MIN_LIVE_ROWS}")
+        drift = stats.feature_drift(features, live)
+        prediction_drift = None
+        if PREDICTION_COLUMN in reference.columns and _scalars(reference[PREDICTION_COLUMN], predictions):
+            prediction_drift = stats.prediction_drift(reference[PREDICTION_COLUMN], predictions)
+        return drift, prediction_drift
+
+    @staticmethod
+    def _quality(truth: list[Any], predicted: list[Any], notes: list[str]) -> dict[str, Any] | None:
+        if not truth:
+            return None
+        try:
+            return stats.quality(truth, predicted)
+        except InvalidInput as exc:
+            notes.append(f"no quality: {exc.message}")
+            return None
+
+    def reference(self, model: str, version: int) -> pd.DataFrame | None:
+        """The reference sample of ``model`` version ``version`` (cached); ``None`` if it has none."""
+        key = (model, version)
+        with self._lock:
+            if key in self._references:
+                self._references.move_to_end(key)
+                return self._references[key]
+        found = self._load_reference(model, version)  # outside the lock: a slow download blocks no other report
+        with self._lock:
+            self._references[key] = found
+            while len(self._references) > REFERENCE_CACHE:
+                self._references.popitem(last=False)
+        return found
+
+    # -- feedback ----------------------------------------------------------------------
+
+    def feedback(self, project: str, name: str, items: list[FeedbackItem]) -> FeedbackResult:
+        """Store the true labels of captured requests, in one transaction.
+
+        A label for a request labelled before with the same value is ``unchanged`` (resending
+        is idempotent), with another value ``updated``, else ``accepted``; request ids with no
+        captured request of this endpoint are listed in ``unknown``, not stored. A request of
+        n > 1 rows takes a list of n labels. :class:`InvalidInput` (nothing stored) for more
+        than :data:`MAX_FEEDBACK` items, a null label, one id given two different labels, or
+        a label that does not fit the request's rows; :class:`NotFound` for an unknown endpoint.
+        """
+        self.endpoints.get(project, name)
+        labels = _labels(items)
+        result = FeedbackResult(accepted=0)
+        changes: list[dict[str, Any]] = []
+        misfits: list[str] = []
+        now = utcnow()
+        with self.db.session() as session:
+            found: dict[str, tuple[int, Any, Any]] = {}
+            ids = list(labels)
+            for start in range(0, len(ids), _IN_CHUNK):
+                statement = select(PredictionRow.request_id, PredictionRow.id, PredictionRow.label,
+                                   PredictionRow.prediction).where(
+                    PredictionRow.project == project, PredictionRow.endpoint == name,
+                    PredictionRow.request_id.in_(ids[start:start + _IN_CHUNK]))
+                found.update((request_id, rest) for request_id, *rest in session.execute(statement))
+            for request_id, label in labels.items():
+                if request_id not in found:
+                    result.unknown.append(request_id)
+                    continue
+                row_id, stored, prediction = found[request_id]
+                if not _fits(label, prediction):
+                    misfits.append(request_id)
+                    continue
+                if stored is None:
+                    result.accepted += 1
+                elif stored == label:
+                    result.unchanged += 1
+                    continue
+                else:
+                    result.updated += 1
+                changes.append({"id": row_id, "label": label, "labelled_at": now})
+            if misfits:
+                raise InvalidInput(f"{len(misfits)} labels do not fit their requests' rows (a request of n > 1 rows "
+                                   f"takes a list of n labels): {', '.join(misfits[:5])}", field="label",
+                                   request_ids=misfits[:100])
+            if changes:
+                session.execute(update(PredictionRow), changes)
+        log.info("feedback for %s/%s: %d accepted, %d updated, %d unchanged, %d unknown", project, name,
+                 result.accepted, result.updated, result.unchanged, len(result.unknown))
+        return result
+
+
+def _labels(items: Iterable[FeedbackItem]) -> dict[str, Any]:
+    """``{request_id: label}`` in the order given; InvalidInput for what cannot be stored."""
+    items = list(items)
+    if len(items) > MAX_FEEDBACK:
+        raise InvalidInput(f"{len(items)} labels in one call: send at most {MAX_FEEDBACK} per call "
+                           "(the client splits larger sets)", field="items")
+    labels: dict[str, Any] = {}
+    conflicts: list[str] = []
+    for index, item in enumerate(items):
+        if item.label is None:
+            raise InvalidInput(f"items[{index}].label is null (request {item.request_id!r}): give the true value",
+                               field="label")
+        if item.request_id in labels and labels[item.request_id] != item.label:
+            conflicts.append(item.request_id)
+        labels[item.request_id] = item.label
+    if conflicts:
+        raise InvalidInput(f"request ids given two different labels: {', '.join(conflicts[:5])}", field="request_id")
+    return labels
+
+
+def _fits(label: Any, prediction: Any) -> bool:
+    """Whether ``label`` fits a request that got ``prediction``: a list of n labels for n rows."""
+    if not isinstance(prediction, list):
+        return True  # refused before predicting: any label may be kept, it is never scored
+    if isinstance(label, list):
+        return len(label) == len(prediction)
+    return len(prediction) == 1
+
+
+def _scalars(reference: pd.Series, live: list[Any]) -> bool:
+    """Whether predictions are single values (not lists or dicts), judged by the first of each side."""
+    first = [values[0] for values in (reference.tolist(), live) if len(values)]
+    return bool(first) and not any(isinstance(v, (list, tuple, dict, np.ndarray)) for v in first)
+
+
+def _trend(recent: pd.DataFrame, since: dt.datetime, span: dt.timedelta) -> Trend:
+    """Requests, p50 latency and error rate per bucket of ``span / TREND_BUCKETS``, oldest first."""
+    width = span / TREND_BUCKETS
+    starts = [since + width * i for i in range(TREND_BUCKETS)]
+    if recent.empty:
+        return Trend(starts=starts, requests=[0] * TREND_BUCKETS, latency_p50_ms=[None] * TREND_BUCKETS,
+                     error_rate=[None] * TREND_BUCKETS)
+    offsets = (pd.to_datetime(recent["at"], utc=True) - pd.Timestamp(since)).dt.total_seconds().to_numpy()
+    bucket = np.clip((offsets // width.total_seconds()).astype(int), 0, TREND_BUCKETS - 1)
+    status = recent["status"].to_numpy()
+    requests = np.bincount(bucket, minlength=TREND_BUCKETS)
+    errors = np.bincount(bucket[status >= 500], minlength=TREND_BUCKETS)
+    answered = status < 400
+    p50 = (pd.Series(recent["latency_ms"].to_numpy()[answered]).groupby(bucket[answered]).median()
+           .reindex(range(TREND_BUCKETS)))
+    return Trend(
+        starts=starts,
+        requests=requests.tolist(),
+        latency_p50_ms=[None if np.isnan(v) else float(v) for v in p50.to_numpy()],
+        error_rate=[float(e / r) if r else None for e, r in zip(errors, requests)],
+    )
