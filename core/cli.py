@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from loopml._cli_endpoints import COMMANDS as ENDPOINT_COMMANDS
 from loopml._cli_jobs import COMMANDS as JOB_COMMANDS
 from loopml._cli_models import COMMANDS as MODEL_COMMANDS
+from loopml._cli_demo import COMMANDS as DEMO_COMMANDS
 from loopml._cli_monitor import COMMANDS as MONITOR_COMMANDS
 from loopml._cli_policies import COMMANDS as POLICY_COMMANDS
 from loopml._cli_util import client_from, echo_fields, echo_json, echo_table, fmt_time, json_option, resolve_project
@@ -63,7 +64,8 @@ def main() -> None:
     """loopml: notebooks as jobs on Ray, tracked in MLflow, served and monitored."""
 
 
-for _command in (*JOB_COMMANDS, *MODEL_COMMANDS, *ENDPOINT_COMMANDS, *MONITOR_COMMANDS, *POLICY_COMMANDS):
+for _command in (*JOB_COMMANDS, *MODEL_COMMANDS, *ENDPOINT_COMMANDS, *MONITOR_COMMANDS, *POLICY_COMMANDS,
+                 *DEMO_COMMANDS):
     main.add_command(_command)
 
 
