@@ -46,6 +46,11 @@ def training_notebook() -> dict[str, Any]:
     return nb
 
 
+def _num(value: float | None, digits: int = 3) -> str:
+    """``0.743`` for a number, ``-`` for a missing one."""
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
 def _poll(what: str, check: Callable[[], T | None], timeout: float, every: float = 1.0) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -116,8 +121,8 @@ def demo(ctx: click.Context, project: str | None, n_requests: int) -> None:
         fed = client.feedback(project, "iris", [{"request_id": i, "label": int(target[p])} for i, p in zip(ids, picked)])
         time.sleep(CALM_WAIT_S)
         report = client.monitor(project, "iris", "30m")
-        step(f"in-distribution traffic: {report.requests} requests, p50 {report.latency_ms.get('p50')} ms, "
-             f"{fed.accepted} labels, accuracy {(report.quality or {}).get('accuracy')}, "
+        step(f"in-distribution traffic: {report.requests} requests, p50 {_num(report.latency_ms.get('p50'))} ms, "
+             f"{fed.accepted} labels, accuracy {_num((report.quality or {}).get('accuracy'))}, "
              f"drifted features: {report.drifted_features or 'none'}, alerts: {len(client.alerts(project))}")
 
         shifted = rows[rng.integers(0, len(rows), n_requests)].copy()
@@ -134,8 +139,8 @@ def demo(ctx: click.Context, project: str | None, n_requests: int) -> None:
                      lambda: next((a for a in client.alerts(project, job_id=job.id) if a.evaluation), None), 300, 2)
         evaluation = done.evaluation or {}
         step(f"challenger v{done.produced_version}: accuracy "
-             f"{(evaluation.get('challenger_quality') or {}).get('accuracy')} vs champion "
-             f"{(evaluation.get('champion_quality') or {}).get('accuracy')} on {evaluation.get('n')} labelled "
+             f"{_num((evaluation.get('challenger_quality') or {}).get('accuracy'))} vs champion "
+             f"{_num((evaluation.get('champion_quality') or {}).get('accuracy'))} on {evaluation.get('n')} labelled "
              f"requests -> {'promoted' if evaluation.get('promoted') else evaluation.get('result') or 'kept'}")
     final = client.endpoint(project, "iris")
     step(f"endpoint iris serves v{final.version}; history: {'; '.join(h.action for h in final.history)}")
