@@ -53,7 +53,7 @@ class PolicyService:
         self.db, self.settings = db, settings
         self.monitor, self.jobs, self.endpoints, self.registry = monitor, jobs, endpoints, registry
         self._lock = threading.Lock()  # one evaluation or requeue at a time: the cooldown holds
-        self._challengers: dict[str, Any] = {}
+        self.predict = predict_in_worker
 
     # -- policies and alerts ------------------------------------------------------------
 
@@ -228,9 +228,8 @@ class PolicyService:
     def compare(self, project: str, name: str, model: str, champion: int, challenger: int,
                 margin: float) -> dict[str, Any]:
         """Score ``challenger`` and ``champion`` on the endpoint's newest labelled requests
-        served by the champion; ``winner`` is ``challenger`` only when it wins by ``margin``."""
-        import mlflow
-
+        served by the champion; ``winner`` is ``challenger`` only when it wins by ``margin``.
+        The challenger predicts in a Ray worker (:func:`predict_in_worker`), never here."""
         with self.db.session() as session:
             rows = session.scalars(select(PredictionRow).where(
                 PredictionRow.project == project, PredictionRow.endpoint == name, PredictionRow.version == champion,
@@ -246,14 +245,9 @@ class PolicyService:
             return {"winner": "champion", "result": "no labelled requests to compare on: promote by hand",
                     "champion": champion, "challenger": challenger}
         features = pd.concat(frames, ignore_index=True)
-        uri = f"models:/{model}/{challenger}"
-        if uri not in self._challengers:
-            mlflow.set_tracking_uri(self.settings.tracking_uri)
-            mlflow.set_registry_uri(self.settings.tracking_uri)
-            self._challengers = {uri: mlflow.pyfunc.load_model(uri)}
-        predicted = self._challengers[uri].predict(features)
+        predicted = self.predict(f"models:/{model}/{challenger}", self.settings.tracking_uri, features)
         old = quality(labels, served)
-        new = quality(labels, pd.Series(predicted).tolist(), old.get("task"))
+        new = quality(labels, predicted, old.get("task"))
         if old.get("task") == "classification":
             won = (new["accuracy"] or 0) > (old["accuracy"] or 0) + margin
         else:
@@ -262,6 +256,31 @@ class PolicyService:
         return {"winner": "challenger" if won else "champion", "champion": champion, "challenger": challenger,
                 "n": len(labels), "champion_quality": old, "challenger_quality": new, "margin": margin,
                 "promoted": False}
+
+
+def predict_in_worker(uri: str, tracking_uri: str, features: pd.DataFrame) -> list[Any]:
+    """``uri``'s predictions for ``features``, computed in a Ray task.
+
+    Loading a model can unpickle whatever its author logged, so it happens in a Ray worker
+    (where jobs run user code too), never in the platform process; the answer comes back as
+    JSON text.
+    """
+    import json
+
+    import ray
+
+    task = ray.remote(num_cpus=0, max_retries=1)(_predict)
+    return json.loads(ray.get(task.remote(uri, tracking_uri, features), timeout=300))
+
+
+def _predict(uri: str, tracking_uri: str, features: pd.DataFrame) -> str:
+    import mlflow
+
+    from loopml.serving.responses import dumps_json, jsonable
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return dumps_json(jsonable(mlflow.pyfunc.load_model(uri).predict(features))).decode()
 
 
 def _fired(spec: PolicySpec, report) -> dict[str, tuple[float, float | None, dict[str, Any]]]:
