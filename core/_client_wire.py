@@ -71,14 +71,19 @@ def endpoint_path(project: str, name: str) -> str:
     return api_path("projects", project, "endpoints", check_name("endpoint", name))
 
 
+def _invalid(exc: ValidationError, *prefix: str, field: str | None = None) -> InvalidInput:
+    """The first problem ``exc`` found, as ``where: message`` (``where`` under ``prefix``)."""
+    error = exc.errors()[0]
+    where = ".".join([*prefix, *(str(p) for p in error["loc"])]) or "body"
+    return InvalidInput(f"{where}: {error['msg'].removeprefix('Value error, ')}", field=field or where)
+
+
 def validated(schema: type[BaseModel], **fields: Any) -> dict[str, Any]:
     """``schema(**fields)`` as a JSON body (unset fields left out), or InvalidInput naming the field."""
     try:
         spec = schema(**{name: value for name, value in fields.items() if value is not None})
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(str(p) for p in error["loc"]) or "body"
-        raise InvalidInput(f"{where}: {error['msg'].removeprefix('Value error, ')}", field=where) from None
+        raise _invalid(exc) from None
     return spec.model_dump(mode="json", exclude_unset=True)
 
 
@@ -105,9 +110,7 @@ def _autoscale(value: str | Autoscale | None) -> Autoscale | None:
     try:
         return Autoscale.parse(value)
     except ValidationError as exc:
-        error = exc.errors()[0]
-        where = ".".join(["autoscale", *(str(p) for p in error["loc"])])
-        raise InvalidInput(f"{where}: {error['msg'].removeprefix('Value error, ')}", field="autoscale") from None
+        raise _invalid(exc, "autoscale", field="autoscale") from None
     except ValueError as exc:
         raise InvalidInput(f"autoscale: {exc}", field="autoscale") from None
 
@@ -121,9 +124,7 @@ def feedback_items(items: Iterable[Mapping[str, Any] | FeedbackItem]) -> list[di
         try:
             checked = item if isinstance(item, FeedbackItem) else FeedbackItem.model_validate(item)
         except ValidationError as exc:
-            error = exc.errors()[0]
-            where = ".".join([f"items[{index}]", *(str(p) for p in error["loc"])])
-            raise InvalidInput(f"{where}: {error['msg']}", field="items") from None
+            raise _invalid(exc, f"items[{index}]", field="items") from None
         body.append(checked.model_dump(mode="json"))
     return body
 
