@@ -1,5 +1,6 @@
 # The two commands of the README: `make up` and `make test`. Each creates or refreshes
-# .venv and installs what it needs; nothing else has to be installed by hand.
+# .venv and installs what it needs (Python packages, the npm pieces in node_modules, and for
+# the tests Debian's chromium); nothing else has to be installed by hand.
 
 PYTHON ?= python3
 VENV := .venv
@@ -22,9 +23,21 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP) install -e '.[test]'
 	touch $@
 
-install: $(VENV)/.installed
+# JupyterHub's proxy and the bundled development OIDC provider (package.json).
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
 
-install-test: $(VENV)/.installed-test
+# The browser of the browser tests: Debian's chromium, driven by Playwright (never `playwright install`).
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-liberation
+
+install: $(VENV)/.installed node_modules/.installed
+
+install-test: $(VENV)/.installed-test node_modules/.installed $(CHROMIUM)
 
 up: install
 	$(VENV)/bin/loopml up $(UP_ARGS)
@@ -42,4 +55,4 @@ bench: install
 	$(PY) bench/jobs.py
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) *.egg-info node_modules

@@ -9,7 +9,10 @@ is logged and answered with a generic 500 that leaks nothing.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+import os
 import uuid
 from contextlib import asynccontextmanager, suppress
 
@@ -26,6 +29,16 @@ from loopml.executor import routes as executor_routes
 from loopml.executor.backend import JobBackend, RayJobBackend
 from loopml.executor.schedules import ScheduleService
 from loopml.executor.service import JobService
+from loopml.hub_config import admin as admin_panel
+from loopml.hub_config.project_setup import ProjectSetup
+from loopml.hub_config.service_auth import (
+    BrowserSessions,
+    ChainAuthenticator,
+    HubClient,
+    HubTokenAuthenticator,
+    browser_router,
+    running_as_hub_service,
+)
 from loopml.projects import ProjectCreate, ProjectService
 from loopml.monitor import ingest, policy_routes
 from loopml.monitor.policies import PolicyService
@@ -152,6 +165,34 @@ class BodyLimit:
             await self._refuse(scope, receive, send)
 
 
+def _hub_auth(app: FastAPI, settings: Settings) -> HubClient | None:
+    """Static tokens always; with the hub also hub tokens and browser sessions. Returns the
+    hub's API client, or None when the platform does not run as the hub's service."""
+    static = StaticTokenAuthenticator(settings)
+    app.state.authenticator, app.state.sessions = static, None
+    if not (settings.hub and running_as_hub_service()):
+        return None
+    hub = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
+    app.state.authenticator = ChainAuthenticator(static, HubTokenAuthenticator(hub, settings.hub_service_name))
+    secret = hmac.new((settings.admin_token or os.environ["JUPYTERHUB_API_TOKEN"]).encode(), b"browser-sessions",
+                      hashlib.sha256).hexdigest()
+    app.state.sessions = BrowserSessions(settings, secret)
+    log.info("authenticating hub tokens and browser sessions through %s", hub.api_url)
+    return hub
+
+
+async def _set_up_projects(projects: ProjectService, attempts: int = 30) -> None:
+    """Give every existing project its directory, experiment and hub group (the hub may
+    still be starting: retried every 2 s)."""
+    for attempt in range(attempts):
+        try:
+            await asyncio.to_thread(projects.ensure_hooks)
+            return
+        except Exception as exc:  # noqa: BLE001 - logged, retried
+            log.warning("setting up the projects failed (attempt %d): %s", attempt + 1, exc)
+            await asyncio.sleep(2)
+
+
 def create_app(settings: Settings, *, backend: JobBackend | None = None) -> FastAPI:
     """The platform app. ``backend`` defaults to the Ray backend (tests may pass another)."""
 
@@ -161,11 +202,12 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
         state.settings = settings
         state.db = Database(settings.database_url)
         await asyncio.to_thread(migrate, state.db.engine)
-        state.authenticator = StaticTokenAuthenticator(settings)
-        state.projects = ProjectService(state.db)
-        for seed in settings.projects:
-            state.projects.create(ProjectCreate(**seed.model_dump()), exist_ok=True)
         state.tracking = await asyncio.to_thread(JobTracking, settings.tracking_uri)
+        hub = _hub_auth(app, settings)
+        state.projects = ProjectService(state.db, group_prefix=settings.project_group_prefix,
+                                        hooks=ProjectSetup(settings, state.tracking.experiment_id, hub))
+        for seed in settings.projects:
+            await asyncio.to_thread(state.projects.create, ProjectCreate(**seed.model_dump()), exist_ok=True)
         state.registry = RegistryService(settings.tracking_uri, endpoints_of=lambda name: state.endpoints.serving(name))
         state.backend = backend or RayJobBackend(settings.ray_address, settings.dashboard_url, kernel_name=settings.kernel_name,
                                                  warm_kernels=settings.warm_kernels)
@@ -179,6 +221,7 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
         state.schedules = ScheduleService(state.db, state.jobs)
         state.policies = PolicyService(state.db, settings, state.monitor, state.jobs, state.endpoints, state.registry)
         tasks = [asyncio.create_task(state.jobs.run(), name="jobs"),
+                 asyncio.create_task(_set_up_projects(state.projects), name="project-setup"),
                  asyncio.create_task(state.schedules.run(), name="schedules"),
                  asyncio.create_task(state.policies.run(), name="policies")]
         log.info("platform service ready at %s", settings.url)
@@ -203,4 +246,6 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
     app.include_router(monitor_routes.router, prefix=prefix)
     app.include_router(policy_routes.router, prefix=prefix)
     app.include_router(ingest.router, prefix=prefix)
+    app.include_router(browser_router, prefix=base.rstrip("/"))
+    app.include_router(admin_panel.router, prefix=base.rstrip("/"))
     return app

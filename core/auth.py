@@ -24,6 +24,7 @@ class User:
 
     name: str
     admin: bool = False
+    groups: frozenset[str] = frozenset()  # hub groups (from the identity provider); project P is <prefix>P
 
 
 class StaticTokenAuthenticator:
@@ -54,8 +55,15 @@ def bearer_token(request: Request) -> str | None:
 
 
 def current_user(request: Request) -> User:
-    """FastAPI dependency: the caller, or 401 with how to authenticate."""
+    """FastAPI dependency: the caller, or 401 with how to authenticate.
+
+    The token comes from ``Authorization``; with the hub, a browser session cookie works too
+    (see :mod:`loopml.hub_config.service_auth`, which checks its XSRF token).
+    """
     token = bearer_token(request)
+    sessions = getattr(request.app.state, "sessions", None)
+    if token is None and sessions is not None:
+        token = sessions.session_token(request)
     if token is None:
         raise Unauthorized(
             "no API token: send 'Authorization: Bearer <token>' (the CLI reads it from LOOPML_TOKEN "

@@ -107,13 +107,17 @@ def up(
     """Start the platform on this machine (Ray, MLflow, the platform service)."""
     from loopml import launcher
 
-    settings = _settings(data_dir=data_dir, ray_address=ray_address, mlflow_uri=mlflow_uri, db_url=db_url, port=port)
-    if not no_hub:
-        click.echo("note: JupyterHub (login, workspaces) arrives in a later release; starting headless")
-    click.echo(f"starting loopml in {settings.home}")
+    settings = _settings(data_dir=data_dir, ray_address=ray_address, mlflow_uri=mlflow_uri, db_url=db_url, port=port,
+                         hub=False if no_hub else None)
+    click.echo(f"starting loopml in {settings.home}" + ("" if settings.hub else " (headless: no hub)"))
     result = launcher.up(settings, on_step=lambda step: click.echo(f"  {step}"))
     click.echo("loopml is up")
+    if result.dev_idp_users:
+        click.secho(f"WARNING: logins go to the bundled DEVELOPMENT identity provider; demo users "
+                    f"{', '.join(result.dev_idp_users)} (password 'demo', see docs/hub.md). Configure [oauth] "
+                    "for real users.", fg="yellow", err=True)
     echo_fields([
+        ("hub", f"{result.hub_url}  (log in, open a project workspace)" if result.hub_url else None),
         ("platform", f"{result.url}  (REST {result.url}/api/v1, OpenAPI {result.url}/openapi.json)"),
         ("mlflow", result.mlflow_url),
         ("ray", f"{result.ray_address}" + (f"  (dashboard {result.ray_dashboard_url})" if result.ray_dashboard_url else "")),

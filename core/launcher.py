@@ -66,6 +66,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psutil
 from pydantic import BaseModel, Field, ValidationError
 
 from loopml._processes import (
@@ -91,6 +92,7 @@ from loopml._ray_local import (
     worker_command,
 )
 from loopml.errors import Conflict, InvalidInput, Unavailable
+from loopml.hub_config import launch as hub_launch
 from loopml.registry.server import STORE_DIR, mlflow_server_command
 from loopml.settings import ClientConfig, Settings, write_client_config
 
@@ -104,9 +106,14 @@ STATE_FILE = Path("run") / "state.json"
 LOCK_FILE = Path("run") / "up.lock"
 SECRETS_FILE = "secrets.json"
 LOG_DIR = "logs"
-COMPONENTS = ("ray", "mlflow", "platform")
-LABELS = {"ray": "Ray head", "mlflow": "MLflow server", "platform": "platform service"}
+COMPONENTS = ("ray", "mlflow", "platform")  # headless (--no-hub)
+HUB_COMPONENTS = ("ray", "mlflow", "idp", "hub")  # the hub starts the platform service as its service
+START_ORDER = ("ray", "mlflow", "platform", "idp", "hub")
+LABELS = {"ray": "Ray head", "mlflow": "MLflow server", "platform": "platform service",
+          "idp": "dev identity provider", "hub": "JupyterHub (with its proxy and the platform service)"}
 SECRET_SETTINGS = ("admin_token", "tokens")
+SECRET_FIELDS_IN_ENV: dict = {"oauth": {"client_secret": True}}  # given on its own, to the hub only
+SECRET_FIELDS: dict = {"admin_token": True, "tokens": True, "oauth": {"client_secret": True}}
 URL_SETTINGS = ("db_url", "mlflow_uri", "ray_dashboard_url")  # secret when they carry a password
 
 
@@ -122,6 +129,8 @@ class RunState(BaseModel):
                                        description="Names of the secret settings that were set (not their values).")
     urls: dict[str, str | None] = Field(default_factory=dict)
     external: list[str] = Field(default_factory=list, description="Components given by address, not started.")
+    components: list[str] = Field(default_factory=lambda: list(COMPONENTS),
+                                  description="The components of this instance (headless or with the hub).")
     ray_env: dict[str, str] = Field(default_factory=dict, description="Variables a Ray driver sets to connect.")
     processes: list[ProcessRecord] = Field(default_factory=list)
 
@@ -138,6 +147,9 @@ class UpResult(BaseModel):
     ray_env: dict[str, str] = Field(default_factory=dict,
                                     description="Environment variables a Ray driver sets to connect.")
     mlflow_url: str = Field(description="MLflow tracking server.")
+    hub_url: str | None = Field(None, description="JupyterHub, where users log in (None when headless).")
+    dev_idp_users: list[str] = Field(default_factory=list,
+                                     description="Users of the bundled dev identity provider, when it runs.")
     logs: Path = Field(description="Directory of the components' logs.")
     started: list[str] = Field(default_factory=list, description="Components this call started.")
     kept: list[str] = Field(default_factory=list, description="Components already running and healthy.")
@@ -165,7 +177,7 @@ def _put_record(state: RunState, record: ProcessRecord) -> None:
     """Record ``record`` in place of any of the same name; components in start order, worker
     nodes after them (``down`` stops them newest first)."""
     state.processes = [r for r in state.processes if r.name != record.name] + [record]
-    state.processes.sort(key=lambda r: COMPONENTS.index(r.name) if r.name in COMPONENTS else len(COMPONENTS))
+    state.processes.sort(key=lambda r: START_ORDER.index(r.name) if r.name in START_ORDER else len(START_ORDER))
 
 
 @contextlib.contextmanager
@@ -187,12 +199,22 @@ def _secret_settings(settings: Settings) -> set[str]:
                                 if getattr(settings, name) and urlsplit(getattr(settings, name)).password)}
 
 
+def components_of(settings: Settings) -> tuple[str, ...]:
+    """The processes ``up`` runs for ``settings``: headless, or with the hub (and the dev
+    identity provider unless one is configured)."""
+    if not settings.hub:
+        return COMPONENTS
+    return tuple(name for name in HUB_COMPONENTS if name != "idp" or hub_launch.uses_dev_idp(settings))
+
+
 def _new_state(settings: Settings) -> RunState:
     """The state of an instance about to start with ``settings``, no process yet."""
     secret = _secret_settings(settings)
     external = [name for name, given in (("ray", settings.ray_address), ("mlflow", settings.mlflow_uri)) if given]
+    exclude = {**{name: True for name in secret}, **SECRET_FIELDS}
     return RunState(
-        settings={**settings.model_dump(mode="json", exclude=secret), "data_dir": str(settings.home)},
+        components=list(components_of(settings)),
+        settings={**settings.model_dump(mode="json", exclude=exclude), "data_dir": str(settings.home)},
         secret_settings=sorted(name for name in secret if getattr(settings, name)),
         urls=_urls(settings), external=external,
         ray_env=driver_env(settings.home, os.environ, own_cluster="ray" not in external),
@@ -210,33 +232,51 @@ def _running_settings(state: RunState, given: Settings, step: Callable[[str], No
     if missing:
         raise Conflict(f"loopml runs from {home} with {', '.join(missing)} set; set the same again (flag, "
                        "environment or config.toml) to restart what stopped, or run `loopml down` first")
-    ours = given.model_dump(mode="json")
+    ours = given.model_dump(mode="json", exclude={"oauth": {"client_secret"}})
     differ = sorted(name for name, value in state.settings.items() if name != "data_dir" and ours.get(name) != value)
     if differ:
         step(f"keeping the settings loopml runs with ({', '.join(differ)} differ); "
              "run `loopml down` first to change them")
-    return Settings.model_validate({**ours, **state.settings, "data_dir": str(home)})
+    merged = {**ours, **state.settings, "data_dir": str(home)}
+    if given.oauth.client_secret:
+        merged["oauth"] = {**merged.get("oauth", {}), "client_secret": given.oauth.client_secret}
+    return Settings.model_validate(merged)
 
 
 def _admin_token(settings: Settings) -> str:
     """``settings.admin_token``, else the one in ``secrets.json``, generated there on first use."""
-    if settings.admin_token:
-        return settings.admin_token
-    path = settings.home / SECRETS_FILE
+    return settings.admin_token or _stored_secret(settings.home, "admin_token")
+
+
+def _stored_secret(home: Path, name: str) -> str:
+    """Secret ``name`` of ``secrets.json`` (0600), generated there on first use."""
+    path = home / SECRETS_FILE
     try:
         stored = json.loads(path.read_text()) if path.exists() else {}
     except ValueError:
-        raise InvalidInput(f"{path} is not valid JSON; fix or remove it (a new admin token is then generated)") from None
-    if not stored.get("admin_token"):
-        stored["admin_token"] = secrets.token_urlsafe(32)
+        raise InvalidInput(f"{path} is not valid JSON; fix or remove it (new secrets are then generated)") from None
+    if not stored.get(name):
+        stored[name] = secrets.token_urlsafe(32)
         write_private(path, json.dumps(stored, indent=2))
-    return stored["admin_token"]
+    return stored[name]
+
+
+def _with_hub_defaults(settings: Settings) -> Settings:
+    """With the hub, the platform service lives at ``/services/<name>/``; with the dev
+    identity provider, the hub's OAuth client is the one ``up`` registers with it."""
+    if not settings.hub:
+        return settings
+    update: dict[str, Any] = {"base_url": f"/services/{settings.hub_service_name}/"}
+    if hub_launch.uses_dev_idp(settings):
+        update["oauth"] = settings.oauth.model_copy(update={
+            "client_id": hub_launch.DEV_CLIENT_ID, "client_secret": _stored_secret(settings.home, "idp_client_secret")})
+    return settings.model_copy(update=update)
 
 
 def _settings_env(settings: Settings) -> dict[str, str]:
     """Every set setting as its ``LOOPML_*`` variable, so the service sees what ``up`` saw."""
     env = {"LOOPML_HOME": str(settings.home)}
-    for name, value in settings.model_dump(mode="json", exclude={"data_dir"}).items():
+    for name, value in settings.model_dump(mode="json", exclude={"data_dir": True, **SECRET_FIELDS_IN_ENV}).items():
         if value is not None:
             env[f"LOOPML_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     return env
@@ -244,7 +284,9 @@ def _settings_env(settings: Settings) -> dict[str, str]:
 
 def _urls(settings: Settings) -> dict[str, str | None]:
     dashboard = None if settings.ray_address else f"http://127.0.0.1:{settings.ray_dashboard_port}"
+    hub = {"hub": settings.hub_url, "idp": f"http://127.0.0.1:{settings.idp_port}"} if settings.hub else {}
     return {
+        **hub,
         "platform": settings.url,
         "ray": dashboard,
         "ray_address": settings.ray_address or f"127.0.0.1:{settings.ray_port}",
@@ -254,7 +296,12 @@ def _urls(settings: Settings) -> dict[str, str | None]:
 
 def _ports_to_check(settings: Settings, components: tuple[str, ...] | list[str] = COMPONENTS) -> dict[str, int]:
     """The ports the ``components`` about to start will listen on, by setting name."""
-    ports = {"port": settings.port} if "platform" in components else {}
+    ports = {"port": settings.port} if "platform" in components or "hub" in components else {}
+    if "hub" in components:
+        ports.update(hub_port=settings.hub_port, hub_api_port=settings.hub_api_port,
+                     proxy_api_port=settings.proxy_api_port)
+    if "idp" in components:
+        ports["idp_port"] = settings.idp_port
     if "mlflow" in components and not settings.mlflow_uri:
         ports["mlflow_port"] = settings.mlflow_port
     if "ray" in components and not settings.ray_address:
@@ -290,6 +337,7 @@ def up(
     """
     home = make_private_dir(settings.home)
     step = on_step or (lambda message: None)
+    settings = _with_hub_defaults(settings)
     with _up_lock(home):
         state = _read_state(home)
         if state is not None and any(live_process(r) for r in state.processes):
@@ -302,19 +350,21 @@ def up(
                 logger.info("removing the stale state file of a previous run")
                 down(home)
             state = _new_state(settings)
-            missing = [name for name in COMPONENTS if name not in state.external]
+            missing = [name for name in state.components if name not in state.external]
             check_ports(_ports_to_check(settings, missing))
             _write_state(home, state)
         admin_token = _admin_token(settings)
         started = _start(settings, state, missing, admin_token, step, timeout)
-    client_config = write_client_config(home, ClientConfig(url=settings.url, token=admin_token))
+    client_config = write_client_config(home, ClientConfig(url=settings.public_url, token=admin_token))
     return UpResult(
-        url=settings.url, admin_token=admin_token, client_config=client_config,
+        url=settings.public_url, admin_token=admin_token, client_config=client_config,
         how_to_authenticate=(f"the loopml CLI and client read {client_config}; elsewhere: export "
-                             f"LOOPML_URL={settings.url} LOOPML_TOKEN=<the token in {client_config}>"),
+                             f"LOOPML_URL={settings.public_url} LOOPML_TOKEN=<the token in {client_config}>"),
         ray_address=state.urls["ray_address"], ray_dashboard_url=state.urls["ray"], ray_env=state.ray_env,
         mlflow_url=settings.tracking_uri, logs=home / LOG_DIR, started=started,
-        kept=[r.name for r in state.processes if r.name in COMPONENTS and r.name not in started],
+        kept=[r.name for r in state.processes if r.name in START_ORDER and r.name not in started],
+        hub_url=settings.hub_url if settings.hub else None,
+        dev_idp_users=sorted(hub_launch.dev_users(settings)) if "idp" in state.components else [],
     )
 
 
@@ -343,7 +393,7 @@ def _triage(state: RunState) -> tuple[list[ProcessRecord], list[str]]:
     keep: list[ProcessRecord] = []
     missing: list[str] = []
     unhealthy: list[str] = []
-    for name in (name for name in COMPONENTS if name not in state.external):
+    for name in (name for name in state.components if name not in state.external):
         record = records.get(name)
         if record is None or live_process(record) is None:
             missing.append(name)
@@ -354,7 +404,7 @@ def _triage(state: RunState) -> tuple[list[ProcessRecord], list[str]]:
     if unhealthy:
         raise Conflict(f"running but not answering its health check: {'; '.join(unhealthy)}; "
                        "run `loopml down`, then `loopml up`")
-    keep += [r for r in state.processes if r.name not in COMPONENTS and live_process(r) is not None]
+    keep += [r for r in state.processes if r.name not in START_ORDER and live_process(r) is not None]
     return keep, missing
 
 
@@ -397,6 +447,25 @@ def _start(settings: Settings, state: RunState, names: list[str], admin_token: s
             with component_errors("platform service", record):
                 wait_http(f"{settings.url}/api/v1/health", timeout, proc=proc)
             step(f"platform service ready: {settings.url}")
+        if "idp" in names:
+            step(hub_launch.DEV_WARNING.format(users=hub_launch.dev_users_file(settings)))
+            start("idp", hub_launch.idp_command(settings), hub_launch.idp_env(
+                settings, dict(os.environ), settings.oauth.client_secret, _stored_secret(home, "idp_cookie_key")))
+            proc, record = started["idp"]
+            with component_errors("dev identity provider", record):
+                wait_http(hub_launch.idp_health_url(settings), timeout, proc=proc)
+            step(f"dev identity provider ready: {state.urls['idp']}")
+        if "hub" in names:
+            env = _platform_env(settings, state, admin_token)
+            if settings.oauth.client_secret:
+                env["LOOPML_OAUTH__CLIENT_SECRET"] = settings.oauth.client_secret
+            start("hub", hub_launch.hub_command(), env)
+            proc, record = started["hub"]
+            with component_errors("JupyterHub", record):
+                wait_http(hub_launch.hub_health_url(settings), timeout, proc=proc)
+                step(f"JupyterHub ready: {settings.hub_url}; waiting for the platform service it starts…")
+                wait_http(f"{settings.url}/api/v1/health", timeout, proc=proc)
+            step(f"platform service ready: {settings.public_url}")
     except BaseException:
         logger.warning("start-up failed; stopping what this `up` started")
         for _, record in reversed(started.values()):
@@ -463,6 +532,11 @@ def _healthy(name: str, state: RunState, timeout: float = 0) -> bool:
     try:
         if name == "ray":
             wait_ray(url, timeout, headers=_ray_headers(state))
+        elif name == "idp":
+            wait_http(f"{url}/.well-known/openid-configuration", timeout)
+        elif name == "hub":
+            wait_http(f"{url}/hub/health", timeout)
+            wait_http(f"{state.urls['platform']}/api/v1/health", timeout)
         else:
             wait_http(f"{url}/api/v1/health" if name == "platform" else f"{url}/health", timeout)
     except Unavailable:
@@ -479,8 +553,12 @@ def status(home: Path) -> dict[str, dict[str, Any]]:
     """
     state = _read_state(Path(home).expanduser().resolve()) or RunState()
     records = {record.name: record for record in state.processes}
+    if "hub" in state.components and "hub" in records:
+        service = _hub_service_record(records["hub"])
+        if service is not None:
+            records["platform"] = service
     report: dict[str, dict[str, Any]] = {}
-    for name in COMPONENTS:
+    for name in (*COMPONENTS, *(n for n in state.components if n not in COMPONENTS)):
         record = records.get(name)
         alive = record is not None and live_process(record) is not None
         healthy = alive and _healthy(name, state)
@@ -490,6 +568,22 @@ def status(home: Path) -> dict[str, dict[str, Any]]:
                         "url": state.urls.get(name), "log": record.log if record else None}
     report["ray"].update(address=state.urls.get("ray_address"), env=state.ray_env)
     return report
+
+
+def _hub_service_record(hub: ProcessRecord) -> ProcessRecord | None:
+    """The platform service the hub started (its child running ``loopml.server``)."""
+    proc = live_process(hub)
+    if proc is None:
+        return None
+    for child in proc.children(recursive=True):
+        try:
+            cmdline = child.cmdline()
+        except psutil.Error:
+            continue
+        if "loopml.server" in cmdline:
+            return ProcessRecord(name="platform", pid=child.pid, pgid=os.getpgid(child.pid), cmdline=cmdline,
+                                 create_time=child.create_time(), log=hub.log)
+    return None
 
 
 # -- a second Ray node (tests) -------------------------------------------------------------

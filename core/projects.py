@@ -1,7 +1,9 @@
 """Projects: the unit of membership, quotas and isolation.
 
-Every project-scoped route calls :meth:`ProjectService.require_member` first. In
-headless mode members are stored here; the hub (later) keeps them in sync with its groups.
+Every project-scoped route calls :meth:`ProjectService.require_member` first. A user is a
+member of project P when an admin added them (stored here) or when they belong to the hub
+group ``<prefix>P`` (with the hub, from the identity provider's groups claim; see
+docs/hub.md). Admins are members of every project.
 """
 
 from __future__ import annotations
@@ -54,38 +56,68 @@ class ProjectUpdate(BaseModel):
 
 class Project(BaseModel):
     name: str
-    members: list[str]
+    members: list[str] = Field(description="Members added by an admin.")
+    group: str = Field("", description="Hub group whose members are members too (from the identity provider).")
+    group_members: list[str] = Field(default_factory=list, description="Current members of that group (with the hub).")
     max_concurrent_jobs: int | None
     created_at: dt.datetime
 
-    @classmethod
-    def from_row(cls, row: ProjectRow) -> Project:
-        return cls(
-            name=row.name,
-            members=sorted(m.user for m in row.members),
-            max_concurrent_jobs=row.max_concurrent_jobs,
-            created_at=row.created_at,
-        )
+
+class ProjectHooks:
+    """What else happens when a project is created or read (with the hub: its group, its
+    directory, its MLflow experiment). The default does nothing."""
+
+    def created(self, project: Project) -> None:
+        """Called after the project's row is stored; may raise :class:`LoopMLError`."""
+
+    def group_members(self, group: str) -> list[str]:
+        """Current members of the hub group ``group`` ([] without the hub)."""
+        return []
 
 
 class ProjectService:
     """Creates and reads projects and answers "may this user touch this project?"."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, group_prefix: str = "loopml-", hooks: ProjectHooks | None = None) -> None:
         self.db = db
+        self.group_prefix = group_prefix
+        self.hooks = hooks or ProjectHooks()
+
+    def group_of(self, name: str) -> str:
+        """The hub group whose members belong to project ``name``."""
+        return f"{self.group_prefix}{name}"
+
+    def _model(self, row: ProjectRow, *, with_group_members: bool = False) -> Project:
+        group = self.group_of(row.name)
+        return Project(name=row.name, members=sorted(m.user for m in row.members), group=group,
+                       group_members=sorted(self.hooks.group_members(group)) if with_group_members else [],
+                       max_concurrent_jobs=row.max_concurrent_jobs, created_at=row.created_at)
+
+    def is_member(self, user: User, project: Project) -> bool:
+        return user.admin or user.name in project.members or project.group in user.groups
 
     def create(self, spec: ProjectCreate, *, exist_ok: bool = False) -> Project:
         with self.db.session() as session:
             row = session.get(ProjectRow, spec.name)
             if row is not None:
                 if exist_ok:
-                    return Project.from_row(row)
+                    return self._model(row)
                 raise Conflict(f"project {spec.name!r} exists already", field="name")
             row = ProjectRow(name=spec.name, max_concurrent_jobs=spec.max_concurrent_jobs)
             row.members = [MemberRow(project=spec.name, user=u) for u in sorted(set(spec.members))]
             session.add(row)
             session.flush()
-            return Project.from_row(row)
+            project = self._model(row)
+        self.hooks.created(project)
+        return project
+
+    def ensure_hooks(self) -> None:
+        """Run the creation hooks again for every project (idempotent: on start, so a hub
+        started afresh gets every project's group)."""
+        with self.db.session() as session:
+            projects = [self._model(row) for row in session.scalars(select(ProjectRow)).all()]
+        for project in projects:
+            self.hooks.created(project)
 
     def update(self, name: str, change: ProjectUpdate) -> Project:
         with self.db.session() as session:
@@ -97,21 +129,27 @@ class ProjectService:
             if change.clear_quota:
                 row.max_concurrent_jobs = None
             session.flush()
-            return Project.from_row(row)
+            return self._model(row)
 
-    def get(self, name: str) -> Project:
+    def get(self, name: str, *, with_group_members: bool = False) -> Project:
         with self.db.session() as session:
-            return Project.from_row(self._row(session, name))
+            return self._model(self._row(session, name), with_group_members=with_group_members)
 
-    def visible_to(self, user: User) -> list[Project]:
+    def visible_to(self, user: User, *, with_group_members: bool = False) -> list[Project]:
+        """The projects ``user`` is a member of (every project for admins), by name."""
         with self.db.session() as session:
             rows = session.scalars(select(ProjectRow).order_by(ProjectRow.name)).all()
-            return [Project.from_row(r) for r in rows if user.admin or any(m.user == user.name for m in r.members)]
+            projects = [self._model(r) for r in rows]
+        visible = [p for p in projects if self.is_member(user, p)]
+        if with_group_members:
+            visible = [p.model_copy(update={"group_members": sorted(self.hooks.group_members(p.group))})
+                       for p in visible]
+        return visible
 
     def require_member(self, user: User, name: str) -> Project:
         """The project, if ``user`` is a member or an admin; else 404/403 naming the project."""
         project = self.get(name)
-        if not user.admin and user.name not in project.members:
+        if not self.is_member(user, project):
             raise Forbidden(
                 f"user {user.name!r} is not a member of project {name!r}: ask a platform admin to add you",
                 project=name,
@@ -136,7 +174,7 @@ def projects(request: Request) -> ProjectService:
 @router.get("/projects", response_model=list[Project])
 def list_projects(user: User = Depends(current_user), service: ProjectService = Depends(projects)):
     """The projects the caller is a member of (all of them for admins)."""
-    return service.visible_to(user)
+    return service.visible_to(user, with_group_members=True)
 
 
 @router.post("/projects", response_model=Project, status_code=201)
@@ -149,7 +187,8 @@ def create_project(spec: ProjectCreate, user: User = Depends(current_user), serv
 
 @router.get("/projects/{project}", response_model=Project)
 def get_project(project: str, user: User = Depends(current_user), service: ProjectService = Depends(projects)):
-    return service.require_member(user, project)
+    service.require_member(user, project)
+    return service.get(project, with_group_members=True)
 
 
 @router.patch("/projects/{project}", response_model=Project)

@@ -11,7 +11,7 @@ import json
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -38,10 +38,39 @@ class ProjectSeed(BaseModel):
     max_concurrent_jobs: int | None = None
 
 
+class OAuthSettings(BaseModel):
+    """The identity provider JupyterHub logs users in with (``[oauth]`` in config.toml, or
+    ``LOOPML_OAUTH__<FIELD>``). ``provider = "dev"`` (the default) starts the bundled
+    development OIDC provider; see docs/hub.md for GitHub, Google, GitLab and Keycloak."""
+
+    provider: Literal["dev", "generic", "github", "google", "gitlab", "keycloak"] = Field(
+        "dev", description="dev = the bundled development OIDC provider (loopback, demo users); generic = any "
+                           "OIDC provider by issuer or URLs.")
+    client_id: str | None = Field(None, description="OAuth client id registered with the provider.")
+    client_secret: str | None = Field(None, description="OAuth client secret (never logged).")
+    issuer: str | None = Field(None, description="OIDC issuer URL (generic, keycloak: <server>/realms/<realm>); "
+                                                 "endpoints are discovered from it.")
+    authorize_url: str | None = Field(None, description="Authorization endpoint, when not discovered.")
+    token_url: str | None = Field(None, description="Token endpoint, when not discovered.")
+    userdata_url: str | None = Field(None, description="Userinfo endpoint, when not discovered.")
+    scope: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
+    username_claim: str = Field("preferred_username", description="Claim that becomes the hub user name.")
+    groups_claim: str = Field("groups", description="Claim listing the user's groups (kept in sync with hub groups).")
+    allowed_users: list[str] = Field(default_factory=list, description="Users who may log in whatever their groups.")
+    allowed_groups: list[str] = Field(default_factory=list, description="Groups whose members may log in, besides "
+                                      "members of any project group and the admin groups.")
+    admin_users: list[str] = Field(default_factory=list, description="Hub admins, hence platform admins.")
+    admin_groups: list[str] = Field(default_factory=lambda: ["loopml-admins"],
+                                    description="Members of these groups are hub and platform admins.")
+    dev_users_file: Path | None = Field(None, description="Users of the dev provider (default: "
+                                        "hub_config/dev_users.json, documented demo users).")
+
+
 class Settings(BaseSettings):
     """Everything the platform service and ``loopml up`` read."""
 
-    model_config = SettingsConfigDict(env_prefix="LOOPML_", extra="forbid", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="LOOPML_", extra="forbid", populate_by_name=True,
+                                      env_nested_delimiter="__")
 
     data_dir: Path = Field(
         Path(DEFAULT_HOME),
@@ -74,6 +103,15 @@ class Settings(BaseSettings):
     warm_kernels: bool = Field(True, description="Keep a pre-started kernel in each idle runner worker.")
     kernel_name: str = Field("python3", description="Kernel used when a notebook names none.")
     max_notebook_mb: float = Field(20.0, description="Largest notebook accepted by submit, in MiB.")
+    hub: bool = Field(True, description="Start JupyterHub (login, workspaces; the platform runs as its service). "
+                                        "False (`loopml up --no-hub`): headless, static tokens only.")
+    hub_port: int = Field(8800, description="Public port of JupyterHub's proxy (the URL users open).")
+    hub_api_port: int = Field(8801, description="Port of the hub's own API, behind the proxy.")
+    proxy_api_port: int = Field(8802, description="Port of configurable-http-proxy's REST API.")
+    idp_port: int = Field(8803, description="Port of the bundled development OIDC provider.")
+    hub_service_name: str = Field("loopml", description="Name of the platform's hub service (/services/<name>/).")
+    project_group_prefix: str = Field("loopml-", description="Hub group of project P: <prefix>P (IdP groups too).")
+    oauth: OAuthSettings = Field(default_factory=OAuthSettings, description="Identity provider of the hub.")
 
     @field_validator("base_url")
     @classmethod
@@ -106,6 +144,21 @@ class Settings(BaseSettings):
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}{self.base_url.rstrip('/')}"
+
+    @property
+    def public_url(self) -> str:
+        """The platform's URL for clients: through the hub's proxy with the hub, else direct."""
+        return f"{self.hub_url}{self.base_url.rstrip('/')}" if self.hub else self.url
+
+    @property
+    def hub_url(self) -> str:
+        """The public URL of JupyterHub (its proxy)."""
+        return f"http://127.0.0.1:{self.hub_port}"
+
+    @property
+    def projects_dir(self) -> Path:
+        """Where each project's shared directory (its workspaces' root) lives."""
+        return self.home / "projects"
 
     @property
     def dashboard_url(self) -> str:

@@ -215,11 +215,12 @@ def test_up_prints_each_step_then_how_to_connect_without_the_token(monkeypatch, 
     monkeypatch.setattr("loopml.launcher", fake, raising=False)
     result = CliRunner().invoke(main, ["up", "--data-dir", str(tmp_path), "--port", "9000", "--ray-address", "auto"])
     assert result.exit_code == 0, result.output
-    assert "later release" in result.stdout and "  started Ray head" in result.stdout
+    assert "headless" not in result.stdout and "  started Ray head" in result.stdout
+    assert calls[0].hub
     assert "http://127.0.0.1:9000" in result.stdout and "client.json" in result.stdout
     assert "tok-123" not in result.stdout and "export RAY_AUTH_MODE=token" in result.stdout
     assert (calls[0].port, calls[0].ray_address, calls[0].home) == (9000, "auto", tmp_path.resolve())
-    assert "later release" not in CliRunner().invoke(main, ["up", "--no-hub"]).stdout
+    assert "(headless: no hub)" in CliRunner().invoke(main, ["up", "--no-hub"]).stdout and not calls[-1].hub
     assert CliRunner().invoke(main, ["down"]).stdout == "stopped ray\n"
 
 

@@ -36,7 +36,7 @@ TREE = "sleep 300 & setsid sleep 301 & wait"
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "home", port=18801, mlflow_port=18802, ray_port=18810,
-                    ray_dashboard_port=18803, serve_port=18804)
+                    ray_dashboard_port=18803, serve_port=18804, hub=False)
 
 
 @pytest.fixture(autouse=True)

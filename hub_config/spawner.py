@@ -1,0 +1,129 @@
+"""Project workspaces: one named server per project, ``/user/<user>/<project>/``.
+
+:class:`ProjectSpawner` starts JupyterLab (``jupyterhub-singleuser``) in the project's shared
+directory (``<home>/projects/<project>``), with the environment that makes the CLI, the
+Python client and the magics work with no setup:
+
+- ``LOOPML_PROJECT``: the project (the default ``-P`` of every command),
+- ``LOOPML_URL``: the platform service, through the hub's proxy,
+- ``LOOPML_TOKEN``: the workspace's own hub token (the same as ``JUPYTERHUB_API_TOKEN``),
+  which may access the platform service and nothing else of the hub.
+
+A server without a name, or for a project the user is not a member of, is refused before
+anything starts, with a page that says why. Local processes run as the hub's OS user, so
+the projects' directories are not isolated from one another by the OS: use KubeSpawner
+(docs/hub.md) where that matters.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from typing import Any
+
+from jupyterhub.spawner import SimpleLocalProcessSpawner
+from tornado import web
+from traitlets import Unicode
+
+from loopml.auth import User
+from loopml.db import Database
+from loopml.errors import InvalidInput, LoopMLError, NotFound
+from loopml.names import check_name
+from loopml.projects import Project, ProjectService
+from loopml.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def refuse(status: int, message: str) -> web.HTTPError:
+    """An HTTPError whose message the hub's error page shows (not only its log)."""
+    error = web.HTTPError(status, message)
+    error.jupyterhub_message = message
+    return error
+
+
+class HubProjects:
+    """The platform's projects as the hub sees them (read from the platform DB)."""
+
+    def __init__(self, database_url: str, group_prefix: str) -> None:
+        self.service = ProjectService(Database(database_url), group_prefix=group_prefix)
+
+    @staticmethod
+    def as_user(hub_user: Any) -> User:
+        groups = frozenset(getattr(g, "name", g) for g in getattr(hub_user, "groups", None) or [])
+        return User(name=hub_user.name, admin=bool(getattr(hub_user, "admin", False)), groups=groups)
+
+    def for_user(self, hub_user: Any) -> list[Project]:
+        """The projects the hub user may open (members; admins see all)."""
+        return self.service.visible_to(self.as_user(hub_user))
+
+    def for_template(self, hub_user: Any) -> list[dict[str, Any]]:
+        """The home page's project list: name, whether its workspace runs, its URLs."""
+        if hub_user is None:
+            return []
+        try:
+            projects = self.for_user(hub_user)
+        except Exception as exc:  # noqa: BLE001 - the page must render; the log says why
+            log.warning("cannot list the projects of %s: %s", hub_user.name, exc)
+            return []
+        spawners = getattr(hub_user, "spawners", {}) or {}
+        rows = []
+        for project in projects:
+            spawner = spawners.get(project.name)
+            rows.append({"name": project.name, "running": bool(spawner and spawner.active),
+                         "open_url": f"spawn/{hub_user.name}/{project.name}",
+                         "member": project.name in project.members or project.group in self.as_user(hub_user).groups})
+        return rows
+
+    def check_member(self, hub_user: Any, project: str) -> Project:
+        """The project, if the hub user may open its workspace; else a 4xx naming why."""
+        try:
+            check_name("project", project)
+            found = self.service.get(project)
+        except InvalidInput as exc:
+            raise refuse(400, f"{exc} (a workspace is named after its project)") from None
+        except NotFound:
+            raise refuse(404, f"there is no project {project!r}: open a project listed on the home page") from None
+        except LoopMLError as exc:
+            raise refuse(503, str(exc)) from None
+        if not self.service.is_member(self.as_user(hub_user), found):
+            raise refuse(403, f"{hub_user.name} is not a member of project {project!r}, so its workspace "
+                                     "cannot be opened: ask a platform admin to add you")
+        return found
+
+
+@functools.cache
+def _projects(database_url: str, group_prefix: str) -> HubProjects:
+    return HubProjects(database_url, group_prefix)
+
+
+def hub_projects(settings: Settings) -> HubProjects:
+    """The (one per DB) :class:`HubProjects` of ``settings``."""
+    return _projects(settings.database_url, settings.project_group_prefix)
+
+
+def template_projects(database_url: str, group_prefix: str, hub_user: Any) -> list[dict[str, Any]]:
+    """The home page's project list (a plain function: JupyterHub deep-copies its config)."""
+    return _projects(database_url, group_prefix).for_template(hub_user)
+
+
+class ProjectSpawner(SimpleLocalProcessSpawner):
+    """A project workspace: JupyterLab rooted in the project's shared directory."""
+
+    projects_dir = Unicode(config=True, help="Directory holding each project's shared directory.")
+    platform_url = Unicode(config=True, help="The platform service's URL as workspaces reach it.")
+    database_url = Unicode(config=True, help="The platform DB (project membership is read from it).")
+    group_prefix = Unicode("loopml-", config=True, help="Hub group of project P: <prefix>P.")
+
+    async def start(self):
+        if not self.name:
+            raise refuse(400, "workspaces belong to projects: open one from the project list on the hub "
+                                     "home page (/hub/home)")
+        _projects(self.database_url, self.group_prefix).check_member(self.user, self.name)
+        self.notebook_dir = f"{self.projects_dir}/{self.name}"
+        return await super().start()
+
+    def get_env(self):
+        env = super().get_env()
+        env.update(LOOPML_PROJECT=self.name, LOOPML_URL=self.platform_url, LOOPML_TOKEN=self.api_token)
+        return env
