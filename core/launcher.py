@@ -94,7 +94,7 @@ from loopml._ray_local import (
 from loopml.errors import Conflict, InvalidInput, Unavailable
 from loopml.hub_config import launch as hub_launch
 from loopml.registry.server import STORE_DIR, mlflow_server_command
-from loopml.settings import ClientConfig, Settings, write_client_config
+from loopml.settings import ClientConfig, ProjectSeed, Settings, write_client_config
 
 __all__ = ["RayWorkerNode", "UpResult", "down", "free_port_block", "start_ray_worker_node", "status", "up"]
 
@@ -270,6 +270,8 @@ def _with_hub_defaults(settings: Settings) -> Settings:
     if hub_launch.uses_dev_idp(settings):
         update["oauth"] = settings.oauth.model_copy(update={
             "client_id": hub_launch.DEV_CLIENT_ID, "client_secret": _stored_secret(settings.home, "idp_client_secret")})
+        if not settings.projects:  # the demo users' project, so a first login has something to open
+            update["projects"] = [ProjectSeed(name=name) for name in hub_launch.DEV_PROJECTS]
     return settings.model_copy(update=update)
 
 

@@ -15,6 +15,7 @@ HERE = Path(__file__).resolve().parent
 
 DEV_CLIENT_ID = "loopml-hub"
 DEV_USERS_FILE = HERE / "dev_users.json"
+DEV_PROJECTS = ("demo",)  # created at start with the dev provider when no project is configured
 DEV_WARNING = ("WARNING: no identity provider is configured, so the bundled DEVELOPMENT OIDC provider runs (loopback "
                "only, demo users from {users}). Do not use it for real users: configure [oauth] (docs/hub.md).")
 

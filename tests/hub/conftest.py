@@ -5,7 +5,8 @@ test of this package and stopped with ``loopml down``, which must leave no proce
 
 Demo users (hub_config/dev_users.json, password "demo"): alice (group loopml-demo), bob
 (loopml-demo, loopml-fraud), carol (loopml-admins: a hub and platform admin), mallory (in no
-loopml group: may not log in). Projects ``demo`` and ``fraud`` exist, members from the groups.
+loopml group: may not log in). Projects ``demo`` (seeded by ``up``) and ``fraud`` exist, members
+from the groups.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def hub(tmp_path_factory) -> Hub:
     hub = Hub(home=home, hub_url=f"http://127.0.0.1:{base + 12}", platform_url=config["url"],
               admin_token=config["token"], env=env)
     admin = hub.client(hub.admin_token)
-    admin.create_project("demo")
+    assert [p.name for p in admin.projects()] == ["demo"]  # seeded for the dev provider's demo users
     admin.create_project("fraud")
     yield hub
     pids = _descendants([p["pid"] for p in hub.state()["processes"]])
