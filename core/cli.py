@@ -224,7 +224,8 @@ def list_projects(ctx: click.Context, as_json: bool) -> None:
     echo_table(
         ("NAME", "MEMBERS", "MAX JOBS", "CREATED"),
         (
-            (p.name, ",".join(p.members) or "-", p.max_concurrent_jobs or "-", fmt_time(p.created_at))
+            (p.name, ",".join(sorted({*p.members, *p.group_members})) or "-", p.max_concurrent_jobs or "-",
+             fmt_time(p.created_at))
             for p in projects
         ),
     )
@@ -249,6 +250,37 @@ def create_project(
         click.echo(f"created project {project.name}")
 
 
+@projects_group.command("update")
+@click.argument("name")
+@click.option("--member", "add", multiple=True, metavar="USER", help="Add a member; repeat for more.")
+@click.option("--remove-member", "remove", multiple=True, metavar="USER", help="Remove a member added by an admin.")
+@click.option("--max-concurrent-jobs", type=click.IntRange(min=1), default=None, help="Set the quota.")
+@click.option("--no-quota", is_flag=True, help="Remove the max-concurrent-jobs quota.")
+@json_option
+@click.pass_context
+def update_project(ctx: click.Context, name: str, add: tuple[str, ...], remove: tuple[str, ...],
+                   max_concurrent_jobs: int | None, no_quota: bool, as_json: bool) -> None:
+    """Add or remove members of project NAME, or change its quota (admins only).
+
+    Members from the identity provider's group (loopml-NAME) are not listed here: they
+    come and go with the group.
+    """
+    if max_concurrent_jobs is not None and no_quota:
+        raise click.UsageError("give --max-concurrent-jobs or --no-quota, not both")
+    client = client_from(ctx)
+    members = None
+    if add or remove:
+        current = client.project(name).members
+        members = sorted((set(current) | set(add)) - set(remove))
+    project = client.update_project(name, members=members, max_concurrent_jobs=max_concurrent_jobs,
+                                    clear_quota=no_quota)
+    if as_json:
+        echo_json(project)
+    else:
+        click.echo(f"updated project {project.name}: members {', '.join(project.members) or '-'}, "
+                   f"max concurrent jobs {project.max_concurrent_jobs or 'no limit'}")
+
+
 @projects_group.command("show")
 @click.argument("name", required=False)
 @json_option
@@ -263,6 +295,7 @@ def show_project(ctx: click.Context, name: str | None, as_json: bool) -> None:
         [
             ("name", project.name),
             ("members", ", ".join(project.members) or "-"),
+            (f"group {project.group}", ", ".join(project.group_members) or None),
             ("max concurrent jobs", project.max_concurrent_jobs or "no limit"),
             ("created", fmt_time(project.created_at)),
         ]

@@ -43,6 +43,7 @@ class FakePlatform:
         answers = [
             (r"GET /projects", lambda: [project | {"name": n} for n in self.projects]),
             (r"GET /projects/([^/]+)", lambda p: project | {"name": p}),
+            (r"PATCH /projects/([^/]+)", lambda p: project | {"name": p} | self.body()),
             (r"POST /projects/([^/]+)/jobs", lambda p: (201, job_json(project=p))),
             (r"GET /projects/[^/]+/jobs", lambda: self.jobs),
             (r"GET /projects/[^/]+/jobs/([^/]+)", lambda j: self.polls.pop(0) if len(self.polls) > 1 else self.polls[0]),
@@ -195,6 +196,11 @@ def test_projects_and_schedules(run, platform, notebook):
     assert json.loads(run("projects", "show", "--json").stdout)["name"] == "demo"
     result = run("schedules", "delete", "s1")
     assert result.exit_code == 0 and platform.requests[-1].method == "DELETE"
+    updated = run("projects", "update", "demo", "--member", "bob", "--remove-member", "alice", "--no-quota")
+    assert updated.exit_code == 0, updated.output
+    assert platform.body() == {"members": ["bob"], "clear_quota": True}
+    assert "updated project demo: members bob" in updated.stdout
+    assert run("projects", "update", "demo", "--max-concurrent-jobs", "2", "--no-quota").exit_code == 2
 
 
 def test_up_prints_each_step_then_how_to_connect_without_the_token(monkeypatch, tmp_path):
