@@ -200,6 +200,32 @@ def _session_orphans(record: ProcessRecord) -> list[psutil.Process]:
     return orphans
 
 
+MARKER = "LOOPML_HUB_INSTANCE"  # in the environment of the hub and of every process it starts
+
+
+def stop_marked(value: str, timeout: float) -> list[int]:
+    """Stop every process (and its descendants) whose environment has ``MARKER=value``: the
+    hub's proxy, service, workspaces and kernels, found even when the hub died before
+    stopping them (they are re-parented and may run in sessions of their own). Returns their
+    PIDs."""
+    marked = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.pid != os.getpid() and proc.environ().get(MARKER) == value:
+                marked.append(proc)
+    roots = [p for p in marked if not any(_is_ancestor(other, p) for other in marked if other is not p)]
+    for proc in roots:
+        logger.warning("stopping pid %d, left by the hub of %s", proc.pid, value)
+        _stop_tree(proc, timeout)
+    return [p.pid for p in marked]
+
+
+def _is_ancestor(candidate: psutil.Process, proc: psutil.Process) -> bool:
+    with contextlib.suppress(psutil.Error):
+        return any(parent.pid == candidate.pid for parent in proc.parents())
+    return False
+
+
 # -- ports ---------------------------------------------------------------------------------
 
 

@@ -77,6 +77,8 @@ from loopml._processes import (
     live_process,
     make_private_dir,
     spawn,
+    MARKER,
+    stop_marked,
     stop_record,
     wait_http,
     write_private,
@@ -377,6 +379,8 @@ def _keep_running(state: RunState, step: Callable[[str], None]) -> list[str]:
     for record in state.processes:
         if record not in keep:
             stop_record(record, timeout=30)  # it is not running; its orphans may be
+    if "hub" in missing:  # what a dead hub started (proxy, service, workspaces) may still run
+        stop_marked(str(Path(state.settings.get("data_dir", ".")).resolve()), timeout=30)
     for record in keep:
         step(f"{LABELS.get(record.name, f'Ray worker node {record.name}')} is running (pid {record.pid}): kept")
     stopped = {record.name: record.pid for record in state.processes if record not in keep}
@@ -458,7 +462,7 @@ def _start(settings: Settings, state: RunState, names: list[str], admin_token: s
                 wait_http(hub_launch.idp_health_url(settings), timeout, proc=proc)
             step(f"dev identity provider ready: {state.urls['idp']}")
         if "hub" in names:
-            env = _platform_env(settings, state, admin_token)
+            env = {**_platform_env(settings, state, admin_token), MARKER: str(home)}
             if settings.oauth.client_secret:
                 env["LOOPML_OAUTH__CLIENT_SECRET"] = settings.oauth.client_secret
             start("hub", hub_launch.hub_command(), env)
@@ -473,6 +477,8 @@ def _start(settings: Settings, state: RunState, names: list[str], admin_token: s
         for _, record in reversed(started.values()):
             stop_record(record, timeout=30)
             state.processes.remove(record)
+        if "hub" in started:
+            stop_marked(str(home), timeout=30)
         if state.processes:
             _write_state(home, state)
         else:
@@ -508,6 +514,8 @@ def down(home: Path, *, timeout: float = 30) -> list[str]:
     if state is None:
         return []
     stopped = [r.name for r in reversed(state.processes) if stop_record(r, timeout)]
+    if "hub" in state.components:
+        stop_marked(str(home), timeout)
     for record in state.processes:
         _remove_ray_temp_dir(record)
     (home / STATE_FILE).unlink(missing_ok=True)

@@ -147,8 +147,15 @@ class ProjectService:
         return visible
 
     def require_member(self, user: User, name: str) -> Project:
-        """The project, if ``user`` is a member or an admin; else 404/403 naming the project."""
-        project = self.get(name)
+        """The project, if ``user`` is a member or an admin; else 403 naming the project (also
+        for a project that does not exist, so names cannot be probed; admins get 404)."""
+        try:
+            project = self.get(name)
+        except NotFound:
+            if user.admin:
+                raise
+            raise Forbidden(f"user {user.name!r} is not a member of a project {name!r} (or it does not exist): "
+                            "`loopml projects list` shows yours", project=name) from None
         if not self.is_member(user, project):
             raise Forbidden(
                 f"user {user.name!r} is not a member of project {name!r}: ask a platform admin to add you",
@@ -177,11 +184,16 @@ def list_projects(user: User = Depends(current_user), service: ProjectService = 
     return service.visible_to(user, with_group_members=True)
 
 
-@router.post("/projects", response_model=Project, status_code=201)
-def create_project(spec: ProjectCreate, user: User = Depends(current_user), service: ProjectService = Depends(projects)):
-    """Create a project (admins only)."""
+def admin_user(user: User = Depends(current_user)) -> User:
+    """FastAPI dependency: the caller, who must be a platform admin (checked before the body is read)."""
     if not user.admin:
-        raise Forbidden("only platform admins create projects: ask one to create it for you")
+        raise Forbidden("only platform admins create and change projects: ask one to do it for you")
+    return user
+
+
+@router.post("/projects", response_model=Project, status_code=201)
+def create_project(spec: ProjectCreate, user: User = Depends(admin_user), service: ProjectService = Depends(projects)):
+    """Create a project (admins only): its hub group, shared directory and MLflow experiment too."""
     return service.create(spec)
 
 
@@ -193,9 +205,7 @@ def get_project(project: str, user: User = Depends(current_user), service: Proje
 
 @router.patch("/projects/{project}", response_model=Project)
 def update_project(
-    project: str, change: ProjectUpdate, user: User = Depends(current_user), service: ProjectService = Depends(projects)
+    project: str, change: ProjectUpdate, user: User = Depends(admin_user), service: ProjectService = Depends(projects)
 ):
     """Change members or quota (admins only)."""
-    if not user.admin:
-        raise Forbidden("only platform admins change projects")
     return service.update(project, change)

@@ -35,6 +35,7 @@ TEMPLATES = HERE / "templates"
 # Passed on to the platform service: its settings, and how to reach the instance's Ray cluster.
 SERVICE_ENV_PREFIXES = ("LOOPML_", "RAY_")
 SERVICE_ENV_KEEP = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH")
+SERVICE_START_TIMEOUT_S = 180  # the platform connects to Ray and starts Serve first; slow on a busy box
 SERVICE_SCOPES = ["list:users", "read:users", "list:groups", "read:groups", "admin:groups"]
 
 
@@ -113,6 +114,7 @@ def configure(c: Any, settings: Settings | None = None) -> None:
         "command": [sys.executable, "-m", "loopml.server"],
         "environment": service_environment(settings),
         "oauth_no_confirm": True,
+        "timeout": SERVICE_START_TIMEOUT_S,
         "display": True,
         "info": {"description": "loopml: jobs, models, endpoints, monitoring; admin panel for hub admins"},
     }]

@@ -61,7 +61,7 @@ def safe_next(url: str | None, default: str) -> str:
     protocol-relative ``//``, no backslash tricks, no control characters)."""
     if not url or not url.startswith("/") or url.startswith("//") or "\\" in url:
         return default
-    if any(ord(ch) < 32 for ch in url):
+    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in url):
         return default
     parts = urlsplit(url)
     if parts.scheme or parts.netloc:

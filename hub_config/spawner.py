@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Any
 
 from jupyterhub.spawner import SimpleLocalProcessSpawner
 from tornado import web
 from traitlets import Unicode
 
+from loopml._processes import MARKER
 from loopml.auth import User
 from loopml.db import Database
 from loopml.errors import InvalidInput, LoopMLError, NotFound
@@ -126,4 +128,6 @@ class ProjectSpawner(SimpleLocalProcessSpawner):
     def get_env(self):
         env = super().get_env()
         env.update(LOOPML_PROJECT=self.name, LOOPML_URL=self.platform_url, LOOPML_TOKEN=self.api_token)
+        if MARKER in os.environ:  # so `loopml down` finds the workspace even if the hub died
+            env[MARKER] = os.environ[MARKER]
         return env

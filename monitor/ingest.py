@@ -69,11 +69,13 @@ class CaptureService:
 
 
 def captures(request: Request) -> CaptureService:
-    return request.app.state.captures
+    """The capture service, once the caller's capture token is checked (before the body is read)."""
+    service = request.app.state.captures
+    service.check(bearer_token(request))
+    return service
 
 
 @router.post("/internal/capture", response_model=CaptureAccepted, status_code=202, include_in_schema=False)
-def capture(batch: CaptureBatch, request: Request, service: CaptureService = Depends(captures)):
+def capture(batch: CaptureBatch, service: CaptureService = Depends(captures)):
     """Store a replica's batch of captured requests (capture token only)."""
-    service.check(bearer_token(request))
     return CaptureAccepted(stored=service.store(batch))
