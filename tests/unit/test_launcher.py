@@ -571,3 +571,19 @@ def test_up_result_serialises_without_surprises(tmp_path: Path) -> None:
                                logs=tmp_path)
     assert json.loads(result.model_dump_json())["ray_dashboard_url"] is None
     assert (result.ray_env, result.started, result.kept) == ({}, [], [])
+
+
+def test_stop_marked_ends_what_a_dead_parent_left_in_other_sessions(tmp_path):
+    """The hub's proxy, service and workspaces carry the instance marker: found and stopped
+    even after the hub was killed and they were re-parented."""
+    env = {**os.environ, _processes.MARKER: str(tmp_path)}
+    parent = subprocess.Popen(["bash", "-c", TREE], env=env, start_new_session=True)
+    children = descendants_when_ready(parent.pid, 2)
+    parent.kill()
+    parent.wait()
+    assert all(child.is_running() for child in children)
+    stopped = _processes.stop_marked(str(tmp_path), timeout=5)
+    assert {child.pid for child in children} <= set(stopped)
+    psutil.wait_procs(children, timeout=5)
+    assert not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in children)
+    assert _processes.stop_marked(str(tmp_path), timeout=5) == []
