@@ -1,5 +1,10 @@
-"""The admin panel at ``<base>admin`` (placeholder router; the panel is being built)."""
+"""The admin panel at ``<base>admin``: server-rendered pages for hub admins.
 
-from fastapi import APIRouter
+Projects (members, quotas), jobs across projects, models, endpoints, open alerts, the Ray
+cluster and recent errors, with forms for the everyday admin actions. Who may see and act:
+:mod:`~loopml.hub_config.admin.pages`; the routes: :mod:`~loopml.hub_config.admin.routes`.
+"""
 
-router = APIRouter(include_in_schema=False)
+from loopml.hub_config.admin.routes import SECTIONS, router
+
+__all__ = ["SECTIONS", "router"]

@@ -1,0 +1,121 @@
+"""What each section of the admin panel shows, read from the platform's services.
+
+Every ``*_section`` function takes the app state, the admin looking and the page's query
+parameters, and returns its template's data; a :class:`~loopml.errors.LoopMLError` from a
+service (MLflow or the hub not answering…) propagates and is shown on the page. They call
+blocking services: run them from sync routes or a thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from loopml.auth import User
+from loopml.errors import InvalidInput
+from loopml.executor.models import Job, JobStatus
+from loopml.serving.models import Endpoint
+
+MAX_JOBS = 200  # rows of the jobs table, newest first
+MAX_FAILED_JOBS = 50  # rows of the recent errors' failed jobs
+GIB = 2**30
+_BYTE_RESOURCES = ("memory", "object_store_memory")
+
+
+def project_names(state: Any, admin: User) -> list[str]:
+    return [p.name for p in state.projects.visible_to(admin)]
+
+
+def _newest_jobs(state: Any, projects: list[str], status: JobStatus | None, limit: int) -> list[Job]:
+    jobs = [job for project in projects for job in state.jobs.list(project, status, limit=limit)]
+    return sorted(jobs, key=lambda job: job.created_at, reverse=True)
+
+
+def projects_section(state: Any, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
+    return {"projects": state.projects.visible_to(admin, with_group_members=True)}
+
+
+def job_filters(query: Mapping[str, str], projects: list[str]) -> dict[str, str]:
+    """The jobs table's filters (``project``, ``status``, ``user``; "" = any), checked."""
+    filters = {key: (query.get(key) or "").strip() for key in ("project", "status", "user")}
+    if filters["project"] and filters["project"] not in projects:
+        raise InvalidInput(f"no project {filters['project']!r} to filter on: pick one from the list", field="project")
+    if filters["status"] and filters["status"] not in JobStatus.__members__:
+        raise InvalidInput(f"unknown job status {filters['status']!r}: use one of {', '.join(JobStatus.__members__)}",
+                           field="status")
+    return filters
+
+
+def jobs_section(state: Any, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
+    """The newest :data:`MAX_JOBS` jobs of every project (or the filtered one)."""
+    projects = project_names(state, admin)
+    filters = job_filters(query, projects)
+    status = JobStatus(filters["status"]) if filters["status"] else None
+    jobs = _newest_jobs(state, [filters["project"]] if filters["project"] else projects, status, MAX_JOBS)
+    if filters["user"]:
+        jobs = [job for job in jobs if job.user == filters["user"]]
+    return {"jobs": jobs[:MAX_JOBS], "filters": filters, "projects": projects,
+            "statuses": list(JobStatus.__members__)}
+
+
+def models_section(state: Any, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
+    """Each project's registered models with their versions (newest first) and aliases."""
+    registry = state.registry
+    return {"models": {project: [registry.get(project, summary.name) for summary in registry.list(project)]
+                       for project in project_names(state, admin)}}
+
+
+def traffic(endpoint: Endpoint) -> list[tuple[int, float, str]]:
+    """``(version, percent, role)`` of each version the endpoint answers with."""
+    if endpoint.canary_version is None:
+        return [(endpoint.version, 100.0, "stable")]
+    canary = endpoint.canary_percent or 0.0
+    return [(endpoint.version, 100.0 - canary, "stable"), (endpoint.canary_version, canary, "canary")]
+
+
+def endpoints_section(state: Any, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
+    endpoints = [endpoint for project in project_names(state, admin) for endpoint in state.endpoints.list(project)]
+    return {"endpoints": [(endpoint, traffic(endpoint)) for endpoint in endpoints]}
+
+
+def alerts_section(state: Any, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
+    alerts = [alert for project in project_names(state, admin)
+              for alert in state.policies.alerts(project, status="open")]
+    return {"alerts": sorted(alerts, key=lambda alert: alert.opened_at, reverse=True)}
+
+
+def resource_text(resources: Mapping[str, float]) -> str:
+    """Ray resources as people read them: ``CPU 4, memory 7.5 GiB, node2 1`` (Ray's own
+    per-node ``node:…`` markers left out)."""
+    parts = []
+    for name, amount in sorted(resources.items(), key=lambda item: (item[0] not in ("CPU", "GPU"), item[0])):
+        if name.startswith("node:"):
+            continue
+        parts.append(f"{name} {amount / GIB:.1f} GiB" if name in _BYTE_RESOURCES else f"{name} {amount:g}")
+    return ", ".join(parts)
+
+
+def ray_nodes() -> list[dict[str, Any]]:
+    """The Ray cluster's nodes, when this process is connected to one ([] otherwise)."""
+    import ray
+
+    if not ray.is_initialized():
+        return []
+    return [{"id": node.get("NodeID", ""), "address": node.get("NodeManagerAddress", ""),
+             "hostname": node.get("NodeManagerHostname", ""), "alive": bool(node.get("Alive")),
+             "resources": resource_text(node.get("Resources") or {})}
+            for node in ray.nodes()]
+
+
+def cluster_section(state: Any, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
+    status = state.backend.status()
+    return {"status": status, "nodes": ray_nodes(),
+            "total": resource_text(status.get("resources") or {}),
+            "available": resource_text(status.get("available") or {})}
+
+
+def errors_section(state: Any, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
+    """The newest failed jobs with their error, and the platform's last warnings and errors."""
+    failed = _newest_jobs(state, project_names(state, admin), JobStatus.FAILED, MAX_FAILED_JOBS)
+    recent_logs = getattr(state, "recent_logs", None)
+    return {"failed": failed[:MAX_FAILED_JOBS], "logs": recent_logs.entries() if recent_logs else None}
