@@ -528,11 +528,27 @@ def test_ray_auth_headers_follow_rays_precedence(tmp_path: Path) -> None:
 
 def test_mlflow_command_is_lean_and_local(tmp_path: Path) -> None:
     argv, env = mlflow_server_command(tmp_path, 5050)
-    assert argv[0] == str(Path(sys.executable).with_name("mlflow")) and argv[1] == "server"
+    assert argv[:4] == [sys.executable, "-m", "loopml.registry._mlflow_exec", "server"]
     assert argv[argv.index("--workers") + 1] == "1" and argv[argv.index("--host") + 1] == "127.0.0.1"
     assert f"sqlite:///{tmp_path}/mlflow/mlflow.db" in argv and "--serve-artifacts" in argv
     assert "--disable-security-middleware" not in argv
     assert env == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
+def test_the_mlflow_server_runs_as_one_process_that_answers(tmp_path: Path) -> None:
+    """`mlflow server` would stay as a parent of its uvicorn: ours becomes the uvicorn."""
+    port = launcher.free_port_block(1)
+    (tmp_path / "mlflow").mkdir()
+    argv, env = mlflow_server_command(tmp_path, port)
+    proc = subprocess.Popen(argv, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        _processes.wait_http(f"http://127.0.0.1:{port}/health", 60, proc=proc)
+        server = psutil.Process(proc.pid)
+        assert "uvicorn" in server.cmdline() and server.children(recursive=True) == []
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 # -- waiting -------------------------------------------------------------------------------
