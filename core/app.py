@@ -27,6 +27,7 @@ from loopml.db import Database, migrate
 from loopml.errors import LoopMLError, http_status
 from loopml.executor import routes as executor_routes
 from loopml.executor.backend import JobBackend, RayJobBackend
+from loopml.executor.job_tokens import JobTokens
 from loopml.executor.schedules import ScheduleService
 from loopml.executor.service import JobService
 from loopml.hub_config import admin as admin_panel
@@ -166,14 +167,14 @@ class BodyLimit:
 
 
 def _hub_auth(app: FastAPI, settings: Settings) -> HubClient | None:
-    """Static tokens always; with the hub also hub tokens and browser sessions. Returns the
+    """Static tokens and job tokens always; with the hub also hub tokens and browser sessions. Returns the
     hub's API client, or None when the platform does not run as the hub's service."""
-    static = StaticTokenAuthenticator(settings)
-    app.state.authenticator, app.state.sessions = static, None
+    local = ChainAuthenticator(StaticTokenAuthenticator(settings), app.state.job_tokens)
+    app.state.authenticator, app.state.sessions = local, None
     if not (settings.hub and running_as_hub_service()):
         return None
     hub = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
-    app.state.authenticator = ChainAuthenticator(static, HubTokenAuthenticator(hub, settings.hub_service_name))
+    app.state.authenticator = ChainAuthenticator(local, HubTokenAuthenticator(hub, settings.hub_service_name))
     secret = hmac.new((settings.admin_token or os.environ["JUPYTERHUB_API_TOKEN"]).encode(), b"browser-sessions",
                       hashlib.sha256).hexdigest()
     app.state.sessions = BrowserSessions(settings, secret)
@@ -203,6 +204,7 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
         state.db = Database(settings.database_url)
         await asyncio.to_thread(migrate, state.db.engine)
         state.tracking = await asyncio.to_thread(JobTracking, settings.tracking_uri)
+        state.job_tokens = JobTokens(state.db, settings.admin_token)
         hub = _hub_auth(app, settings)
         state.projects = ProjectService(state.db, group_prefix=settings.project_group_prefix,
                                         hooks=ProjectSetup(settings, state.tracking.experiment_id, hub))
@@ -212,7 +214,7 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
         state.backend = backend or RayJobBackend(settings.ray_address, settings.dashboard_url, kernel_name=settings.kernel_name,
                                                  warm_kernels=settings.warm_kernels)
         await state.backend.start()
-        state.jobs = JobService(settings, state.db, state.tracking, state.backend)
+        state.jobs = JobService(settings, state.db, state.tracking, state.backend, job_tokens=state.job_tokens)
         state.captures = CaptureService(state.db, capture_token(settings))
         state.endpoints = EndpointService(settings, state.db, settings.tracking_uri, capture_token=state.captures.token)
         state.monitor = MonitorService(state.db, settings, state.endpoints, state.registry, state.captures)

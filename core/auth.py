@@ -25,6 +25,7 @@ class User:
     name: str
     admin: bool = False
     groups: frozenset[str] = frozenset()  # hub groups (from the identity provider); project P is <prefix>P
+    only_projects: frozenset[str] | None = None  # a job token: the job's project, nothing else
 
 
 class StaticTokenAuthenticator:

@@ -94,6 +94,8 @@ class ProjectService:
                        max_concurrent_jobs=row.max_concurrent_jobs, created_at=row.created_at)
 
     def is_member(self, user: User, project: Project) -> bool:
+        if user.only_projects is not None:  # a job token: its job's project only
+            return project.name in user.only_projects
         return user.admin or user.name in project.members or project.group in user.groups
 
     def create(self, spec: ProjectCreate, *, exist_ok: bool = False) -> Project:

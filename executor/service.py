@@ -24,6 +24,7 @@ from sqlalchemy.orm import object_session
 from loopml.db import Database, utcnow
 from loopml.errors import Conflict, InvalidInput, NotFound
 from loopml.executor.backend import JobBackend
+from loopml.executor.job_tokens import JobTokens
 from loopml.executor.models import Job, JobFailure, JobRequeue, JobStatus, JobSubmit, Progress, Resources, Trigger
 from loopml.executor.orm import JobOutputRow, JobRow
 from loopml.executor.params import validate_parameters
@@ -73,11 +74,13 @@ def _timestamp(value: str | None) -> dt.datetime | None:
 class JobService:
     """Submits, reads, cancels and requeues jobs; runs the dispatch and update loops."""
 
-    def __init__(self, settings: Settings, db: Database, tracking: JobTracking, backend: JobBackend) -> None:
+    def __init__(self, settings: Settings, db: Database, tracking: JobTracking, backend: JobBackend, *,
+                 job_tokens: JobTokens | None = None) -> None:
         self.settings = settings
         self.db = db
         self.tracking = tracking
         self.backend = backend
+        self.job_tokens = job_tokens
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -263,6 +266,9 @@ class JobService:
                "LOOPML_NOTEBOOK_SHA256": hashlib.sha256(row.notebook.encode()).hexdigest(),
                "MLFLOW_TRACKING_URI": self.tracking.tracking_uri, "MLFLOW_RUN_ID": row.mlflow_run_id or "",
                "MLFLOW_EXPERIMENT_ID": self.tracking.experiment_id(row.project)}
+        token = self.job_tokens.issue(row.id) if self.job_tokens else None
+        if token:  # the kernel may call the platform as the job's user, in its project, while it runs
+            env["LOOPML_TOKEN"] = token
         return {"job_id": row.id, "attempt": row.attempt, "notebook": row.notebook, "parameters": row.parameters,
                 "kernel_name": row.kernel_name or self.settings.kernel_name, "env": env,
                 "warm_kernels": self.settings.warm_kernels}
