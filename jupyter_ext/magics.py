@@ -135,6 +135,9 @@ class LoopmlMagics(Magics):
             name = name or self._cell_job_name()
         elif ns.notebook:
             notebook = Path(ns.notebook).expanduser()
+        elif _in_job():  # this notebook runs as a job already: submitting it again would never end
+            print(f"loopml: skipped: this notebook already runs as job {os.environ['LOOPML_JOB_ID']}")
+            return None
         else:
             notebook = current_notebook(os.environ, self.shell.user_ns, Path.cwd())
             print(f"submitting {notebook.name} as last saved")

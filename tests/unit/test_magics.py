@@ -252,6 +252,12 @@ def test_inside_a_job_an_error_raises_its_one_line(shell, monkeypatch):
     assert caught.value._render_traceback_() == ["loopml: job 'nope' does not exist in project 'p'"]
 
 
+def test_inside_a_job_submitting_the_current_notebook_is_skipped_not_recursive(shell, monkeypatch, capsys):
+    monkeypatch.setenv("LOOPML_JOB_ID", "j0")
+    assert shell.ip.run_line_magic("loopml", "submit -P p") is None
+    assert "already runs as job j0" in capsys.readouterr().out and shell.client.submitted == []
+
+
 def test_cell_magic_submits_the_cell(shell):
     result = shell.ip.run_cell_magic("loopml", "submit -P p -p C=0.5 --cpus 2 --wait", "print(C)\n")
     assert result == ("JobPanel", "j1", "p", True)
