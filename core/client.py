@@ -103,6 +103,11 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called (the client can no longer send requests)."""
+        return self._http.is_closed
+
     # -- platform ----------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
