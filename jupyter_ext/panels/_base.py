@@ -183,3 +183,8 @@ class Panel(ipywidgets.VBox):
             close_tree(child)
         self.error.close()
         super().close()
+
+
+def wide_layout() -> ipywidgets.Layout:
+    """A button layout as wide as its label (the default width cuts long labels off)."""
+    return ipywidgets.Layout(width="auto")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipywidgets
 
 from loopml.client import Client
-from loopml.jupyter_ext.panels._base import Panel, set_trait
+from loopml.jupyter_ext.panels._base import Panel, set_trait, wide_layout
 from loopml.jupyter_ext.panels._html import esc, fmt_time, link, table
 from loopml.serving.models import Endpoint
 
@@ -63,7 +63,7 @@ class EndpointPanel(Panel):
         self.rollback_button = ipywidgets.Button(description="Rollback", icon="undo", button_style="warning",
                                                  tooltip="Drop the canary, or go back to the previous version",
                                                  disabled=True)
-        self.promote_canary_button = ipywidgets.Button(description="Promote canary", icon="check",
+        self.promote_canary_button = ipywidgets.Button(description="Promote canary", icon="check", layout=wide_layout(),
                                                        tooltip="The canary version takes all traffic", disabled=True)
         self.rollback_button.on_click(lambda _: self._act("Rollback", self._rollback))
         self.promote_canary_button.on_click(lambda _: self._act("Promote canary", self._promote_canary))

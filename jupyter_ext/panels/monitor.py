@@ -10,7 +10,7 @@ import ipywidgets
 
 from loopml.client import Client
 from loopml.errors import NotFound
-from loopml.jupyter_ext.panels._base import Panel, close_tree, set_trait
+from loopml.jupyter_ext.panels._base import Panel, close_tree, set_trait, wide_layout
 from loopml.jupyter_ext.panels._html import Raw, colored, esc, fmt_num, fmt_time, table
 from loopml.jupyter_ext.panels._svg import bar_chart, line_chart
 from loopml.jupyter_ext.panels.job import JobPanel
@@ -123,10 +123,10 @@ class MonitorPanel(Panel):
         self.summary = ipywidgets.HTML(f"endpoint <code>{esc(endpoint)}</code>: loading…")
         self.charts = ipywidgets.HTML()
         self.alerts_html = ipywidgets.HTML()
-        self.requeue_button = ipywidgets.Button(description="Requeue training", icon="redo",
+        self.requeue_button = ipywidgets.Button(description="Requeue training", icon="redo", layout=wide_layout(),
                                                 tooltip="Run the serving version's training job again; "
                                                         "its version becomes the challenger", disabled=True)
-        self.promote_button = ipywidgets.Button(description="Promote challenger", icon="star",
+        self.promote_button = ipywidgets.Button(description="Promote challenger", icon="star", layout=wide_layout(),
                                                 button_style="success", disabled=True,
                                                 tooltip="Make the challenger champion and serve it here")
         self.result = ipywidgets.HTML()

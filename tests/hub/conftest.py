@@ -15,15 +15,18 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from loopml.client import Client
 from loopml.launcher import free_port_block
+from tests.hub import browser as web
 from tests.hub.login import oidc_login
 
 LOOPML = str(Path(sys.executable).with_name("loopml"))
@@ -99,3 +102,30 @@ def hub(tmp_path_factory) -> Hub:
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     left = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert not left, f"processes left after `loopml down`: {left}"
+
+
+@pytest.fixture(scope="package")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium, shared by the package's browser tests (each opens its own contexts)."""
+    with sync_playwright() as playwright:
+        chromium = web.launch(playwright)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def open_as(browser, hub) -> Iterator[Callable[[str], Page]]:
+    """``open_as(user)``: a page logged in to the hub as ``user`` (on the hub home), in a context of its own."""
+    contexts = []
+
+    def open_as(user: str) -> Page:
+        context = browser.new_context(viewport=web.VIEWPORT)
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(web.PAGE_MS)
+        web.log_in(page, hub.hub_url, user)
+        return page
+
+    yield open_as
+    for context in contexts:
+        context.close()
