@@ -100,8 +100,9 @@ def authenticator_config(settings: Settings, *, discover_endpoints=discover) -> 
         raise InvalidInput(f"{' and '.join(missing)} must be set for the {oauth.provider!r} identity provider "
                            "(config.toml [oauth] or LOOPML_OAUTH__CLIENT_ID / LOOPML_OAUTH__CLIENT_SECRET)")
     if oauth.provider == "github":
+        # team slugs are the groups: listing a user's teams needs the read:org scope
         return LoopmlGitHubAuthenticator, {**traits, "populate_teams_in_auth_state": True,
-                                           "auth_state_groups_key": _team_slugs}
+                                           "auth_state_groups_key": _team_slugs, "scope": ["read:user", "read:org"]}
     issuer = dev_issuer(settings) if oauth.provider == "dev" else oauth.issuer or ISSUERS.get(oauth.provider)
     urls = {"authorize_url": oauth.authorize_url, "token_url": oauth.token_url, "userdata_url": oauth.userdata_url}
     if oauth.provider == "dev":

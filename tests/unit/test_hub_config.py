@@ -58,6 +58,7 @@ def test_the_dev_provider_uses_its_fixed_endpoints_and_the_groups_claim(tmp_path
 def test_github_uses_team_slugs_as_groups(tmp_path):
     cls, traits = authenticator_config(settings_with(tmp_path, provider="github"))
     assert cls is LoopmlGitHubAuthenticator and traits["populate_teams_in_auth_state"]
+    assert "read:org" in traits["scope"]
     assert traits["auth_state_groups_key"]({"teams": [{"slug": "loopml-iris"}, {"name": "x"}]}) == ["loopml-iris"]
     cls(config=Config({cls.__name__: traits}))
 
