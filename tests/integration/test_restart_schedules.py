@@ -8,7 +8,7 @@ import time
 import psutil
 
 from loopml.executor.models import JobStatus, Trigger
-from tests.integration.conftest import LOOPML
+from tests.integration.platform_fixtures import LOOPML
 from tests.integration.notebooks import SLOW, notebook
 from tests.integration.test_failures import kernel_pid, wait_for
 

@@ -16,7 +16,7 @@ from sklearn.datasets import load_iris
 from loopml._ray_local import ray_auth_headers
 from loopml.executor.models import JobStatus
 from loopml.serving.service import app_name
-from tests.integration.conftest import LOOPML
+from tests.integration.platform_fixtures import LOOPML
 from tests.integration.test_restart_schedules import restart_platform_service
 from tests.integration.notebooks import TRAIN_AND_LOG
 
