@@ -14,13 +14,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
@@ -28,8 +26,8 @@ from loopml.client import Client
 from loopml.launcher import free_port_block
 from tests.hub import browser as web
 from tests.hub.login import oidc_login
+from tests.integration.platform_fixtures import LOOPML, down_leaving_nothing
 
-LOOPML = str(Path(sys.executable).with_name("loopml"))
 
 
 @dataclass
@@ -63,17 +61,6 @@ class Hub:
         return json.loads((self.home / "run" / "state.json").read_text())
 
 
-def _descendants(pids: list[int]) -> set[int]:
-    found = set()
-    for pid in pids:
-        try:
-            found.add(pid)
-            found.update(child.pid for child in psutil.Process(pid).children(recursive=True))
-        except psutil.NoSuchProcess:
-            pass
-    return found
-
-
 @pytest.fixture(scope="package")
 def hub(tmp_path_factory) -> Hub:
     home = tmp_path_factory.mktemp("loopml-hub-home")
@@ -96,12 +83,7 @@ def hub(tmp_path_factory) -> Hub:
     assert [p.name for p in admin.projects()] == ["demo"]  # seeded for the dev provider's demo users
     admin.create_project("fraud")
     yield hub
-    pids = _descendants([p["pid"] for p in hub.state()["processes"]])
-    stopped = subprocess.run([LOOPML, "down", "--data-dir", str(home)], env=env, capture_output=True, text=True,
-                             timeout=120)
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    left = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-    assert not left, f"processes left after `loopml down`: {left}"
+    down_leaving_nothing(home, env)
 
 
 @pytest.fixture(scope="package")

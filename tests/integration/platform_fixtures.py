@@ -45,6 +45,17 @@ class Platform:
         return json.loads((self.home / "run" / "state.json").read_text())
 
 
+def down_leaving_nothing(home: Path, env: dict[str, str]) -> None:
+    """``loopml down`` the instance of ``home`` and assert that no process it ran is left."""
+    state = json.loads((home / "run" / "state.json").read_text())
+    pids = _descendants([p["pid"] for p in state["processes"]])
+    stopped = subprocess.run([LOOPML, "down", "--data-dir", str(home)], env=env, capture_output=True, text=True,
+                             timeout=120)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    left = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not left, f"processes left after `loopml down`: {left}"
+
+
 def _descendants(pids: list[int]) -> set[int]:
     found = set()
     for pid in pids:
@@ -77,12 +88,7 @@ def platform(tmp_path_factory) -> Platform:
     platform = Platform(home=home, url=config["url"], admin_token=config["token"], alice_token=alice,
                         bob_token=bob, env=env)
     yield platform
-    pids = _descendants([p["pid"] for p in platform.state()["processes"]])
-    stopped = subprocess.run([LOOPML, "down", "--data-dir", str(home)], env=env, capture_output=True, text=True,
-                             timeout=120)
-    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    left = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-    assert not left, f"processes left after `loopml down`: {left}"
+    down_leaving_nothing(home, env)
 
 
 @pytest.fixture(scope="session")
