@@ -63,8 +63,9 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))  # the repo root, for the tests' scripted login
 from tests.hub.login import oidc_login  # noqa: E402
 
+from _platform import VENV_BIN, platform_env, state_records, stop_platform  # noqa: E402 (bench/ is on sys.path)
+
 RESULTS = BENCH / "results" / "footprint.md"
-VENV_BIN = Path(sys.executable).parent
 TARGET_MIB = 2.5 * 1024
 MIB = 1024 * 1024
 USER, PROJECT, MODEL, ENDPOINT = "alice", "demo", "iris", "iris"
@@ -91,14 +92,6 @@ class Platform:
     env: dict[str, str]
 
 
-def platform_env(home: Path) -> dict[str, str]:
-    """This environment without LOOPML_* / RAY_ADDRESS / JUPYTERHUB_*, with LOOPML_HOME=home and the venv on PATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPML_", "RAY_ADDRESS", "JUPYTERHUB_"))}
-    env["LOOPML_HOME"] = str(home)
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
 def start_platform(home: Path) -> Platform:
     """``loopml up`` (hub mode) in ``home`` on ports of its own, laid out as tests/hub/conftest.py does."""
     base = free_port_block(16)
@@ -114,45 +107,6 @@ def start_platform(home: Path) -> Platform:
         raise SystemExit(f"loopml up failed:\n{started.stdout}\n{started.stderr}")
     config = json.loads((home / "client.json").read_text())
     return Platform(home, f"http://127.0.0.1:{base + 12}", config["url"], config["token"], env)
-
-
-def state_records(home: Path) -> list[dict]:
-    try:
-        return json.loads((home / "run" / "state.json").read_text())["processes"]
-    except (OSError, ValueError, KeyError):
-        return []
-
-
-def platform_pids(home: Path) -> set[int]:
-    """PIDs of the platform's processes and their descendants (to check ``loopml down``)."""
-    pids = set()
-    for record in state_records(home):
-        try:
-            proc = psutil.Process(record["pid"])
-            pids.add(proc.pid)
-            pids.update(child.pid for child in proc.children(recursive=True))
-        except psutil.NoSuchProcess:
-            pass
-    return pids
-
-
-def stop_platform(home: Path) -> None:
-    """``loopml down``; complain loudly about any platform process left behind."""
-    pids = platform_pids(home)
-    stopped = subprocess.run([str(VENV_BIN / "loopml"), "down", "--data-dir", str(home)], env=platform_env(home),
-                             capture_output=True, text=True, timeout=180)
-    if stopped.returncode != 0:
-        print(f"!!! loopml down failed:\n{stopped.stdout}\n{stopped.stderr}")
-    left = [pid for pid in pids if _alive(pid)]
-    if left:
-        print(f"!!! processes left after `loopml down`: {left}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 # -- the workload: a workspace with a kernel, an endpoint ------------------------------------

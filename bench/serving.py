@@ -51,10 +51,11 @@ import psutil
 
 from loopml.launcher import free_port_block
 
+from _platform import VENV_BIN, platform_env, platform_pids, stop_platform  # bench/ is on sys.path
+
 BENCH = Path(__file__).parent
 RESULTS = BENCH / "results" / "serving.md"
 MLSERVER_VENV = BENCH / ".venvs" / "mlserver"
-VENV_BIN = Path(sys.executable).parent
 PROJECT, MODEL, ENDPOINT = "bench", "wine", "wine"
 CHECK_ROWS = (0, 70, 150)  # one row of each wine class
 TIMED_ROW = 0
@@ -156,14 +157,6 @@ def wait_ready(server: Server, port: int, path: str, timeout: float = 180) -> No
 # -- platform, model, endpoint ----------------------------------------------------------
 
 
-def platform_env(home: Path) -> dict[str, str]:
-    """This environment without LOOPML_* / RAY_ADDRESS, with LOOPML_HOME=home and the venv on PATH."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPML_", "RAY_ADDRESS"))}
-    env["LOOPML_HOME"] = str(home)
-    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
-    return env
-
-
 def start_platform(home: Path) -> tuple[dict[str, Any], str]:
     """``loopml up --no-hub`` in ``home`` with ports of its own; returns (client.json, MLflow URL)."""
     base = free_port_block(12)
@@ -176,42 +169,6 @@ def start_platform(home: Path) -> tuple[dict[str, Any], str]:
     if started.returncode != 0:
         raise SystemExit(f"loopml up failed:\n{started.stdout}\n{started.stderr}")
     return json.loads((home / "client.json").read_text()), f"http://127.0.0.1:{base + 1}"
-
-
-def platform_pids(home: Path) -> set[int]:
-    """PIDs of the platform's processes and their descendants (to check ``loopml down``)."""
-    try:
-        records = json.loads((home / "run" / "state.json").read_text())["processes"]
-    except (OSError, ValueError, KeyError):
-        return set()
-    pids = set()
-    for record in records:
-        try:
-            proc = psutil.Process(record["pid"])
-            pids.add(proc.pid)
-            pids.update(child.pid for child in proc.children(recursive=True))
-        except psutil.NoSuchProcess:
-            pass
-    return pids
-
-
-def stop_platform(home: Path) -> None:
-    """``loopml down``; complain loudly about any platform process left behind."""
-    pids = platform_pids(home)
-    stopped = subprocess.run([str(VENV_BIN / "loopml"), "down", "--data-dir", str(home)], env=platform_env(home),
-                             capture_output=True, text=True, timeout=180)
-    if stopped.returncode != 0:
-        print(f"!!! loopml down failed:\n{stopped.stdout}\n{stopped.stderr}")
-    left = [pid for pid in pids if _alive(pid)]
-    if left:
-        print(f"!!! processes left after `loopml down`: {left}")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def register_model(mlflow_url: str):
