@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from typing import Any
 
@@ -103,6 +104,7 @@ class _Reporter:
         self._log: list[str] = []
         self._log_sent = time.monotonic()
         self._snapshot_sent = 0.0
+        self._snapshot_timer: threading.Timer | None = None
 
     def drain_log(self) -> str:
         """The log text not sent yet (and forget it)."""
@@ -148,9 +150,37 @@ class _Reporter:
             if time.monotonic() - self._snapshot_sent > SNAPSHOT_EVERY_S:
                 patch["output"] = nbformat.writes(nb_man.nb)
                 self._snapshot_sent = time.monotonic()
+            else:
+                self._snapshot_later(nb_man.nb)
             self.send(**patch)
 
         nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
+
+    def _snapshot_later(self, nb) -> None:
+        """Send the snapshot the throttle held back as soon as it allows, so the output of
+        fast cells followed by a long one is kept even if the attempt dies in the long one."""
+        if self._snapshot_timer is not None:
+            return
+        delay = max(0.0, SNAPSHOT_EVERY_S - (time.monotonic() - self._snapshot_sent))
+        self._snapshot_timer = threading.Timer(delay, self._send_snapshot, args=(nb,))
+        self._snapshot_timer.daemon = True
+        self._snapshot_timer.start()
+
+    def _send_snapshot(self, nb) -> None:
+        """(Timer thread) the notebook as it is now; the log is left to the executing thread."""
+        self._snapshot_timer = None
+        if time.monotonic() - self._snapshot_sent < SNAPSHOT_EVERY_S / 2:
+            return  # a cell completed meanwhile and sent a newer one
+        for _ in range(3):
+            try:
+                text = nbformat.writes(nb)
+                break
+            except RuntimeError:  # the kernel's output changed the notebook while it was written
+                time.sleep(0.05)
+        else:
+            return
+        self._snapshot_sent = time.monotonic()
+        self.dispatcher.report.remote(self.job_id, self.attempt, {"output": text})
 
 
 class _ReportingEngine(NBClientEngine):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 
 import psutil
@@ -10,29 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from loopml.executor.models import JobStatus
 from tests.integration.notebooks import SLOW, notebook
-
-
-def wait_for(predicate, timeout: float = 60, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout} s")
-
-
-def kernel_pid(client, project, job_id) -> int:
-    found = wait_for(lambda: re.search(r"kernel pid (\d+)", client.logs(project, job_id)))
-    return int(found.group(1))
-
-
-def runner_process(job_id: str, attempt: int) -> psutil.Process:
-    title = f"ray::loopml-job:{job_id}:{attempt}"
-    for proc in psutil.process_iter(["cmdline"]):
-        if proc.info["cmdline"] and proc.info["cmdline"][0].startswith(title):
-            return proc
-    raise AssertionError(f"no process titled {title}")
+from tests.integration.processes import kernel_pid, wait_for
 
 
 def test_raising_cell_fails_with_its_cell_and_keeps_partial_output(platform, alice, project):
@@ -45,24 +22,6 @@ def test_raising_cell_fails_with_its_cell_and_keeps_partial_output(platform, ali
     assert cells[0]["outputs"][0]["text"] == "before\n" and cells[2]["outputs"] == []
     run = MlflowClient(platform.state()["urls"]["mlflow"]).get_run(job.mlflow_run_id)
     assert run.info.status == "FAILED"
-
-
-def test_killed_runner_is_retried(alice, project):
-    job = alice.submit(project, SLOW, parameters={"seconds": 3}, max_retries=1)
-    kernel_pid(alice, project, job.id)
-    runner_process(job.id, 1).kill()
-    done = alice.wait(project, job.id, timeout=120)
-    assert done.status == JobStatus.SUCCEEDED and done.attempt == 2
-    assert "attempt 1 failed: the runner's worker or node died" in alice.logs(project, job.id)
-
-
-def test_killed_runner_without_retries_fails_with_a_reason(alice, project):
-    job = alice.submit(project, SLOW, parameters={"seconds": 30}, max_retries=0)
-    kernel_pid(alice, project, job.id)
-    runner_process(job.id, 1).kill()
-    done = alice.wait(project, job.id, timeout=60)
-    assert done.status == JobStatus.FAILED and done.error.reason == "system"
-    assert "died" in done.error.message
 
 
 def test_cancel_stops_the_job_and_its_kernel_within_5_s(alice, project):

@@ -16,7 +16,7 @@ from sklearn.datasets import load_iris
 
 from loopml.executor.models import JobStatus, Trigger
 from tests.integration.notebooks import TRAIN_AND_LOG
-from tests.integration.test_failures import wait_for
+from tests.integration.processes import wait_for
 
 IRIS = load_iris(as_frame=True)
 SHIFTED = ["petal length (cm)", "petal width (cm)"]

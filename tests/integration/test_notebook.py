@@ -23,7 +23,7 @@ from sklearn.datasets import load_iris
 from loopml.executor.models import JobStatus
 from loopml.launcher import free_port_block
 from tests.integration.notebooks import TRAIN, TRAIN_AND_LOG, write
-from tests.integration.test_failures import wait_for
+from tests.integration.processes import wait_for
 
 pytestmark = pytest.mark.integration
 

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
 import time
 
-import psutil
 
 from loopml.executor.models import JobStatus, Trigger
-from tests.integration.platform_fixtures import LOOPML
 from tests.integration.notebooks import SLOW, notebook
-from tests.integration.test_failures import kernel_pid, wait_for
-
-
-def restart_platform_service(platform) -> None:
-    """Stop the platform service by PID, then `loopml up` again, which starts only what is missing."""
-    record = next(p for p in platform.state()["processes"] if p["name"] == "platform")
-    service = psutil.Process(record["pid"])
-    service.terminate()
-    service.wait(30)
-    again = subprocess.run([LOOPML, "up", "--no-hub", "--data-dir", str(platform.home)], env=platform.env,
-                           capture_output=True, text=True, timeout=180)
-    assert again.returncode == 0, again.stdout + again.stderr
+from tests.integration.processes import kernel_pid, restart_platform_service, wait_for
 
 
 def test_jobs_running_across_a_platform_restart_finish_and_are_recorded(platform, alice, project):

@@ -3,45 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import threading
 import time
 
 import httpx
-import psutil
 import pytest
-from sklearn.datasets import load_iris
 
-from loopml._ray_local import ray_auth_headers
 from loopml.executor.models import JobStatus
 from loopml.serving.service import app_name
-from tests.integration.platform_fixtures import LOOPML
-from tests.integration.test_restart_schedules import restart_platform_service
+from tests.integration.endpoints import COLUMNS, X, replica_pids, train_and_deploy
 from tests.integration.notebooks import TRAIN_AND_LOG
-
-X = load_iris(as_frame=True).data.iloc[:10]
-COLUMNS = list(X.columns)
 
 
 @pytest.fixture(scope="module")
 def endpoint(platform, admin):
     """A project with a trained iris model deployed from @champion to endpoint 'iris-ep'."""
-    project = "serving-demo"
-    admin.create_project(project, members=["alice"])
-    alice = platform.client()
-    job = alice.wait(project, alice.submit(project, TRAIN_AND_LOG).id, timeout=180)
-    assert job.status == JobStatus.SUCCEEDED
-    printed = [o.text for o in alice.output(project, job.id).cells[-1].outputs if o.get("name") == "stdout"]
-    predictions = json.loads(printed[-1].strip().splitlines()[-1])["predictions"]
-    answer = httpx.post(f"{platform.url}/api/v1/projects/{project}/endpoints", timeout=180,
-                        headers={"Authorization": f"Bearer {platform.alice_token}"},
-                        json={"name": "iris-ep", "model": "iris@champion"})
-    assert answer.status_code == 201, answer.text
-    deployed = answer.json()
-    assert deployed["endpoint"]["version"] == 1 and deployed["endpoint"]["status"] == "RUNNING"
-    yield {"project": project, "url": deployed["endpoint"]["url"], "key": deployed["key"],
-           "predictions": predictions}
+    return train_and_deploy(platform, admin, "serving-demo", "iris-ep")
 
 
 def post(endpoint, route: str, body, *, key: str | None = "use", content_type="application/json"):
@@ -138,14 +115,13 @@ def test_the_registry_names_the_endpoint_serving_a_version(platform, endpoint):
     model = httpx.get(f"{platform.url}/api/v1/projects/{endpoint['project']}/models/iris",
                       headers={"Authorization": f"Bearer {platform.alice_token}"}).json()
     serving = {v["version"]: v["lineage"]["endpoints"] for v in model["versions"]}
-    assert serving[1] == ["iris-ep"]
+    assert serving[1] == ["iris-ep", "ops-ep"]
 
 
 def test_scoring_requests_are_captured_with_features_and_predictions(platform, endpoint):
+    from loopml.monitor.orm import PredictionRow
     from sqlalchemy import create_engine, select
     from sqlalchemy.orm import Session
-
-    from loopml.monitor.orm import PredictionRow
 
     ids = {f"cap-{i}-{time.monotonic_ns()}": body for i, body in enumerate(
         [PAYLOADS["dataframe_split"], PAYLOADS["instances"], {"dataframe_records": [{**ROW, "bogus": 1.0}]}])}
@@ -181,7 +157,7 @@ def test_switching_versions_under_traffic_fails_no_request(platform, endpoint):
     assert job.status == JobStatus.SUCCEEDED
     seen: list[tuple[float, int, str]] = []
     stop = threading.Event()
-    replicas = _replica_pids(platform, app_name(endpoint["project"], "iris-ep"))
+    replicas = replica_pids(platform, app_name(endpoint["project"], "iris-ep"))
 
     def traffic() -> None:
         with httpx.Client(timeout=30) as http:
@@ -210,7 +186,7 @@ def test_switching_versions_under_traffic_fails_no_request(platform, endpoint):
         stop.set()
         loop.join(30)
     assert len(seen) > 20 and [s for s in seen if s[1] != 200] == []
-    assert _replica_pids(platform, app_name(endpoint["project"], "iris-ep")) == replicas  # swapped inside, no restart
+    assert replica_pids(platform, app_name(endpoint["project"], "iris-ep")) == replicas  # swapped inside, no restart
     history = httpx.get(f"{platform.url}/api/v1/projects/{endpoint['project']}/endpoints/iris-ep",
                         headers={"Authorization": f"Bearer {platform.alice_token}"}).json()["history"]
     assert [h["version"] for h in history] == [1, 2, 1]
@@ -243,66 +219,16 @@ def test_canary_takes_its_share_until_promoted_and_rollback_returns(platform, en
     assert no_canary.status_code == 409 and "no canary" in no_canary.json()["message"]
 
 
-def _replica_pids(platform, app: str) -> list[int]:
-    """PIDs of the live Serve replicas of application ``app``, from Ray's state API."""
-    state = platform.state()
-    answer = httpx.get(f"{state['urls']['ray']}/api/v0/actors", params={"limit": 10000}, timeout=30,
-                       headers=ray_auth_headers({**os.environ, **state["ray_env"]}))
-    assert answer.status_code == 200, answer.text
-    return [a["pid"] for a in answer.json()["data"]["result"]["result"]
-            if a["class_name"] == f"ServeReplica:{app}:model" and a["state"] == "ALIVE"]
-
-
-def test_killed_replica_is_replaced_and_no_request_hangs(platform, endpoint):
-    """Kill the only replica of a public endpoint under traffic: callers get errors, never a
-    hang, and the endpoint answers again within 30 s."""
-    project = endpoint["project"]
-    deployed = platform.cli("deploy", "iris/1", "--endpoint", "ops-ep", "--public", "-P", project, "--json")
-    assert deployed.returncode == 0, deployed.stderr
-    url = json.loads(deployed.stdout)["endpoint"]["url"] + "/invocations"
-    [pid] = _replica_pids(platform, app_name(project, "ops-ep"))
-    outcomes: list[tuple[float, float, int | str]] = []
-    stop = threading.Event()
-
-    def traffic() -> None:
-        while not stop.is_set():
-            began = time.monotonic()
-            try:
-                status = httpx.post(url, json=PAYLOADS["dataframe_split"], timeout=40).status_code
-            except httpx.HTTPError as exc:
-                status = type(exc).__name__
-            outcomes.append((began, time.monotonic() - began, status))
-            if status != 200:
-                time.sleep(0.2)
-
-    loop = threading.Thread(target=traffic)
-    loop.start()
-    try:
-        time.sleep(1)
-        psutil.Process(pid).kill()
-        killed = time.monotonic()
-        deadline = killed + 30
-        while time.monotonic() < deadline and not any(b > killed and s == 200 for b, _, s in outcomes):
-            time.sleep(0.2)
-    finally:
-        stop.set()
-        loop.join(60)
-    recovered = next((b for b, _, s in outcomes if b > killed and s == 200), None)
-    assert recovered is not None and recovered - killed <= 30, outcomes[-5:]
-    assert max(took for _, took, _ in outcomes) <= 31  # the request timeout (30 s) bounds every call
-    assert [pid] != _replica_pids(platform, app_name(project, "ops-ep"))
-
-
 def test_update_scales_in_place_and_rotates_the_key(platform, endpoint):
     project, app = endpoint["project"], app_name(endpoint["project"], "iris-ep")
-    before = _replica_pids(platform, app)
+    before = replica_pids(platform, app)
     scaled = platform.cli("endpoints", "update", "iris-ep", "--replicas", "2", "-P", project, "--json")
     assert scaled.returncode == 0, scaled.stderr
     assert json.loads(scaled.stdout)["endpoint"]["replicas"] == 2
     deadline = time.monotonic() + 60
-    while len(_replica_pids(platform, app)) < 2 and time.monotonic() < deadline:
+    while len(replica_pids(platform, app)) < 2 and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert len(_replica_pids(platform, app)) == 2 and set(before) <= set(_replica_pids(platform, app))  # no restart
+    assert len(replica_pids(platform, app)) == 2 and set(before) <= set(replica_pids(platform, app))  # no restart
 
     auto = platform.cli("endpoints", "update", "iris-ep", "--autoscale", "1:2", "-P", project)
     assert auto.returncode == 0 and "replicas 1:2 (auto)" in auto.stdout, auto.stderr
@@ -315,46 +241,10 @@ def test_update_scales_in_place_and_rotates_the_key(platform, endpoint):
     assert post(endpoint, INVOKE, PAYLOADS["dataframe_split"], key=rotated.key).status_code == 200
     endpoint["key"] = rotated.key
 
+    deployed = platform.cli("deploy", "iris/1", "--endpoint", "ops-ep", "--public", "-P", project)
+    assert deployed.returncode == 0, deployed.stderr
     public = platform.cli("endpoints", "update", "ops-ep", "--rotate-key", "-P", project)
     assert public.returncode == 1 and "is public: it has no key to rotate" in public.stderr
-
-
-def test_endpoints_serve_through_a_platform_restart_and_come_back_after_serve_is_lost(platform, endpoint):
-    """Serve does not depend on the platform process; on start the platform re-deploys what
-    Serve lost (here: all of Serve, shut down through Ray's dashboard while the platform was down)."""
-    failures, stop = [], threading.Event()
-
-    def traffic() -> None:
-        with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {endpoint['key']}"}) as http:
-            while not stop.is_set():
-                answer = http.post(endpoint["url"] + INVOKE, json=PAYLOADS["dataframe_split"])
-                if answer.status_code != 200:
-                    failures.append(answer.status_code)
-
-    loop = threading.Thread(target=traffic)
-    loop.start()
-    try:
-        restart_platform_service(platform)
-    finally:
-        stop.set()
-        loop.join(30)
-    assert failures == []
-
-    record = next(p for p in platform.state()["processes"] if p["name"] == "platform")
-    psutil.Process(record["pid"]).terminate()
-    psutil.Process(record["pid"]).wait(30)
-    state = platform.state()
-    gone = httpx.delete(f"{state['urls']['ray']}/api/serve/applications/", timeout=60,
-                        headers=ray_auth_headers({**os.environ, **state["ray_env"]}))
-    assert gone.status_code == 200, gone.text
-    again = subprocess.run([LOOPML, "up", "--no-hub", "--data-dir", str(platform.home)], env=platform.env,
-                           capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stdout + again.stderr
-    answer = post(endpoint, INVOKE, PAYLOADS["dataframe_split"])
-    assert answer.status_code == 200 and answer.json() == {"predictions": endpoint["predictions"]}
-    ops = httpx.post(endpoint["url"].replace("iris-ep", "ops-ep") + INVOKE, json=PAYLOADS["dataframe_split"],
-                     timeout=30)
-    assert ops.status_code == 200
 
 
 def test_endpoint_is_listed_and_deleted(platform, endpoint):
