@@ -1,6 +1,6 @@
 # The two commands of the README: `make up` and `make test`. Each creates or refreshes
 # .venv and installs what it needs (Python packages, the npm pieces in node_modules, and for
-# the tests Debian's chromium); nothing else has to be installed by hand.
+# the tests Debian's chromium and postgresql); nothing else has to be installed by hand.
 
 PYTHON ?= python3
 VENV := .venv
@@ -35,9 +35,18 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-liberation
 
+# The PostgreSQL of the scale-out tests: Debian's server binaries only. The fixture runs its own
+# server in a temp dir on a free loopback port; the system cluster the package may create is
+# never started by the tests.
+POSTGRES_STAMP := $(VENV)/.postgresql
+$(POSTGRES_STAMP): | $(PY)
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
+	touch $@
+
 install: $(VENV)/.installed node_modules/.installed
 
-install-test: $(VENV)/.installed-test node_modules/.installed $(CHROMIUM)
+install-test: $(VENV)/.installed-test node_modules/.installed $(CHROMIUM) $(POSTGRES_STAMP)
 
 up: install
 	$(VENV)/bin/loopml up $(UP_ARGS)

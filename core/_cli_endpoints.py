@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from loopml._cli_util import (
+    custom_resources,
     client_from,
     echo_fields,
     echo_json,
@@ -74,10 +75,14 @@ def _echo_deployed(deployed: Deployed) -> None:
 @click.option("--autoscale", default=None, metavar="MIN:MAX", help="Scale between MIN and MAX replicas with load.")
 @click.option("--canary", type=click.FloatRange(0, 100, min_open=True, max_open=True), default=None, metavar="PCT",
               help="Serve MODEL to PCT% of requests beside the live version (`endpoints promote` ends it).")
+@click.option("--resource", "custom", multiple=True, callback=custom_resources, metavar="NAME=AMOUNT",
+              help="Custom Ray resource each replica reserves, e.g. node2=0.1 to place replicas on the node "
+                   "that offers it; repeat for more (default: an existing endpoint keeps its own).")
 @json_option
 @click.pass_context
 def deploy(ctx: click.Context, model: str, endpoint_name: str, project: str | None, public: bool,
-           replicas: int | None, autoscale: str | None, canary: float | None, as_json: bool) -> None:
+           replicas: int | None, autoscale: str | None, canary: float | None, custom: dict[str, float],
+           as_json: bool) -> None:
     """Serve MODEL (NAME@ALIAS, NAME/VERSION, or NAME for NAME@champion) at an endpoint.
 
     Prints the URL, its request routes and, when the endpoint is created with a key, the key:
@@ -85,7 +90,8 @@ def deploy(ctx: click.Context, model: str, endpoint_name: str, project: str | No
     """
     project = resolve_project(ctx, project)
     deployed = client_from(ctx).deploy(project, model, endpoint_name, public=public, replicas=replicas,
-                                       canary=canary, autoscale=autoscale)
+                                       canary=canary, autoscale=autoscale,
+                                       resources={"custom": custom} if custom else None)
     if as_json:
         echo_json(deployed)
         return
@@ -137,6 +143,7 @@ def show_endpoint(ctx: click.Context, name: str, project: str | None, as_json: b
         ("v2 infer", infer),
         ("access", "public" if endpoint.public else "key"),
         ("replicas", scaling_text(endpoint)),
+        ("resources", endpoint.resources.text() or None),
         ("created", fmt_time(endpoint.created_at)),
         ("updated", fmt_time(endpoint.updated_at)),
     ])

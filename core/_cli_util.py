@@ -95,7 +95,7 @@ def params_option(f: F) -> F:
     )(f)
 
 
-def _custom_resources(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> dict[str, float]:
+def custom_resources(ctx: click.Context, param: click.Parameter, values: Sequence[str]) -> dict[str, float]:
     amounts: dict[str, float] = {}
     for name, amount in _pairs(ctx, param, values).items():
         try:
@@ -115,7 +115,7 @@ def job_options(f: F) -> F:
             "--resource",
             "custom",
             multiple=True,
-            callback=_custom_resources,
+            callback=custom_resources,
             metavar="NAME=AMOUNT",
             help="Custom Ray resource, e.g. node2=1; repeat for more.",
         ),

@@ -27,7 +27,7 @@ from loopml.executor.models import JobStatus, Resources
 from loopml.monitor.models import FeedbackItem
 from loopml.names import check_name
 from loopml.registry.names import short_name
-from loopml.serving.models import Autoscale, EndpointCreate, EndpointPatch
+from loopml.serving.models import Autoscale, EndpointCreate, EndpointPatch, EndpointResources
 
 Notebook = str | Path | Mapping[str, Any]
 """A notebook as ``submit`` takes it: a path to an .ipynb file, or its nbformat JSON."""
@@ -88,12 +88,13 @@ def validated(schema: type[BaseModel], **fields: Any) -> dict[str, Any]:
 
 
 def endpoint_create(model: str, endpoint: str, public: bool, replicas: int | None = None,
-                    canary: float | None = None, autoscale: str | Autoscale | None = None) -> dict[str, Any]:
-    """The ``EndpointCreate`` body, validated here so a bad name, reference, replica count or
-    autoscale range is an InvalidInput naming the field before any request. ``replicas`` and
-    ``autoscale`` left out keep an existing endpoint's scaling."""
+                    canary: float | None = None, autoscale: str | Autoscale | None = None,
+                    resources: EndpointResources | Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The ``EndpointCreate`` body, validated here so a bad name, reference, replica count,
+    autoscale range or resource is an InvalidInput naming the field before any request.
+    ``replicas``, ``autoscale`` and ``resources`` left out keep an existing endpoint's own."""
     return validated(EndpointCreate, name=endpoint, model=model, public=public, replicas=replicas,
-                      canary=canary, autoscale=_autoscale(autoscale))
+                      canary=canary, autoscale=_autoscale(autoscale), resources=resources)
 
 
 def endpoint_patch(replicas: int | None = None, autoscale: str | Autoscale | None = None,

@@ -21,7 +21,10 @@ import httpx
 
 from loopml._processes import wait_http, write_private
 from loopml.errors import InvalidInput, Unavailable
+from loopml.serving.admission import CALLBACK, CALLBACK_ENV, DEFAULT_LIMIT, LIMIT_ENV
 from loopml.settings import Settings
+
+log = logging.getLogger(__name__)
 
 logger = logging.getLogger(__name__)
 
@@ -146,9 +149,11 @@ def driver_env(home: Path, environ: Mapping[str, str], *, own_cluster: bool) -> 
     return env
 
 
-def node_env(ray_env: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def node_env(ray_env: Mapping[str, str], environ: Mapping[str, str] | None = None, *,
+             serve_max_inflight: int = DEFAULT_LIMIT) -> dict[str, str]:
     """The environment of a Ray node ``up`` starts: ``environ`` (default ours) without its
-    ``LOOPML_*`` variables, ``ray_env``, and niceness and drain settings.
+    ``LOOPML_*`` variables, ``ray_env``, niceness and drain settings, and the admission gate
+    of Serve's HTTP proxy (:mod:`loopml.serving.admission`) with its per-endpoint limit.
 
     Every job's kernel inherits its node's environment: the ``LOOPML_TOKEN`` of whoever ran
     ``up`` must not reach other users' notebooks.
@@ -161,6 +166,8 @@ def node_env(ray_env: Mapping[str, str], environ: Mapping[str, str] | None = Non
     # On SIGTERM a node waits up to 30 s to drain; `down` stops the whole local cluster,
     # so there is nowhere to drain to.
     env.setdefault("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
+    env[CALLBACK_ENV] = CALLBACK
+    env[LIMIT_ENV] = str(serve_max_inflight)
     return env
 
 
@@ -242,3 +249,20 @@ def wait_ray(dashboard: str, timeout: float, *, headers: dict[str, str], proc: s
     response = wait_http(f"{dashboard}/api/v0/nodes", max(1.0, deadline - time.monotonic()), proc=proc,
                          headers=headers, ready=lambda r: bool(matching(r)))
     return matching(response)[0]
+
+
+def shutdown_serve(dashboard: str, *, headers: dict[str, str], timeout: float) -> bool:
+    """Shut Ray Serve down gracefully through the dashboard (``serve.shutdown()``, which
+    returns once Serve's controller has stopped every application, or after 30 s).
+
+    Each replica then finishes its requests and runs its shutdown hook: an endpoint sends the
+    predictions it captured but had not sent yet to the platform, which must still be running.
+    Returns False when the dashboard does not answer within ``timeout`` seconds or fails;
+    the caller stops the processes anyway.
+    """
+    try:
+        httpx.delete(f"{dashboard}/api/serve/applications/", headers=headers, timeout=timeout).raise_for_status()
+    except httpx.HTTPError as exc:
+        log.warning("could not shut Serve down gracefully: %s", exc)
+        return False
+    return True

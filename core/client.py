@@ -26,7 +26,7 @@ from loopml.registry.models import Model, ModelSummary
 from loopml.registry.names import check_alias
 from loopml.registry.service import CHAMPION, check_version
 from loopml.monitor.models import Alert, Policy, PolicySpec, Requeued
-from loopml.serving.models import Autoscale, Deployed, Endpoint
+from loopml.serving.models import Autoscale, Deployed, Endpoint, EndpointResources
 from loopml.settings import read_client_config
 
 if TYPE_CHECKING:
@@ -337,7 +337,8 @@ class Client:
     # -- endpoints -----------------------------------------------------------------------
 
     def deploy(self, project: str, model: str, endpoint: str, *, public: bool = False, replicas: int | None = None,
-               canary: float | None = None, autoscale: str | Autoscale | None = None) -> Deployed:
+               canary: float | None = None, autoscale: str | Autoscale | None = None,
+               resources: EndpointResources | Mapping[str, Any] | None = None) -> Deployed:
         """Serve ``model`` (``NAME@ALIAS``, ``NAME/VERSION`` or ``NAME`` = ``NAME@champion``) at
         ``endpoint``, creating it or switching its version in place; waits up to
         :data:`DEPLOY_TIMEOUT_S` for a replica. The answer's ``key`` is set only when the
@@ -345,9 +346,11 @@ class Client:
         for a bad name or reference (before any request), :class:`NotFound` for an unknown version.
         With ``canary`` (a percentage) the version answers that share of requests beside the live one.
         ``replicas`` (default 1 for a new endpoint) or ``autoscale`` (``"MIN:MAX"``) set its scaling;
-        left out, an existing endpoint keeps its own.
+        left out, an existing endpoint keeps its own. ``resources`` (``{"custom": {"node2": 0.1}}``)
+        are the custom Ray resources each replica reserves, which place replicas on the nodes
+        that offer them; left out, an existing endpoint keeps its own.
         """
-        body = wire.endpoint_create(model, endpoint, public, replicas, canary, autoscale)
+        body = wire.endpoint_create(model, endpoint, public, replicas, canary, autoscale, resources)
         path = wire.api_path("projects", project, "endpoints")
         return self._parse(Deployed, self._request("POST", path, json=body, timeout=max(DEPLOY_TIMEOUT_S, self.timeout)))
 

@@ -1,8 +1,8 @@
 """The platform DB: one SQLAlchemy engine, sessions, and Alembic migrations.
 
 SQLite by default (WAL, busy timeout, so the API threads and background loops can
-share it), PostgreSQL through ``--db-url``. The schema is owned by the migrations in
-``loopml/migrations``; :func:`migrate` brings any DB to the newest revision.
+share it), PostgreSQL through ``--db-url`` (driver: psycopg 3). The schema is owned by the
+migrations in ``loopml/migrations``; :func:`migrate` brings any DB to the newest revision.
 """
 
 from __future__ import annotations
@@ -44,8 +44,17 @@ class Base(DeclarativeBase):
     """Declarative base of every table in the platform DB."""
 
 
+def sqlalchemy_url(url: str) -> str:
+    """``url`` with a bare ``postgresql://`` (or ``postgres://``) scheme naming psycopg 3,
+    the PostgreSQL driver loopml installs: SQLAlchemy's default for a bare scheme is
+    psycopg2, which is not a dependency. Any other URL is returned as given."""
+    scheme, sep, rest = url.partition("://")
+    return f"postgresql+psycopg://{rest}" if sep and scheme in ("postgresql", "postgres") else url
+
+
 def make_engine(url: str) -> Engine:
-    """An engine for ``url``; SQLite gets WAL and a busy timeout."""
+    """An engine for ``url`` (see :func:`sqlalchemy_url`); SQLite gets WAL and a busy timeout."""
+    url = sqlalchemy_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 

@@ -90,13 +90,14 @@ from loopml._ray_local import (
     node_env,
     ray_auth_headers,
     short_temp_dir,
+    shutdown_serve,
     wait_ray,
     worker_command,
 )
 from loopml.errors import Conflict, InvalidInput, Unavailable
 from loopml.hub_config import launch as hub_launch
 from loopml.registry.server import STORE_DIR, mlflow_server_command
-from loopml.settings import ClientConfig, ProjectSeed, Settings, write_client_config
+from loopml.settings import ClientConfig, ProjectSeed, Settings, load_settings, write_client_config
 
 __all__ = ["RayWorkerNode", "UpResult", "down", "free_port_block", "start_ray_worker_node", "status", "up"]
 
@@ -107,6 +108,7 @@ PROBE_TIMEOUT = 5.0  # how long a running component may take to answer before it
 STATE_FILE = Path("run") / "state.json"
 LOCK_FILE = Path("run") / "up.lock"
 SECRETS_FILE = "secrets.json"
+WORKER_NODE_GRACE_S = 5  # seconds a Ray worker node gets to stop in `down` before SIGKILL
 LOG_DIR = "logs"
 COMPONENTS = ("ray", "mlflow", "platform")  # headless (--no-hub)
 HUB_COMPONENTS = ("ray", "mlflow", "idp", "hub")  # the hub starts the platform service as its service
@@ -116,7 +118,7 @@ LABELS = {"ray": "Ray head", "mlflow": "MLflow server", "platform": "platform se
 SECRET_SETTINGS = ("admin_token", "tokens")
 SECRET_FIELDS_IN_ENV: dict = {"oauth": {"client_secret": True}}  # given on its own, to the hub only
 SECRET_FIELDS: dict = {"admin_token": True, "tokens": True, "oauth": {"client_secret": True}}
-URL_SETTINGS = ("db_url", "mlflow_uri", "ray_dashboard_url")  # secret when they carry a password
+URL_SETTINGS = ("db_url", "mlflow_uri", "mlflow_backend_uri", "ray_dashboard_url")  # secret when they carry a password
 
 
 # -- records -------------------------------------------------------------------------------
@@ -431,10 +433,11 @@ def _start(settings: Settings, state: RunState, names: list[str], admin_token: s
 
     try:
         if "ray" in names:
-            start("ray", head_command(settings), node_env(state.ray_env))
+            start("ray", head_command(settings),
+                  node_env(state.ray_env, serve_max_inflight=settings.serve_max_inflight))
         if "mlflow" in names:
             make_private_dir(home / STORE_DIR)
-            argv, extra = mlflow_server_command(home, settings.mlflow_port)
+            argv, extra = mlflow_server_command(home, settings.mlflow_port, settings.mlflow_backend_uri)
             start("mlflow", argv, {**os.environ, **extra})
         deadline = time.monotonic() + timeout
         if "ray" in started:
@@ -505,6 +508,9 @@ def _ray_headers(state: RunState) -> dict[str, str]:
 def down(home: Path, *, timeout: float = 30) -> list[str]:
     """Stop what ``up`` started from data dir ``home``, newest first, and remove the state file.
 
+    Ray Serve is shut down gracefully first (when ``up`` started the Ray head), so that
+    endpoints finish their requests and hand their captured predictions to the platform.
+
     Each process and its descendants get SIGTERM, then SIGKILL after ``timeout`` seconds.
     Returns the names of the components that were running. Idempotent: with no state file
     it returns ``[]``.
@@ -513,7 +519,14 @@ def down(home: Path, *, timeout: float = 30) -> list[str]:
     state = _read_state(home)
     if state is None:
         return []
-    stopped = [r.name for r in reversed(state.processes) if stop_record(r, timeout)]
+    ray = next((r for r in state.processes if r.name == "ray"), None)
+    if ray is not None and live_process(ray) is not None and "ray" in state.urls:
+        # Serve first, while the platform still runs: replicas drain and send what they captured.
+        shutdown_serve(state.urls["ray"], headers=_ray_headers(state), timeout=timeout)
+    # A worker node's `ray start --block` waits ~30 s on SIGTERM when actors ran on it (the
+    # raylet tries to drain them elsewhere); the whole cluster is going, so it gets a short grace.
+    stopped = [r.name for r in reversed(state.processes)
+               if stop_record(r, min(timeout, WORKER_NODE_GRACE_S) if r.name.startswith("ray-worker-") else timeout)]
     if "hub" in state.components:
         stop_marked(str(home), timeout)
     for record in state.processes:
@@ -656,7 +669,8 @@ def start_ray_worker_node(
     argv = worker_command(state.urls["ray_address"], name, base_port, num_cpus=num_cpus,
                           resources=dict(resources or {}), memory_mb=memory_mb, object_store_mb=object_store_mb,
                           temp_dir=short_temp_dir(f"{home}:{base_port}"))
-    proc, record = spawn(home, name, argv, node_env(state.ray_env))
+    limit = load_settings(data_dir=home).serve_max_inflight
+    proc, record = spawn(home, name, argv, node_env(state.ray_env, serve_max_inflight=limit))
     _put_record(state, record)
     _write_state(home, state)
     try:

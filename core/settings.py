@@ -89,7 +89,14 @@ class Settings(BaseSettings):
     ray_temp_dir: str | None = Field(None, description="Ray's temp dir (kept short: Ray puts sockets in it).")
     mlflow_uri: str | None = Field(None, description="Use this MLflow tracking server instead of starting one.")
     mlflow_port: int = Field(5050, description="Port of the MLflow server started by `loopml up`.")
+    mlflow_backend_uri: str | None = Field(
+        None, description="SQLAlchemy URL of the backend store of the MLflow server started by `loopml up`, e.g. "
+                          "postgresql+psycopg://USER:PASSWORD@HOST:5432/mlflow (default: SQLite in the data dir); "
+                          "unused with mlflow_uri. Secret when it carries a password: never logged or recorded.")
     serve_port: int = Field(8000, description="HTTP port of Ray Serve (model endpoints), on 127.0.0.1.")
+    serve_max_inflight: int = Field(8, ge=1, le=10_000, description=(
+        "Requests in flight per endpoint in each Serve HTTP proxy; more are refused at once with 503 and "
+        "Retry-After. Raise it for endpoints with many replicas."))
     max_request_mb: float = Field(10.0, description="Largest request body an endpoint accepts, in MiB.")
     capture_sample: float = Field(1.0, ge=0, le=1, description="Share of endpoint requests captured for "
                                   "monitoring (0 turns capture off).")

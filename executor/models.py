@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-import re
 from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from loopml.names import check_custom_resources
 from loopml.registry.models import ModelRef
-
-_RESOURCE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")
-_RESERVED_RESOURCES = {"CPU", "GPU", "memory", "object_store_memory"}
 
 
 class JobStatus(str, Enum):
@@ -49,12 +46,7 @@ class Resources(BaseModel):
     @field_validator("custom")
     @classmethod
     def _custom(cls, value: dict[str, float]) -> dict[str, float]:
-        for name, amount in value.items():
-            if not _RESOURCE_NAME.fullmatch(name) or name in _RESERVED_RESOURCES:
-                raise ValueError(f"invalid custom resource name {name!r}: use letters, digits, '_', '.', ':' or '-'")
-            if not amount > 0:
-                raise ValueError(f"custom resource {name!r} must be a positive amount")
-        return value
+        return check_custom_resources(value)
 
     def ray_options(self) -> dict[str, Any]:
         options: dict[str, Any] = {"num_cpus": self.cpus, "num_gpus": self.gpus}

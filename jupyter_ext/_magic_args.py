@@ -34,7 +34,7 @@ USAGE = """\
 %loopml models [show] NAME                                -> ModelsPanel of NAME
 %loopml promote NAME VERSION   (or: models promote ...)   -> ModelsPanel of NAME, after promoting
 %loopml deploy MODEL --endpoint NAME [--public] [--replicas N] [--autoscale MIN:MAX] [--canary PCT]
-                                                          -> EndpointPanel (.key: the new key)
+               [--resource NAME=AMOUNT]...                -> EndpointPanel (.key: the new key)
 %loopml endpoints [list]                                  -> an endpoint picker over its EndpointPanel
 %loopml endpoints [show] NAME                             -> EndpointPanel
 %loopml endpoints update NAME [--replicas N] [--autoscale MIN:MAX] [--canary PCT] [--rotate-key]
@@ -213,6 +213,8 @@ def build_parser() -> _Parser:
     deploy.add_argument("--endpoint", dest="endpoint_name", required=True, metavar="NAME", help="Endpoint name.")
     deploy.add_argument("--public", action="store_true", help="Serve without a key (only when creating it).")
     _scaling(deploy)
+    deploy.add_argument("--resource", dest="custom", action="append", type=_amount, default=[],
+                        metavar="NAME=AMOUNT", help="Custom Ray resource each replica reserves; repeat for more.")
 
     endpoints = commands.add_parser("endpoints", help="Model endpoints.", allow_abbrev=False)
     actions = endpoints.add_subparsers(dest="action", required=True, parser_class=_Parser)

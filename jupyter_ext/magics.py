@@ -245,7 +245,8 @@ class LoopmlMagics(Magics):
 
         project = self._project(ns)
         deployed = self.client.deploy(project, ns.model, ns.endpoint_name, public=ns.public, replicas=ns.replicas,
-                                      canary=ns.canary, autoscale=ns.autoscale)
+                                      canary=ns.canary, autoscale=ns.autoscale,
+                                      resources={"custom": dict(ns.custom)} if ns.custom else None)
         endpoint = deployed.endpoint
         print(f"endpoint {endpoint.name} serves {version_text(endpoint)} at {endpoint.url}")
         return self._endpoint_panel(project, endpoint.name, deployed.key)

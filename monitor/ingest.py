@@ -61,11 +61,11 @@ class CaptureService:
         if not rows:
             return 0
         insert = pg_insert if self.db.engine.dialect.name == "postgresql" else sqlite_insert
+        # RETURNING, not rowcount: with SQLAlchemy 2.1 on psycopg 3 the rowcount of this INSERT is -1
         statement = insert(PredictionRow).values(rows).on_conflict_do_nothing(
-            index_elements=["project", "endpoint", "request_id"])
+            index_elements=["project", "endpoint", "request_id"]).returning(PredictionRow.request_id)
         with self.db.session() as session:
-            stored = session.execute(statement).rowcount
-        return max(stored, 0)
+            return len(session.execute(statement).all())
 
 
 def captures(request: Request) -> CaptureService:

@@ -9,7 +9,11 @@ background-job runner). The platform needs far less, so the server runs with:
 - **proxied artifacts** (``--serve-artifacts`` with ``--artifacts-destination``): clients
   upload and download artifacts through the server's HTTP API instead of writing to the
   store's directory, so a job on any Ray node that reaches the server can log models;
-- a SQLite backend store in the data dir.
+- a SQLite backend store in the data dir, or the ``mlflow_backend_uri`` setting's database
+  (PostgreSQL through psycopg 3: ``postgresql+psycopg://``; a bare ``postgresql://`` means
+  the same). The store URI travels in the environment (``MLFLOW_BACKEND_STORE_URI``, which
+  ``mlflow server`` reads), never in argv: a database URL carries a password, and argv is
+  visible to every user in ``ps`` and recorded in the state file.
 
 - **one process**: ``mlflow server`` would keep itself alive next to the uvicorn it
   starts; :mod:`loopml.registry._mlflow_exec` becomes that uvicorn instead.
@@ -23,26 +27,30 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from loopml.db import sqlalchemy_url
+
 STORE_DIR = "mlflow"
 
 
-def mlflow_server_command(home: Path, port: int) -> tuple[list[str], dict[str, str]]:
+def mlflow_server_command(home: Path, port: int, backend_uri: str | None = None) -> tuple[list[str], dict[str, str]]:
     """The argv and the extra environment of the MLflow server for data dir ``home``.
 
-    The backend store is ``<home>/mlflow/mlflow.db`` and artifacts live under
-    ``<home>/mlflow/artifacts``; the caller creates ``<home>/mlflow`` and merges the
-    returned environment over its own. ``mlflow`` is taken from the running interpreter's
-    environment. Pure: nothing is started or created.
+    The backend store is ``backend_uri`` (a SQLAlchemy URL; the ``mlflow_backend_uri``
+    setting), by default ``<home>/mlflow/mlflow.db``; it is in the returned environment as
+    ``MLFLOW_BACKEND_STORE_URI``, never in argv. Artifacts live under
+    ``<home>/mlflow/artifacts`` either way. The caller creates ``<home>/mlflow`` and merges
+    the returned environment over its own. ``mlflow`` is taken from the running
+    interpreter's environment. Pure: nothing is started or created.
     """
     store = Path(home) / STORE_DIR
     argv = [
         sys.executable, "-m", "loopml.registry._mlflow_exec",  # `mlflow server`, in one process
         "server",
-        "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
         "--artifacts-destination", str(store / "artifacts"),
         "--serve-artifacts",
         "--host", "127.0.0.1",
         "--port", str(port),
         "--workers", "1",
     ]
-    return argv, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    backend = sqlalchemy_url(backend_uri) if backend_uri else f"sqlite:///{store / 'mlflow.db'}"
+    return argv, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": backend}

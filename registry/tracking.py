@@ -84,7 +84,10 @@ class JobTracking:
             tags["loopml.parent_job_id"] = parent_id
         try:
             run = self.client.create_run(experiment_id, run_name=tags["mlflow.runName"])
-            run_id = run.info.run_id
+        except Exception as exc:
+            raise self._unavailable(exc) from None
+        run_id = run.info.run_id
+        try:
             self.client.log_batch(
                 run_id,
                 params=[Param(k, str(v)[:MAX_PARAM_CHARS]) for k, v in parameters.items()],
@@ -92,6 +95,7 @@ class JobTracking:
             )
             self.client.log_text(run_id, notebook, "notebook/input.ipynb")
         except Exception as exc:
+            self.delete_run(run_id)  # no half-created run: the job is refused whole
             raise self._unavailable(exc) from None
         return run_id
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from typing import Any
 
-from loopml.names import check_name
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from loopml.names import check_custom_resources, check_name
 
 _MODEL_REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,140}?)(?:@(?P<alias>[a-z][a-z0-9_-]{0,63})|/(?P<version>\d{1,9}))?$")
 
@@ -36,6 +38,38 @@ class Autoscale(BaseModel):
         return cls(min=int(low), max=int(high))
 
 
+class EndpointResources(BaseModel):
+    """What each replica reserves on the Ray cluster besides its fixed CPU share: custom Ray
+    resources, validated like a job's ``resources.custom``. ``{"custom": {"node2": 0.1}}``
+    places every replica on a node that offers ``node2`` (and takes 0.1 of it)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    custom: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources per replica, e.g. {'node2': 0.1} to place replicas on the node that "
+                    "offers it.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_custom(cls, value: Any) -> Any:
+        if isinstance(value, dict) and set(value) - {"custom"}:
+            unknown = ", ".join(sorted(map(str, set(value) - {"custom"})))
+            raise ValueError(f"unknown field(s) {unknown}: an endpoint replica takes only custom Ray resources, "
+                             'given as {"custom": {"NAME": AMOUNT}}, e.g. {"custom": {"node2": 0.1}}')
+        return value
+
+    @field_validator("custom")
+    @classmethod
+    def _custom(cls, value: dict[str, float]) -> dict[str, float]:
+        return check_custom_resources(value)
+
+    def text(self) -> str:
+        """``node2=0.1, fast=1``; empty when there are none."""
+        return ", ".join(f"{name}={amount:g}" for name, amount in self.custom.items())
+
+
 def _one_scaling(spec: BaseModel) -> None:
     if spec.autoscale is not None and "replicas" in spec.model_fields_set and spec.replicas is not None:
         raise ValueError("give either replicas or autoscale, not both")
@@ -51,6 +85,9 @@ class EndpointCreate(BaseModel):
     autoscale: Autoscale | None = Field(None, description="Scale between min and max replicas instead.")
     canary: float | None = Field(None, gt=0, lt=100,
                                  description="Serve this version to PCT% of requests beside the live one.")
+    resources: EndpointResources | None = Field(
+        None, description="Custom Ray resources each replica reserves (placement); left out, an existing "
+                          "endpoint keeps its own. A change restarts the replicas where the resources are.")
 
     @model_validator(mode="after")
     def _scaling(self) -> EndpointCreate:
@@ -118,6 +155,8 @@ class Endpoint(BaseModel):
     public: bool
     replicas: int = Field(description="Fixed replicas, or the minimum when autoscaling.")
     autoscale: Autoscale | None = None
+    resources: EndpointResources = Field(default_factory=EndpointResources,
+                                         description="Custom Ray resources each replica reserves.")
     status: str
     created_at: dt.datetime
     updated_at: dt.datetime

@@ -27,6 +27,8 @@ class EndpointRow(Base):
     key_hash: Mapped[str | None] = mapped_column(String(64), nullable=True, doc="sha256 of the bearer key.")
     replicas: Mapped[int] = mapped_column(Integer, default=1, doc="Fixed replicas, or the minimum when autoscaling.")
     max_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True, doc="Set when autoscaling.")
+    resources: Mapped[dict[str, Any] | None] = mapped_column(
+        JSON, nullable=True, doc="EndpointResources of each replica ({'custom': {...}}); None: none.")
     status: Mapped[str] = mapped_column(String(16), default="DEPLOYING")
     history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -21,15 +21,24 @@ from loopml.db import Database, utcnow
 from loopml.errors import Conflict, InvalidInput, NotFound, Unavailable
 from loopml.registry.names import registered_name, short_name
 from loopml.serving.deployment import ModelEndpoint, key_hash
-from loopml.serving.models import Autoscale, Deployed, Endpoint, EndpointCreate, EndpointPatch, HistoryEntry
+from loopml.serving.models import (
+    Autoscale,
+    Deployed,
+    Endpoint,
+    EndpointCreate,
+    EndpointPatch,
+    EndpointResources,
+    HistoryEntry,
+)
 from loopml.serving.orm import EndpointRow
 from loopml.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-# Autoscaling adds a replica when each one has this many requests in flight on average.
-TARGET_ONGOING_REQUESTS = 4
+# Autoscaling adds a replica when each one has this many requests in flight on average:
+# half of what a replica holds (deployment.MAX_ONGOING_REQUESTS), so it scales before refusing.
+TARGET_ONGOING_REQUESTS = 2
 
 
 APP_SEPARATOR = "."  # project and endpoint names never hold it (names.check_name), so no two collide
@@ -60,6 +69,34 @@ def _scaling(row: EndpointRow) -> dict:
     return {"autoscaling_config": {"min_replicas": row.replicas, "max_replicas": row.max_replicas,
                                    "initial_replicas": row.replicas,
                                    "target_ongoing_requests": TARGET_ONGOING_REQUESTS}}
+
+
+def _placement(row: EndpointRow) -> dict:
+    """Serve options for the row's custom resources: the deployment's own actor options (its
+    CPU share) plus ``resources``; none when the row has none, so the options stay the
+    decorator's."""
+    custom = (row.resources or {}).get("custom")
+    if not custom:
+        return {}
+    return {"ray_actor_options": {**ModelEndpoint.ray_actor_options, "resources": dict(custom)}}
+
+
+def _check_offered(custom: dict[str, float]) -> None:
+    """:class:`InvalidInput` unless some live node of the Ray cluster offers every resource of
+    ``custom`` in that amount: Serve would otherwise wait for such a node without end.
+    (A cluster whose autoscaler could add that node has to run one first.)"""
+    import ray
+
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    if any(all(offered.get(name, 0) >= amount for name, amount in custom.items()) for offered in nodes):
+        return
+    known = sorted({name for offered in nodes for name in offered
+                    if name not in ("CPU", "GPU", "memory", "object_store_memory")
+                    and not name.startswith(("node:", "accelerator_type:"))})
+    wanted = ", ".join(f"{name}={amount:g}" for name, amount in custom.items())
+    raise InvalidInput(f"resources: no node of the Ray cluster offers {wanted} to one replica (custom resources "
+                       f"of its nodes: {', '.join(known) or 'none'}); use a resource a node offers, in an amount "
+                       "it has, or start a node that offers it", field="resources")
 
 
 def _set_scaling(row: EndpointRow, replicas: int | None, autoscale: Autoscale | None) -> str:
@@ -140,7 +177,7 @@ class EndpointService:
     def _run(self, row: EndpointRow) -> None:
         from ray import serve
 
-        deployment = ModelEndpoint.options(**_scaling(row), user_config=self._config(row))
+        deployment = ModelEndpoint.options(**_scaling(row), **_placement(row), user_config=self._config(row))
         deployment._version = self._code_version  # Serve's only hook for a stable code version
         app = deployment.bind()
         with self._lock:
@@ -150,9 +187,13 @@ class EndpointService:
         """Create the endpoint, or move an existing one to the requested version (no restart).
 
         With ``spec.canary`` the version answers that share of requests beside the live one
-        until :meth:`promote` (or :meth:`rollback` drops it).
+        until :meth:`promote` (or :meth:`rollback` drops it). ``spec.resources`` (left out: an
+        existing endpoint keeps its own) become each replica's custom Ray resources; a change
+        restarts the replicas where they fit. :class:`InvalidInput` when no node offers them.
         """
         full, version, alias = self._resolve(project, spec)
+        if spec.resources is not None and spec.resources.custom:
+            _check_offered(spec.resources.custom)
         key = None
         with self.db.session() as session:
             row = session.scalar(select(EndpointRow).where(EndpointRow.project == project,
@@ -180,6 +221,9 @@ class EndpointService:
                 row.canary_version = row.canary_percent = None
             if spec.autoscale is not None or "replicas" in spec.model_fields_set or row.replicas is None:
                 _set_scaling(row, spec.replicas, spec.autoscale)
+            if spec.resources is not None and spec.resources.model_dump() != (row.resources or {"custom": {}}):
+                row.resources = spec.resources.model_dump() if spec.resources.custom else None
+                action += f", resources {spec.resources.text() or 'none'}"
             self._history(row, user, action, version, "canary" if spec.canary is not None else "stable")
             session.flush()
             session.expunge(row)
@@ -315,5 +359,6 @@ class EndpointService:
                         canary_percent=row.canary_percent, public=row.public, replicas=row.replicas,
                         autoscale=None if row.max_replicas is None else Autoscale(min=row.replicas,
                                                                                   max=row.max_replicas),
-                        status=row.status, created_at=row.created_at, updated_at=row.updated_at,
+                        resources=EndpointResources(**(row.resources or {})), status=row.status,
+                        created_at=row.created_at, updated_at=row.updated_at,
                         history=[HistoryEntry(**h) for h in row.history])

@@ -48,11 +48,16 @@ def score(endpoint: dict, *, http: httpx.Client | None = None, request_id: str |
     return send(endpoint["url"] + INVOKE, json=ROWS, headers=headers, timeout=timeout)
 
 
-def replica_pids(platform, app: str) -> list[int]:
-    """PIDs of the live Serve replicas of application ``app``, from Ray's state API."""
+def replica_actors(platform, app: str) -> list[dict]:
+    """The live Serve replicas of application ``app`` (``pid``, ``node_id``…), from Ray's state API."""
     state = platform.state()
     answer = httpx.get(f"{state['urls']['ray']}/api/v0/actors", params={"limit": 10000}, timeout=30,
                        headers=ray_auth_headers({**os.environ, **state["ray_env"]}))
     assert answer.status_code == 200, answer.text
-    return [a["pid"] for a in answer.json()["data"]["result"]["result"]
+    return [a for a in answer.json()["data"]["result"]["result"]
             if a["class_name"] == f"ServeReplica:{app}:model" and a["state"] == "ALIVE"]
+
+
+def replica_pids(platform, app: str) -> list[int]:
+    """PIDs of the live Serve replicas of application ``app``."""
+    return [a["pid"] for a in replica_actors(platform, app)]

@@ -68,14 +68,15 @@ def _descendants(pids: list[int]) -> set[int]:
     return found
 
 
-@pytest.fixture(scope="session")
-def platform(tmp_path_factory) -> Platform:
-    home = tmp_path_factory.mktemp("loopml-home")
+def start_platform(home: Path, extra_config: str = "") -> tuple[Platform, str]:
+    """``loopml up --no-hub`` from data dir ``home`` on a free port block, with tokens for
+    alice and bob and ``extra_config`` (TOML lines) in its config.toml. Returns the platform
+    and what ``up`` printed."""
     base = free_port_block(12)
     alice, bob = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     (home / "config.toml").write_text(
         f"port = {base}\nmlflow_port = {base + 1}\nray_dashboard_port = {base + 2}\nray_port = {base + 3}\n"
-        f"serve_port = {base + 11}\nmonitor_interval_s = {MONITOR_INTERVAL_S}\n"
+        f"serve_port = {base + 11}\nmonitor_interval_s = {MONITOR_INTERVAL_S}\n{extra_config}"
         f'[tokens."{alice}"]\nname = "alice"\n[tokens."{bob}"]\nname = "bob"\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPML_", "RAY_ADDRESS"))}
@@ -87,8 +88,15 @@ def platform(tmp_path_factory) -> Platform:
     assert config["url"] in started.stdout
     platform = Platform(home=home, url=config["url"], admin_token=config["token"], alice_token=alice,
                         bob_token=bob, env=env)
+    return platform, started.stdout + started.stderr
+
+
+@pytest.fixture(scope="session")
+def platform(tmp_path_factory) -> Platform:
+    home = tmp_path_factory.mktemp("loopml-home")
+    platform, _ = start_platform(home)
     yield platform
-    down_leaving_nothing(home, env)
+    down_leaving_nothing(home, platform.env)
 
 
 @pytest.fixture(scope="session")

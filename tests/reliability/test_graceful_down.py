@@ -31,11 +31,11 @@ def test_down_with_work_in_flight_loses_nothing_and_leaves_no_process(platform, 
     # what the replica answered just before `down` (and had not sent yet) was flushed, not dropped
     assert_all_captured(alice, served, traffic.answered)
     assert [v.version for v in alice.model(project, "iris").versions] == versions
+    answer = wait_for(lambda: _answer(served), timeout=120, every=1)  # the platform redeployed it
+    assert answer.json() == {"predictions": served["predictions"]}
     done = alice.wait(project, running.id, timeout=180)  # its runner died with Ray: retried, and it succeeds
     assert done.status == JobStatus.SUCCEEDED and done.attempt == 2
     assert "the runner was lost" in alice.logs(project, running.id)
-    answer = wait_for(lambda: _answer(served), timeout=120, every=1)  # the platform redeployed it
-    assert answer.json() == {"predictions": served["predictions"]}
 
 
 def _answer(endpoint: dict) -> httpx.Response | None:

@@ -26,7 +26,8 @@ def endpoint_json(name: str = "iris-api", version: int = 2, alias: str | None = 
     return {
         "project": "demo", "name": name, "model": "demo.iris", "version": version, "alias": alias,
         "url": f"http://127.0.0.1:8000/demo/{name}", "canary_version": None, "canary_percent": None,
-        "public": public, "replicas": 1, "autoscale": None, "status": "RUNNING", "created_at": NOW, "updated_at": NOW,
+        "public": public, "replicas": 1, "autoscale": None, "resources": {"custom": {}}, "status": "RUNNING",
+        "created_at": NOW, "updated_at": NOW,
         "history": history if history is not None else [
             {"at": NOW, "user": "alice", "action": f"create with demo.iris/{version}", "version": version,
              "kind": "stable"}],
@@ -139,6 +140,44 @@ def test_deploy_rejects_bad_scaling_before_any_request(run, serving, args, says)
     assert result.exit_code == 1, result.output
     assert says in result.stderr and result.stderr.count("\n") == 1
     assert serving.requests == []
+
+
+def test_deploy_resources_are_sent_as_custom_ray_resources(run, serving):
+    result = run("deploy", "iris", "--endpoint", "pinned", "--resource", "node2=0.1", "--resource", "fast=1",
+                 "-P", "demo")
+    assert result.exit_code == 0, result.output
+    assert json.loads(serving.requests[-1].content) == {"name": "pinned", "model": "iris", "public": False,
+                                                        "resources": {"custom": {"node2": 0.1, "fast": 1.0}}}
+
+
+@pytest.mark.parametrize("resources, says", [
+    ({"custom": {"CPU": 1}}, "resources.custom: invalid custom resource name 'CPU'"),
+    ({"custom": {"2fast": 1}}, "resources.custom: invalid custom resource name '2fast'"),
+    ({"custom": {"node2": 0}}, "resources.custom: custom resource 'node2' must be a positive amount"),
+    ({"custom": {"node2": -1}}, "resources.custom: custom resource 'node2' must be a positive amount"),
+    ({"custom": {"node2": "lots"}}, "resources.custom.node2: Input should be a valid number"),
+    ({"node2": 0.1}, 'resources: unknown field(s) node2: an endpoint replica takes only custom Ray resources, '
+                     'given as {"custom": {"NAME": AMOUNT}}'),
+    ({"cpus": 1, "custom": {}}, "resources: unknown field(s) cpus"),
+], ids=["reserved-name", "name-not-a-letter-first", "zero", "negative", "not-a-number", "not-under-custom",
+        "cpus-not-settable"])
+def test_deploy_rejects_bad_resources_before_any_request(client, serving, resources, says):
+    with pytest.raises(InvalidInput) as refused:
+        client.deploy("demo", "iris", "pinned", resources=resources)
+    assert str(refused.value).startswith(says) and refused.value.details["field"].startswith("resources")
+    assert serving.requests == []
+
+
+def test_deploy_cli_rejects_a_resource_without_a_number(run, serving):
+    result = run("deploy", "iris", "--endpoint", "pinned", "--resource", "node2=lots", "-P", "demo")
+    assert result.exit_code == 2 and "amount of 'node2' is not a number: 'lots'" in result.stderr
+    assert serving.requests == []
+
+
+def test_show_lists_the_replicas_resources(run, serving):
+    serving.endpoints = {"iris-api": {**endpoint_json(), "resources": {"custom": {"node2": 0.1}}}}
+    shown = run("endpoints", "show", "iris-api", "-P", "demo").stdout
+    assert re.search(r"^resources: +node2=0\.1$", shown, re.M)
 
 
 def test_update_changes_scaling_and_shows_a_rotated_key_once(run, serving):

@@ -404,9 +404,12 @@ def test_driver_env_of_a_joined_cluster_is_what_the_caller_set(tmp_path: Path) -
 
 def test_ray_nodes_get_the_driver_env_but_not_the_callers_loopml_token() -> None:
     env = _ray_local.node_env({"RAY_AUTH_MODE": "token", **LOOPBACK},
-                              {"PATH": "/bin", "LOOPML_TOKEN": "adm", "RAY_AUTH_MODE": "disabled"})
+                              {"PATH": "/bin", "LOOPML_TOKEN": "adm", "RAY_AUTH_MODE": "disabled"},
+                              serve_max_inflight=5)
     assert env == {"PATH": "/bin", "RAY_AUTH_MODE": "token", **LOOPBACK, "RAY_worker_niceness": "0",
-                   "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+                   "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+                   "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "loopml.serving.admission.middlewares",
+                   "LOOPML_SERVE_MAX_INFLIGHT": "5"}
 
 
 def test_the_platform_service_gets_the_driver_env_and_only_ups_settings(
@@ -530,9 +533,27 @@ def test_mlflow_command_is_lean_and_local(tmp_path: Path) -> None:
     argv, env = mlflow_server_command(tmp_path, 5050)
     assert argv[:4] == [sys.executable, "-m", "loopml.registry._mlflow_exec", "server"]
     assert argv[argv.index("--workers") + 1] == "1" and argv[argv.index("--host") + 1] == "127.0.0.1"
-    assert f"sqlite:///{tmp_path}/mlflow/mlflow.db" in argv and "--serve-artifacts" in argv
-    assert "--disable-security-middleware" not in argv
-    assert env == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    assert "--serve-artifacts" in argv and "--disable-security-middleware" not in argv
+    assert env == {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+                   "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path}/mlflow/mlflow.db"}
+
+
+@pytest.mark.parametrize("given, used", [
+    ("postgresql+psycopg://ml:pw-secret@db:5432/mlflow", "postgresql+psycopg://ml:pw-secret@db:5432/mlflow"),
+    ("postgresql://ml:pw-secret@db:5432/mlflow", "postgresql+psycopg://ml:pw-secret@db:5432/mlflow"),
+], ids=["psycopg", "bare-scheme-means-psycopg"])
+def test_mlflow_backend_uri_travels_in_the_environment_never_in_argv(tmp_path: Path, given: str, used: str) -> None:
+    argv, env = mlflow_server_command(tmp_path, 5050, given)
+    assert env["MLFLOW_BACKEND_STORE_URI"] == used
+    assert not any("pw-secret" in arg or "sqlite" in arg for arg in argv)
+
+
+def test_a_password_in_the_mlflow_backend_uri_is_never_recorded(settings: Settings) -> None:
+    backend = "postgresql+psycopg://ml:pw-secret@db.example/mlflow"
+    settings.home.mkdir(mode=0o700)
+    state = launcher._new_state(settings.model_copy(update={"mlflow_backend_uri": backend}))
+    assert "pw-secret" not in state.model_dump_json() and state.secret_settings == [
+        "mlflow_backend_uri"]
 
 
 def test_the_mlflow_server_runs_as_one_process_that_answers(tmp_path: Path) -> None:

@@ -53,6 +53,8 @@ PARSED = [
     pytest.param("deploy iris@champion --endpoint iris --public --replicas 2 --canary 10",
                  {"model": "iris@champion", "endpoint_name": "iris", "public": True, "replicas": 2, "canary": 10.0},
                  id="deploy"),
+    pytest.param("deploy iris --endpoint iris --resource node2=0.1 --resource fast=1",
+                 {"custom": [("node2", 0.1), ("fast", 1.0)]}, id="deploy-resources"),
     pytest.param("endpoints", {"command": "endpoints", "action": "list"}, id="endpoints-lists"),
     pytest.param("endpoints iris", {"action": "show", "name": "iris"}, id="endpoints-name-shows"),
     pytest.param("endpoints update iris --autoscale 1:3 --rotate-key",
@@ -94,6 +96,8 @@ BAD = [
     pytest.param("deploy iris --endpoint e --replicas 0", "deploy: argument --replicas: 0 is less than 1",
                  id="replicas-range"),
     pytest.param("feedback iris", "feedback: the following arguments are required: FILE", id="feedback-no-file"),
+    pytest.param("deploy iris --endpoint e --resource node2", "deploy: argument --resource: 'node2' is not "
+                 "KEY=VALUE", id="deploy-resource-without-amount"),
 ]
 
 
