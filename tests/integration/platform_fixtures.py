@@ -94,7 +94,9 @@ def start_platform(home: Path, extra_config: str = "") -> tuple[Platform, str]:
 @pytest.fixture(scope="session")
 def platform(tmp_path_factory) -> Platform:
     home = tmp_path_factory.mktemp("loopml-home")
-    platform, _ = start_platform(home)
+    # The session's modules leave endpoints deployed (0.25 CPU a replica); on a 2-core
+    # machine those would leave no whole CPU for the jobs of later modules.
+    platform, _ = start_platform(home, "ray_num_cpus = 4\n")
     yield platform
     down_leaving_nothing(home, platform.env)
 
