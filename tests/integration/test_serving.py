@@ -115,7 +115,7 @@ def test_the_registry_names_the_endpoint_serving_a_version(platform, endpoint):
     model = httpx.get(f"{platform.url}/api/v1/projects/{endpoint['project']}/models/iris",
                       headers={"Authorization": f"Bearer {platform.alice_token}"}).json()
     serving = {v["version"]: v["lineage"]["endpoints"] for v in model["versions"]}
-    assert serving[1] == ["iris-ep", "ops-ep"]
+    assert serving[1] == ["iris-ep"]
 
 
 def test_scoring_requests_are_captured_with_features_and_predictions(platform, endpoint):
