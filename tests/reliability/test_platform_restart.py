@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
-import httpx
-
-from loopml._ray_local import ray_auth_headers
 from loopml.executor.models import JobStatus
-from tests.integration.endpoints import score
 from tests.integration.notebooks import SLOW, notebook
-from tests.integration.processes import kernel_pid, platform_service, restart_platform_service, up_again, wait_for
+from tests.integration.processes import kernel_pid, restart_platform_service, wait_for
 from tests.reliability.ledger import Traffic, assert_all_captured, assert_labels_kept
 
 
@@ -35,17 +29,3 @@ def test_restart_under_load_loses_no_job_version_capture_or_label_and_endpoints_
     assert done.status == JobStatus.SUCCEEDED and done.attempt == 1 and "done" in alice.logs(project, running.id)
     assert alice.wait(project, second.id, timeout=120).status == JobStatus.SUCCEEDED
     assert [v.version for v in alice.model(project, "iris").versions] == versions
-
-
-def test_platform_redeploys_what_serve_lost_while_it_was_down(platform, served):
-    """Here all of Serve is shut down through Ray's dashboard while the platform is stopped."""
-    service = platform_service(platform)
-    service.terminate()
-    service.wait(30)
-    state = platform.state()
-    gone = httpx.delete(f"{state['urls']['ray']}/api/serve/applications/", timeout=60,
-                        headers=ray_auth_headers({**os.environ, **state["ray_env"]}))
-    assert gone.status_code == 200, gone.text
-    up_again(platform)
-    answer = score(served)
-    assert answer.status_code == 200 and answer.json() == {"predictions": served["predictions"]}

@@ -1,6 +1,7 @@
 """Scale-out on real engines: PostgreSQL as the platform DB and MLflow's backend store, and a
 two-node Ray cluster on one machine. A job pinned to the second node trains and registers a
-model; an endpoint placed on that node serves it; a platform restart loses nothing."""
+model; an endpoint placed on that node serves it; a platform restart loses nothing; and
+``loopml down`` with work in flight, then ``up``, loses nothing either."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from mlflow.tracking import MlflowClient
 from loopml.executor.models import JobStatus
 from loopml.serving.service import app_name
 from tests.integration.endpoints import replica_actors, score
-from tests.integration.notebooks import TRAIN_AND_LOG
-from tests.integration.processes import restart_platform_service, wait_for
+from tests.integration.notebooks import SLOW, TRAIN_AND_LOG
+from tests.integration.platform_fixtures import down_leaving_nothing
+from tests.integration.processes import kernel_pid, restart_platform_service, up_again, wait_for
+from tests.reliability.ledger import Traffic, assert_all_captured, assert_labels_kept
 from tests.scaleout.conftest import MLFLOW_DB, PLATFORM_DB
 
 MODEL = "iris"
@@ -111,3 +114,44 @@ def test_an_endpoint_placed_on_the_second_node_serves_and_survives_a_restart(pg_
     alice.delete_endpoint(project, "pinned")
     with postgres.connect(PLATFORM_DB) as db:
         assert db.execute("SELECT count(*) FROM endpoints WHERE project = %s", (project,)).fetchone() == (0,)
+
+
+def test_down_with_work_in_flight_loses_nothing_and_leaves_no_process(pg_platform, project, trained):
+    """``loopml down`` while a job runs and clients call an endpoint, then ``loopml up``: every
+    process is gone in between, and nothing accepted is lost. (The extra node is not started
+    again by ``up``, so the job and the endpoint here are not pinned to it.)"""
+    job, predictions = trained
+    alice = pg_platform.client()
+    deployed = alice.deploy(project, f"{MODEL}/1", "open")
+    served = {"project": project, "name": "open", "url": deployed.endpoint.url, "key": deployed.key}
+    running = alice.submit(project, SLOW, parameters={"seconds": 25}, max_retries=1)
+    kernel_pid(alice, project, running.id)
+    with Traffic(served, threads=2) as traffic:
+        wait_for(lambda: len(traffic.answered) >= 20, timeout=30)
+        labelled = dict(traffic.answered)
+        assert_all_captured(alice, served, labelled)
+        answered = len(traffic.answered)
+        wait_for(lambda: len(traffic.answered) >= answered + 20, timeout=30)
+        assert alice.job(project, running.id).status == JobStatus.RUNNING
+        down_leaving_nothing(pg_platform.home, pg_platform.env)  # under traffic
+
+    up_again(pg_platform)
+    assert_labels_kept(alice, served, labelled)
+    # what the replica answered just before `down` (and had not sent yet) was flushed, not dropped
+    assert_all_captured(alice, served, traffic.answered)
+    assert [v.version for v in alice.model(project, MODEL).versions] == [1]
+    assert alice.job(project, job.id).status == JobStatus.SUCCEEDED
+    answer = wait_for(lambda: _answer(served), timeout=120, every=1)  # Serve was shut down: redeployed
+    assert answer.json() == {"predictions": predictions}
+    done = alice.wait(project, running.id, timeout=180)
+    assert done.status == JobStatus.SUCCEEDED
+    if done.attempt == 2:  # its runner died with Ray (else it ended while `down` drained Serve)
+        assert "the runner was lost" in alice.logs(project, running.id)
+
+
+def _answer(endpoint: dict) -> httpx.Response | None:
+    try:
+        answer = score(endpoint, timeout=10)
+    except httpx.HTTPError:  # Serve's proxy is not listening yet
+        return None
+    return answer if answer.status_code == 200 else None
