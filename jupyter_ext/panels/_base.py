@@ -174,6 +174,9 @@ class Panel(ipywidgets.VBox):
     def close(self) -> None:
         """Stop polling and close every widget of the panel (sub-panels included); the client
         stays open (it may be shared). Idempotent; an action still running finishes unseen."""
+        if not hasattr(self, "_lock"):  # the constructor raised: only the bare widget exists
+            super().close()
+            return
         with self._lock:
             if self._closed:
                 return

@@ -6,6 +6,7 @@ keeps every request, so tests check both what a panel shows and what it asked fo
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 import subprocess
@@ -587,9 +588,13 @@ def test_promote_is_disabled_without_a_challenger(client, monitored, opened, reg
     assert panel.challenger is None and panel.promote_button.disabled
 
 
-def test_monitor_panel_refuses_a_bad_window(client):
+def test_monitor_panel_refuses_a_bad_window(client, monkeypatch):
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
     with pytest.raises(InvalidInput, match="invalid window '2w'"):
         MonitorPanel("iris-api", client, "demo", window="2w", poll_s=None)
+    gc.collect()  # Widget.__del__ closes the half-built panel
+    assert [u.exc_value for u in unraisable] == []
 
 
 # -- poller, closing and the dashboard --------------------------------------------------------
