@@ -50,26 +50,21 @@ coexist when their ``ray_port`` differ by at least :attr:`RayPorts.SPAN`.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import logging
 import os
-import secrets
-import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import psutil
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from loopml._processes import (
+    MARKER,
     ProcessRecord,
     check_ports,
     component_errors,
@@ -77,27 +72,32 @@ from loopml._processes import (
     live_process,
     make_private_dir,
     spawn,
-    MARKER,
     stop_marked,
     stop_record,
     wait_http,
-    write_private,
 )
-from loopml._ray_local import (
-    RayPorts,
-    driver_env,
-    head_command,
-    node_env,
-    ray_auth_headers,
-    short_temp_dir,
-    shutdown_serve,
-    wait_ray,
-    worker_command,
+from loopml._ray_local import RayPorts, head_command, node_env, shutdown_serve, wait_ray
+from loopml._ray_worker import RayWorkerNode, start_ray_worker_node
+from loopml._run_state import (
+    COMPONENTS,
+    START_ORDER,
+    STATE_FILE,
+    RunState,
+    resolve_admin_token,
+    new_state,
+    put_record,
+    ray_headers,
+    read_state,
+    remove_ray_temp_dir,
+    running_settings,
+    stored_secret,
+    up_lock,
+    write_state,
 )
-from loopml.errors import Conflict, InvalidInput, Unavailable
+from loopml.errors import Conflict, Unavailable
 from loopml.hub_config import launch as hub_launch
 from loopml.registry.server import STORE_DIR, mlflow_server_command
-from loopml.settings import ClientConfig, ProjectSeed, Settings, load_settings, write_client_config
+from loopml.settings import ClientConfig, ProjectSeed, Settings, write_client_config
 
 __all__ = ["RayWorkerNode", "UpResult", "down", "free_port_block", "start_ray_worker_node", "status", "up"]
 
@@ -105,38 +105,14 @@ logger = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT = 90.0
 PROBE_TIMEOUT = 5.0  # how long a running component may take to answer before it counts as unhealthy
-STATE_FILE = Path("run") / "state.json"
-LOCK_FILE = Path("run") / "up.lock"
-SECRETS_FILE = "secrets.json"
 WORKER_NODE_GRACE_S = 5  # seconds a Ray worker node gets to stop in `down` before SIGKILL
 LOG_DIR = "logs"
-COMPONENTS = ("ray", "mlflow", "platform")  # headless (--no-hub)
-HUB_COMPONENTS = ("ray", "mlflow", "idp", "hub")  # the hub starts the platform service as its service
-START_ORDER = ("ray", "mlflow", "platform", "idp", "hub")
 LABELS = {"ray": "Ray head", "mlflow": "MLflow server", "platform": "platform service",
           "idp": "dev identity provider", "hub": "JupyterHub (with its proxy and the platform service)"}
-SECRET_SETTINGS = ("admin_token", "tokens")
 SECRET_FIELDS_IN_ENV: dict = {"oauth": {"client_secret": True}}  # given on its own, to the hub only
-SECRET_FIELDS: dict = {"admin_token": True, "tokens": True, "oauth": {"client_secret": True}}
-URL_SETTINGS = ("db_url", "mlflow_uri", "mlflow_backend_uri", "ray_dashboard_url")  # secret when they carry a password
 
 
 # -- records -------------------------------------------------------------------------------
-
-
-class RunState(BaseModel):
-    """Contents of ``<home>/run/state.json``."""
-
-    settings: dict[str, Any] = Field(default_factory=dict,
-                                     description="Settings the instance runs with, secrets left out.")
-    secret_settings: list[str] = Field(default_factory=list,
-                                       description="Names of the secret settings that were set (not their values).")
-    urls: dict[str, str | None] = Field(default_factory=dict)
-    external: list[str] = Field(default_factory=list, description="Components given by address, not started.")
-    components: list[str] = Field(default_factory=lambda: list(COMPONENTS),
-                                  description="The components of this instance (headless or with the hub).")
-    ray_env: dict[str, str] = Field(default_factory=dict, description="Variables a Ray driver sets to connect.")
-    processes: list[ProcessRecord] = Field(default_factory=list)
 
 
 class UpResult(BaseModel):
@@ -162,107 +138,7 @@ class UpResult(BaseModel):
 # -- state file ----------------------------------------------------------------------------
 
 
-def _read_state(home: Path) -> RunState | None:
-    path = home / STATE_FILE
-    if not path.exists():
-        return None
-    try:
-        return RunState.model_validate_json(path.read_text())
-    except ValidationError:
-        raise InvalidInput(f"{path} is not a loopml state file; stop its processes by hand and remove it") from None
-
-
-def _write_state(home: Path, state: RunState) -> None:
-    make_private_dir(home / STATE_FILE.parent)
-    write_private(home / STATE_FILE, state.model_dump_json(indent=2))
-
-
-def _put_record(state: RunState, record: ProcessRecord) -> None:
-    """Record ``record`` in place of any of the same name; components in start order, worker
-    nodes after them (``down`` stops them newest first)."""
-    state.processes = [r for r in state.processes if r.name != record.name] + [record]
-    state.processes.sort(key=lambda r: START_ORDER.index(r.name) if r.name in START_ORDER else len(START_ORDER))
-
-
-@contextlib.contextmanager
-def _up_lock(home: Path) -> Iterator[None]:
-    make_private_dir(home / LOCK_FILE.parent)
-    with (home / LOCK_FILE).open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise Conflict(f"another `loopml up` is starting the platform in {home}") from None
-        yield
-
-
 # -- settings, secrets, ports --------------------------------------------------------------
-
-
-def _secret_settings(settings: Settings) -> set[str]:
-    return {*SECRET_SETTINGS, *(name for name in URL_SETTINGS
-                                if getattr(settings, name) and urlsplit(getattr(settings, name)).password)}
-
-
-def components_of(settings: Settings) -> tuple[str, ...]:
-    """The processes ``up`` runs for ``settings``: headless, or with the hub (and the dev
-    identity provider unless one is configured)."""
-    if not settings.hub:
-        return COMPONENTS
-    return tuple(name for name in HUB_COMPONENTS if name != "idp" or hub_launch.uses_dev_idp(settings))
-
-
-def _new_state(settings: Settings) -> RunState:
-    """The state of an instance about to start with ``settings``, no process yet."""
-    secret = _secret_settings(settings)
-    external = [name for name, given in (("ray", settings.ray_address), ("mlflow", settings.mlflow_uri)) if given]
-    exclude = {**{name: True for name in secret}, **SECRET_FIELDS}
-    return RunState(
-        components=list(components_of(settings)),
-        settings={**settings.model_dump(mode="json", exclude=exclude), "data_dir": str(settings.home)},
-        secret_settings=sorted(name for name in secret if getattr(settings, name)),
-        urls=_urls(settings), external=external,
-        ray_env=driver_env(settings.home, os.environ, own_cluster="ray" not in external),
-    )
-
-
-def _running_settings(state: RunState, given: Settings, step: Callable[[str], None]) -> Settings:
-    """The settings to restart components of a running instance with: the recorded ones, with
-    this invocation's secrets. Raises :class:`Conflict` when a secret set then is not now."""
-    home = given.home
-    if not state.settings:
-        raise Conflict(f"loopml is already running from {home} (started by an older loopml); "
-                       "run `loopml down` first")
-    missing = [f"LOOPML_{name.upper()}" for name in state.secret_settings if not getattr(given, name)]
-    if missing:
-        raise Conflict(f"loopml runs from {home} with {', '.join(missing)} set; set the same again (flag, "
-                       "environment or config.toml) to restart what stopped, or run `loopml down` first")
-    ours = given.model_dump(mode="json", exclude={"oauth": {"client_secret"}})
-    differ = sorted(name for name, value in state.settings.items() if name != "data_dir" and ours.get(name) != value)
-    if differ:
-        step(f"keeping the settings loopml runs with ({', '.join(differ)} differ); "
-             "run `loopml down` first to change them")
-    merged = {**ours, **state.settings, "data_dir": str(home)}
-    if given.oauth.client_secret:
-        merged["oauth"] = {**merged.get("oauth", {}), "client_secret": given.oauth.client_secret}
-    return Settings.model_validate(merged)
-
-
-def _admin_token(settings: Settings) -> str:
-    """``settings.admin_token``, else the one in ``secrets.json``, generated there on first use."""
-    return settings.admin_token or _stored_secret(settings.home, "admin_token")
-
-
-def _stored_secret(home: Path, name: str) -> str:
-    """Secret ``name`` of ``secrets.json`` (0600), generated there on first use."""
-    path = home / SECRETS_FILE
-    try:
-        stored = json.loads(path.read_text()) if path.exists() else {}
-    except ValueError:
-        raise InvalidInput(f"{path} is not valid JSON; fix or remove it (new secrets are then generated)") from None
-    if not stored.get(name):
-        stored[name] = secrets.token_urlsafe(32)
-        write_private(path, json.dumps(stored, indent=2))
-    return stored[name]
 
 
 def _with_hub_defaults(settings: Settings) -> Settings:
@@ -273,7 +149,7 @@ def _with_hub_defaults(settings: Settings) -> Settings:
     update: dict[str, Any] = {"base_url": f"/services/{settings.hub_service_name}/"}
     if hub_launch.uses_dev_idp(settings):
         update["oauth"] = settings.oauth.model_copy(update={
-            "client_id": hub_launch.DEV_CLIENT_ID, "client_secret": _stored_secret(settings.home, "idp_client_secret")})
+            "client_id": hub_launch.DEV_CLIENT_ID, "client_secret": stored_secret(settings.home, "idp_client_secret")})
         if not settings.projects:  # the demo users' project, so a first login has something to open
             update["projects"] = [ProjectSeed(name=name) for name in hub_launch.DEV_PROJECTS]
     return settings.model_copy(update=update)
@@ -286,18 +162,6 @@ def _settings_env(settings: Settings) -> dict[str, str]:
         if value is not None:
             env[f"LOOPML_{name.upper()}"] = value if isinstance(value, str) else json.dumps(value)
     return env
-
-
-def _urls(settings: Settings) -> dict[str, str | None]:
-    dashboard = None if settings.ray_address else f"http://127.0.0.1:{settings.ray_dashboard_port}"
-    hub = {"hub": settings.hub_url, "idp": f"http://127.0.0.1:{settings.idp_port}"} if settings.hub else {}
-    return {
-        **hub,
-        "platform": settings.url,
-        "ray": dashboard,
-        "ray_address": settings.ray_address or f"127.0.0.1:{settings.ray_port}",
-        "mlflow": settings.tracking_uri,
-    }
 
 
 def _ports_to_check(settings: Settings, components: tuple[str, ...] | list[str] = COMPONENTS) -> dict[str, int]:
@@ -344,22 +208,22 @@ def up(
     home = make_private_dir(settings.home)
     step = on_step or (lambda message: None)
     settings = _with_hub_defaults(settings)
-    with _up_lock(home):
-        state = _read_state(home)
+    with up_lock(home):
+        state = read_state(home)
         if state is not None and any(live_process(r) for r in state.processes):
-            settings = _running_settings(state, settings, step)
+            settings = running_settings(state, settings, step)
             missing = _keep_running(state, step)
-            _write_state(home, state)
+            write_state(home, state)
             check_ports(_ports_to_check(settings, missing))
         else:
             if state is not None:
                 logger.info("removing the stale state file of a previous run")
                 down(home)
-            state = _new_state(settings)
+            state = new_state(settings)
             missing = [name for name in state.components if name not in state.external]
             check_ports(_ports_to_check(settings, missing))
-            _write_state(home, state)
-        admin_token = _admin_token(settings)
+            write_state(home, state)
+        admin_token = resolve_admin_token(settings)
         started = _start(settings, state, missing, admin_token, step, timeout)
     client_config = write_client_config(home, ClientConfig(url=settings.public_url, token=admin_token))
     return UpResult(
@@ -428,8 +292,8 @@ def _start(settings: Settings, state: RunState, names: list[str], admin_token: s
         step(f"starting {LABELS[name]}…")
         proc, record = spawn(home, name, argv, env)
         started[name] = (proc, record)
-        _put_record(state, record)
-        _write_state(home, state)
+        put_record(state, record)
+        write_state(home, state)
 
     try:
         if "ray" in names:
@@ -443,7 +307,7 @@ def _start(settings: Settings, state: RunState, names: list[str], admin_token: s
         if "ray" in started:
             proc, record = started["ray"]
             with component_errors("Ray head", record):
-                wait_ray(state.urls["ray"], timeout, proc=proc, headers=_ray_headers(state))
+                wait_ray(state.urls["ray"], timeout, proc=proc, headers=ray_headers(state))
             step(f"Ray head ready: {state.urls['ray_address']}, dashboard {state.urls['ray']}")
         if "mlflow" in started:
             proc, record = started["mlflow"]
@@ -459,7 +323,7 @@ def _start(settings: Settings, state: RunState, names: list[str], admin_token: s
         if "idp" in names:
             step(hub_launch.DEV_WARNING.format(users=hub_launch.dev_users_file(settings)))
             start("idp", hub_launch.idp_command(settings), hub_launch.idp_env(
-                settings, dict(os.environ), settings.oauth.client_secret, _stored_secret(home, "idp_cookie_key")))
+                settings, dict(os.environ), settings.oauth.client_secret, stored_secret(home, "idp_cookie_key")))
             proc, record = started["idp"]
             with component_errors("dev identity provider", record):
                 wait_http(hub_launch.idp_health_url(settings), timeout, proc=proc)
@@ -483,7 +347,7 @@ def _start(settings: Settings, state: RunState, names: list[str], admin_token: s
         if "hub" in started:
             stop_marked(str(home), timeout=30)
         if state.processes:
-            _write_state(home, state)
+            write_state(home, state)
         else:
             (home / STATE_FILE).unlink(missing_ok=True)
         raise
@@ -496,10 +360,6 @@ def _platform_env(settings: Settings, state: RunState, admin_token: str) -> dict
     env = {name: value for name, value in os.environ.items() if not name.startswith("LOOPML_")}
     return {**env, **state.ray_env, **_settings_env(settings), "LOOPML_RAY_ADDRESS": state.urls["ray_address"],
             "LOOPML_MLFLOW_URI": settings.tracking_uri, "LOOPML_ADMIN_TOKEN": admin_token}
-
-
-def _ray_headers(state: RunState) -> dict[str, str]:
-    return ray_auth_headers({**os.environ, **state.ray_env})
 
 
 # -- down ----------------------------------------------------------------------------------
@@ -516,13 +376,13 @@ def down(home: Path, *, timeout: float = 30) -> list[str]:
     it returns ``[]``.
     """
     home = Path(home).expanduser().resolve()
-    state = _read_state(home)
+    state = read_state(home)
     if state is None:
         return []
     ray = next((r for r in state.processes if r.name == "ray"), None)
     if ray is not None and live_process(ray) is not None and "ray" in state.urls:
         # Serve first, while the platform still runs: replicas drain and send what they captured.
-        shutdown_serve(state.urls["ray"], headers=_ray_headers(state), timeout=timeout)
+        shutdown_serve(state.urls["ray"], headers=ray_headers(state), timeout=timeout)
     # A worker node's `ray start --block` waits ~30 s on SIGTERM when actors ran on it (the
     # raylet tries to drain them elsewhere); the whole cluster is going, so it gets a short grace.
     stopped = [r.name for r in reversed(state.processes)
@@ -530,18 +390,9 @@ def down(home: Path, *, timeout: float = 30) -> list[str]:
     if "hub" in state.components:
         stop_marked(str(home), timeout)
     for record in state.processes:
-        _remove_ray_temp_dir(record)
+        remove_ray_temp_dir(record)
     (home / STATE_FILE).unlink(missing_ok=True)
     return stopped
-
-
-def _remove_ray_temp_dir(record: ProcessRecord) -> None:
-    """Remove the temp dir a stopped Ray node of ours used (sessions, sockets, logs)."""
-    for arg in record.cmdline:
-        if arg.startswith("--temp-dir="):
-            path = Path(arg.removeprefix("--temp-dir="))
-            if path.name.startswith("loopml-ray-"):  # only the short dirs we derive; never a user's choice
-                shutil.rmtree(path, ignore_errors=True)
 
 
 # -- status --------------------------------------------------------------------------------
@@ -554,7 +405,7 @@ def _healthy(name: str, state: RunState, timeout: float = 0) -> bool:
         return False
     try:
         if name == "ray":
-            wait_ray(url, timeout, headers=_ray_headers(state))
+            wait_ray(url, timeout, headers=ray_headers(state))
         elif name == "idp":
             wait_http(f"{url}/.well-known/openid-configuration", timeout)
         elif name == "hub":
@@ -574,7 +425,7 @@ def status(home: Path) -> dict[str, dict[str, Any]]:
     ``state`` is ``running`` (alive and healthy), ``unhealthy``, ``stopped`` or ``external``
     (given by ``ray_address``/``mlflow_uri``, not started here). Works when nothing runs.
     """
-    state = _read_state(Path(home).expanduser().resolve()) or RunState()
+    state = read_state(Path(home).expanduser().resolve()) or RunState()
     records = {record.name: record for record in state.processes}
     if "hub" in state.components and "hub" in records:
         service = _hub_service_record(records["hub"])
@@ -612,71 +463,3 @@ def _hub_service_record(hub: ProcessRecord) -> ProcessRecord | None:
 # -- a second Ray node (tests) -------------------------------------------------------------
 
 
-@dataclass
-class RayWorkerNode:
-    """A Ray worker node started by :func:`start_ray_worker_node`; ``stop()`` ends it by PID.
-
-    ``node_id`` is Ray's hex node id, the one ``ray.get_runtime_context().get_node_id()``
-    gives inside a task on that node.
-    """
-
-    pid: int
-    node_name: str
-    node_id: str
-    log: Path
-    _record: ProcessRecord = field(repr=False)
-
-    def stop(self, timeout: float = 30) -> None:
-        """Stop the node and its descendants and remove its temp dir, like :func:`down`. Idempotent."""
-        stop_record(self._record, timeout)
-        _remove_ray_temp_dir(self._record)
-
-    def __enter__(self) -> RayWorkerNode:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-
-def start_ray_worker_node(
-    home: Path,
-    *,
-    base_port: int,
-    num_cpus: int = 1,
-    resources: Mapping[str, float] | None = None,
-    memory_mb: int = 1024,
-    object_store_mb: int = 256,
-    timeout: float = HEALTH_TIMEOUT,
-) -> RayWorkerNode:
-    """Join a worker node, on this machine, to the Ray head ``up`` started from data dir ``home``.
-
-    It gets the head's driver environment (loopback only, the instance's Ray token), ports
-    ``base_port+1`` .. ``base_port+6`` (keep them clear of the head's ``ray_port`` ..
-    ``ray_port+7``), a temp dir of its own (Ray allows one per node) and the log
-    ``<home>/logs/ray-worker-<base_port>.log``; it is recorded in the state file, so ``down``
-    stops it too. Memory and object store are given explicitly, or each node would count
-    the machine's whole memory. Returns once the head's dashboard lists the node as alive,
-    with its Ray node id. Raises :class:`Unavailable` when no Ray head of ``up`` runs from
-    ``home``, or (after stopping the node) when it exits or does not join within ``timeout``
-    seconds.
-    """
-    home = Path(home).expanduser().resolve()
-    state = _read_state(home)
-    head = next((r for r in state.processes if r.name == "ray"), None) if state else None
-    if state is None or head is None or live_process(head) is None:
-        raise Unavailable(f"no Ray head started by `loopml up` runs from {home}")
-    name = f"ray-worker-{base_port}"
-    argv = worker_command(state.urls["ray_address"], name, base_port, num_cpus=num_cpus,
-                          resources=dict(resources or {}), memory_mb=memory_mb, object_store_mb=object_store_mb,
-                          temp_dir=short_temp_dir(f"{home}:{base_port}"))
-    limit = load_settings(data_dir=home).serve_max_inflight
-    proc, record = spawn(home, name, argv, node_env(state.ray_env, serve_max_inflight=limit))
-    _put_record(state, record)
-    _write_state(home, state)
-    try:
-        with component_errors(f"Ray worker node {name}", record):
-            node = wait_ray(state.urls["ray"], timeout, proc=proc, headers=_ray_headers(state), node_name=name)
-    except BaseException:
-        stop_record(record, timeout=30)
-        raise
-    return RayWorkerNode(pid=proc.pid, node_name=name, node_id=node["node_id"], log=Path(record.log), _record=record)

@@ -23,7 +23,7 @@ import httpx
 import psutil
 import pytest
 
-from loopml import _processes, _ray_local, launcher
+from loopml import _processes, _ray_local, _run_state as run_state, launcher
 from loopml.errors import Conflict, InvalidInput, Unavailable
 from loopml.registry.server import mlflow_server_command
 from loopml.settings import ProjectSeed, Settings, TokenUser, load_settings
@@ -50,9 +50,9 @@ def spawn_recorded(home: Path, name: str, script: str) -> tuple[subprocess.Popen
     """Start ``bash -c script`` the way ``up`` starts a component, recorded in the state file."""
     home.mkdir(parents=True, exist_ok=True)
     proc, record = _processes.spawn(home, name, ["bash", "-c", script], dict(os.environ))
-    state = launcher._read_state(home) or launcher.RunState()
+    state = run_state.read_state(home) or run_state.RunState()
     state.processes.append(record)
-    launcher._write_state(home, state)
+    run_state.write_state(home, state)
     return proc, record
 
 
@@ -145,7 +145,7 @@ def test_down_stops_the_tree_including_other_sessions_newest_first(tmp_path: Pat
     assert stopped == ["platform", "ray"]
 
     assert_gone(family)
-    assert not (tmp_path / launcher.STATE_FILE).exists()
+    assert not (tmp_path / run_state.STATE_FILE).exists()
     assert launcher.down(tmp_path) == []
 
 
@@ -171,7 +171,7 @@ def test_down_stops_the_orphans_of_a_process_killed_hard(tmp_path: Path) -> None
 def test_down_leaves_a_reused_pid_alone(tmp_path: Path) -> None:
     me = _processes.ProcessRecord(name="ray", pid=os.getpid(), pgid=os.getpgid(0), cmdline=["ray"],
                                 create_time=psutil.Process().create_time() - 1000, log="ray.log")
-    launcher._write_state(tmp_path, launcher.RunState(processes=[me]))
+    run_state.write_state(tmp_path, run_state.RunState(processes=[me]))
     assert launcher.down(tmp_path) == []  # and this test process is still here to check it
 
 
@@ -184,7 +184,7 @@ def test_a_stale_state_file_is_replaced_by_a_fresh_start(settings: Settings) -> 
     with pytest.raises(Conflict, match="port"):  # gets as far as checking the ports of a fresh start
         with occupied(settings.port):
             launcher.up(settings)
-    assert launcher._read_state(settings.home) is None
+    assert run_state.read_state(settings.home) is None
 
 
 @contextlib.contextmanager
@@ -196,15 +196,15 @@ def occupied(port: int) -> Iterator[None]:
 
 
 def test_a_corrupt_state_file_is_reported(tmp_path: Path) -> None:
-    (tmp_path / launcher.STATE_FILE).parent.mkdir()
-    (tmp_path / launcher.STATE_FILE).write_text('{"processes": 3}')
+    (tmp_path / run_state.STATE_FILE).parent.mkdir()
+    (tmp_path / run_state.STATE_FILE).write_text('{"processes": 3}')
     with pytest.raises(InvalidInput, match="stop its processes by hand"):
         launcher.down(tmp_path)
 
 
 def test_state_file_is_private(tmp_path: Path) -> None:
-    launcher._write_state(tmp_path, launcher.RunState())
-    assert stat.S_IMODE((tmp_path / launcher.STATE_FILE).stat().st_mode) == 0o600
+    run_state.write_state(tmp_path, run_state.RunState())
+    assert stat.S_IMODE((tmp_path / run_state.STATE_FILE).stat().st_mode) == 0o600
 
 
 def test_status_when_nothing_runs(tmp_path: Path) -> None:
@@ -215,9 +215,9 @@ def test_status_when_nothing_runs(tmp_path: Path) -> None:
 
 def test_status_of_a_live_but_unanswering_process(settings: Settings) -> None:
     spawn_recorded(settings.home, "mlflow", "sleep 300")
-    state = launcher._read_state(settings.home)
+    state = run_state.read_state(settings.home)
     state.urls = {"mlflow": "http://127.0.0.1:9"}
-    launcher._write_state(settings.home, state)
+    run_state.write_state(settings.home, state)
     try:
         mlflow = launcher.status(settings.home)["mlflow"]
         assert (mlflow["state"], mlflow["alive"], mlflow["healthy"]) == ("unhealthy", True, False)
@@ -229,23 +229,23 @@ def test_status_of_a_live_but_unanswering_process(settings: Settings) -> None:
 # -- idempotent up ---------------------------------------------------------------------------
 
 
-def running_instance(settings: Settings, health_url: str, *, alive: tuple[str, ...] = launcher.COMPONENTS,
-                     stopped: tuple[str, ...] = ()) -> launcher.RunState:
+def running_instance(settings: Settings, health_url: str, *, alive: tuple[str, ...] = run_state.COMPONENTS,
+                     stopped: tuple[str, ...] = ()) -> run_state.RunState:
     """A state file as ``up`` leaves it, with ``sleep`` for each component ``alive``, an
     exited process for each one ``stopped`` and every health check answered by ``health_url``."""
     settings.home.mkdir(mode=0o700)
-    state = launcher._new_state(settings)
+    state = run_state.new_state(settings)
     state.urls.update(platform=health_url, ray=health_url, mlflow=health_url)
-    launcher._write_state(settings.home, state)
+    run_state.write_state(settings.home, state)
     for name in alive:
         spawn_recorded(settings.home, name, "sleep 300")
     for name in stopped:
         proc, _ = spawn_recorded(settings.home, name, "exit 0")
         proc.wait()
-    return launcher._read_state(settings.home)
+    return run_state.read_state(settings.home)
 
 
-def alive_names(state: launcher.RunState) -> list[str]:
+def alive_names(state: run_state.RunState) -> list[str]:
     return [r.name for r in state.processes if _processes.live_process(r) is not None]
 
 
@@ -273,7 +273,7 @@ def test_up_keeps_what_runs_healthy_and_restarts_what_stopped(settings: Settings
 
 
 def state_order(names: tuple[str, ...]) -> list[str]:
-    return sorted(names, key=lambda n: launcher.COMPONENTS.index(n) if n in launcher.COMPONENTS else 9)
+    return sorted(names, key=lambda n: run_state.COMPONENTS.index(n) if n in run_state.COMPONENTS else 9)
 
 
 def test_up_with_everything_running_starts_nothing(settings: Settings, healthy_server: str) -> None:
@@ -282,7 +282,7 @@ def test_up_with_everything_running_starts_nothing(settings: Settings, healthy_s
     try:
         result = launcher.up(settings, on_step=steps.append)
         assert (result.kept, result.started) == (["ray", "mlflow", "platform"], [])
-        assert launcher._read_state(settings.home).processes == before.processes
+        assert run_state.read_state(settings.home).processes == before.processes
         assert result.ray_env == before.ray_env and result.client_config.exists()
         token = Path(result.ray_env["RAY_AUTH_TOKEN_PATH"]).read_text()
         assert f"Bearer {token}" in httpx.get(f"{healthy_server}/seen").json()  # the dashboard probe
@@ -296,11 +296,11 @@ def test_a_component_running_but_unhealthy_is_a_conflict_and_nothing_changes(
     monkeypatch.setattr(launcher, "PROBE_TIMEOUT", 0.5)
     state = running_instance(settings, healthy_server, alive=("ray", "mlflow", "platform"))
     state.urls["platform"] = "http://127.0.0.1:9"
-    launcher._write_state(settings.home, state)
+    run_state.write_state(settings.home, state)
     try:
         with pytest.raises(Conflict, match=r"platform service \(pid \d+.*loopml down"):
             launcher.up(settings)
-        assert launcher._read_state(settings.home) == state
+        assert run_state.read_state(settings.home) == state
         assert alive_names(state) == ["ray", "mlflow", "platform"]
     finally:
         launcher.down(settings.home)
@@ -320,9 +320,9 @@ def test_a_restarted_component_replaces_its_record_in_start_order() -> None:
     def record(name: str, pid: int) -> _processes.ProcessRecord:
         return _processes.ProcessRecord(name=name, pid=pid, pgid=pid, cmdline=[], create_time=0, log="")
 
-    state = launcher.RunState(processes=[record("ray", 1), record("mlflow", 2), record("ray-worker-1", 4)])
-    launcher._put_record(state, record("platform", 5))
-    launcher._put_record(state, record("ray", 6))
+    state = run_state.RunState(processes=[record("ray", 1), record("mlflow", 2), record("ray-worker-1", 4)])
+    run_state.put_record(state, record("platform", 5))
+    run_state.put_record(state, record("ray", 6))
     assert [(r.name, r.pid) for r in state.processes] == [
         ("ray", 6), ("mlflow", 2), ("platform", 5), ("ray-worker-1", 4)]
 
@@ -332,21 +332,21 @@ def test_restarts_use_the_recorded_settings_and_this_calls_secrets(settings: Set
     db = "postgresql://loopml:db-password@db.example/loopml"
     first = settings.model_copy(update={"port": 18899, "tokens": alice, "db_url": db, "admin_token": "adm-secret"})
     settings.home.mkdir(mode=0o700)
-    state = launcher._new_state(first)
+    state = run_state.new_state(first)
     recorded = state.model_dump_json()
     assert not any(secret in recorded for secret in ("t-alice", "db-password", "adm-secret"))
     assert state.secret_settings == ["admin_token", "db_url", "tokens"]
     assert state.settings["data_dir"] == str(settings.home)
 
     steps: list[str] = []
-    again = launcher._running_settings(state, settings.model_copy(
+    again = run_state.running_settings(state, settings.model_copy(
         update={"tokens": bob, "db_url": db, "admin_token": "adm-secret"}), steps.append)
     assert (again.port, again.tokens, again.db_url, again.home) == (18899, bob, db, settings.home)
     assert len(steps) == 1 and "port differ" in steps[0]
     with pytest.raises(Conflict, match="LOOPML_ADMIN_TOKEN, LOOPML_DB_URL, LOOPML_TOKENS set"):
-        launcher._running_settings(state, settings, steps.append)
+        run_state.running_settings(state, settings, steps.append)
     with pytest.raises(Conflict, match="older loopml"):
-        launcher._running_settings(launcher.RunState(), settings, steps.append)
+        run_state.running_settings(run_state.RunState(), settings, steps.append)
 
 
 # -- the Ray token and the environment of Ray and its drivers --------------------------------
@@ -416,7 +416,7 @@ def test_the_platform_service_gets_the_driver_env_and_only_ups_settings(
         settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOOPML_DB_URL", "sqlite:////elsewhere.db")
     settings.home.mkdir(mode=0o700)
-    state = launcher._new_state(settings)
+    state = run_state.new_state(settings)
     env = launcher._platform_env(settings, state, "adm")
     assert {k: env[k] for k in state.ray_env} == state.ray_env and env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0"
     assert "LOOPML_DB_URL" not in env and env["LOOPML_ADMIN_TOKEN"] == "adm"
@@ -464,11 +464,11 @@ def test_cli_status_asks_the_platform_of_the_data_dir_given(tmp_path: Path, heal
 
 def test_admin_token_is_generated_once_and_kept_private(settings: Settings) -> None:
     settings.home.mkdir()
-    token = launcher._admin_token(settings)
+    token = run_state.resolve_admin_token(settings)
     assert len(token) >= 40
-    assert launcher._admin_token(settings) == token
-    assert stat.S_IMODE((settings.home / launcher.SECRETS_FILE).stat().st_mode) == 0o600
-    assert launcher._admin_token(settings.model_copy(update={"admin_token": "given"})) == "given"
+    assert run_state.resolve_admin_token(settings) == token
+    assert stat.S_IMODE((settings.home / run_state.SECRETS_FILE).stat().st_mode) == 0o600
+    assert run_state.resolve_admin_token(settings.model_copy(update={"admin_token": "given"})) == "given"
 
 
 def test_the_platform_service_sees_the_same_settings(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -551,7 +551,7 @@ def test_mlflow_backend_uri_travels_in_the_environment_never_in_argv(tmp_path: P
 def test_a_password_in_the_mlflow_backend_uri_is_never_recorded(settings: Settings) -> None:
     backend = "postgresql+psycopg://ml:pw-secret@db.example/mlflow"
     settings.home.mkdir(mode=0o700)
-    state = launcher._new_state(settings.model_copy(update={"mlflow_backend_uri": backend}))
+    state = run_state.new_state(settings.model_copy(update={"mlflow_backend_uri": backend}))
     assert "pw-secret" not in state.model_dump_json() and state.secret_settings == [
         "mlflow_backend_uri"]
 
