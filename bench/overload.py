@@ -253,7 +253,7 @@ def main() -> None:
     from loopml.serving.deployment import ModelEndpoint
 
     from _platform import stop_platform  # bench/ is on sys.path
-    from serving import dataframe_split, deploy, register_model, start_platform
+    from serving import dataframe_split, serve_wine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300, help="timed unloaded requests")
@@ -272,10 +272,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="loopml-bench-overload-"))
     home = work / "home"
     try:
-        print(f"starting the platform in {home}")
-        client_config, mlflow_url = start_platform(home)
-        X, model, _ = register_model(mlflow_url)
-        deployed = deploy(client_config)
+        deployed, X, model, _, _ = serve_wine(home)
         url = deployed.endpoint.url + "/invocations"
         body = dataframe_split(list(X.columns))(X.iloc[0].tolist())
         check = httpx.post(url, content=body, headers={"Authorization": f"Bearer {deployed.key}",

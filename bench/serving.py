@@ -532,15 +532,21 @@ def versions_line() -> str:
 # -- main ------------------------------------------------------------------------------
 
 
-def start_all(work: Path, servers: list[Server]):
-    """Platform, model and endpoint, then the other three servers (appended to ``servers`` as they
-    start, for the caller to stop); waits until all are ready. Returns (targets, X, model)."""
-    home, logs = work / "home", work / "logs"
+def serve_wine(home: Path):
+    """A platform of its own in ``home`` serving the wine model at endpoint ``wine``.
+    Returns (Deployed, X, model, model URI, MLflow URL)."""
     print(f"starting the platform in {home}")
     client_config, mlflow_url = start_platform(home)
     X, model, model_uri = register_model(mlflow_url)
     print(f"registered {model_uri}; deploying it")
-    deployed = deploy(client_config)
+    return deploy(client_config), X, model, model_uri, mlflow_url
+
+
+def start_all(work: Path, servers: list[Server]):
+    """Platform, model and endpoint, then the other three servers (appended to ``servers`` as they
+    start, for the caller to stop); waits until all are ready. Returns (targets, X, model)."""
+    home, logs = work / "home", work / "logs"
+    deployed, X, model, model_uri, mlflow_url = serve_wine(home)
     endpoint = urllib.parse.urlsplit(deployed.endpoint.url)
     model_file = dump_model(model_uri, work / ENDPOINT)  # MLServer wants the folder named as the model
 
