@@ -19,6 +19,7 @@ from contextlib import asynccontextmanager, suppress
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loopml import projects
@@ -94,6 +95,34 @@ def _validation_message(exc: RequestValidationError) -> str:
         where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
         parts.append(f"{where}: {error.get('msg')}")
     return "invalid request: " + "; ".join(parts)
+
+
+class ErrorBody(BaseModel):
+    """Every error answer of the API (the OpenAPI documents it for each status below)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    message: str = Field(description="What was wrong and how to fix it.")
+    reason: str = Field(description="A stable code: invalid, unauthorized, forbidden, not_found, conflict, "
+                                    "too_large, unavailable, …")
+
+
+class InvalidRequestBody(ErrorBody):
+    """A 422: the request does not validate; ``errors`` names each field."""
+
+    errors: list[dict] = Field(default_factory=list, description="Up to 20 of {loc, msg}.")
+
+
+ERROR_RESPONSES: dict[int | str, dict] = {
+    400: {"model": ErrorBody, "description": "The request cannot be carried out as sent."},
+    401: {"model": ErrorBody, "description": "No token, or one the platform does not know."},
+    403: {"model": ErrorBody, "description": "The caller is not a member of the project (or not an admin)."},
+    404: {"model": ErrorBody, "description": "No such project, job, model, endpoint or route."},
+    409: {"model": ErrorBody, "description": "The resource exists, or its state forbids the action."},
+    413: {"model": ErrorBody, "description": "The request body is over the limit."},
+    422: {"model": InvalidRequestBody, "description": "A field is invalid."},
+    503: {"model": ErrorBody, "description": "Ray, MLflow or Serve cannot be reached now; nothing was changed."},
+}
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -240,14 +269,9 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=int(settings.max_notebook_mb * 2 * 2**20))
     prefix = settings.api_prefix
-    app.include_router(health_router, prefix=prefix)
-    app.include_router(projects.router, prefix=prefix)
-    app.include_router(executor_routes.router, prefix=prefix)
-    app.include_router(registry_routes.router, prefix=prefix)
-    app.include_router(serving_routes.router, prefix=prefix)
-    app.include_router(monitor_routes.router, prefix=prefix)
-    app.include_router(policy_routes.router, prefix=prefix)
-    app.include_router(ingest.router, prefix=prefix)
+    for router in (health_router, projects.router, executor_routes.router, registry_routes.router,
+                   serving_routes.router, monitor_routes.router, policy_routes.router, ingest.router):
+        app.include_router(router, prefix=prefix, responses=ERROR_RESPONSES)
     app.include_router(browser_router, prefix=base.rstrip("/"))
     app.include_router(admin_panel.router, prefix=base.rstrip("/"))
     return app

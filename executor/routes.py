@@ -51,7 +51,9 @@ def job_logs(project: str, job_id: str, user: User = Depends(member), service: J
     return service.logs(project, job_id)
 
 
-@router.get("/projects/{project}/jobs/{job_id}/output")
+@router.get("/projects/{project}/jobs/{job_id}/output", response_class=Response, responses={
+    200: {"description": "The notebook (nbformat 4 JSON).",
+          "content": {"application/x-ipynb+json": {"schema": {"type": "object"}}}}})
 def job_output(project: str, job_id: str, user: User = Depends(member), service: JobService = Depends(jobs)):
     """The executed notebook (partial while the job runs)."""
     return Response(service.output(project, job_id), media_type="application/x-ipynb+json")

@@ -33,7 +33,12 @@ import hypothesis
 import pytest
 import schemathesis
 from loopml.errors import LoopMLError
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import (
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from tests.integration.notebooks import notebook
 
@@ -133,8 +138,10 @@ def alice_schema(platform, seeded):
 
 
 def check_answer(case) -> None:
-    """Send ``case``: never a 500, and every refusal is the platform's JSON error with a message."""
-    response = case.call_and_validate(checks=[not_a_server_error])
+    """Send ``case``: never a 500; the status, content type and body are the ones the OpenAPI
+    documents; every refusal is the platform's JSON error with a message."""
+    response = case.call_and_validate(checks=[not_a_server_error, status_code_conformance,
+                                              content_type_conformance, response_schema_conformance])
     if response.status_code >= 400:
         text = response.text
         try:
