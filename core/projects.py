@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, StrictBool, StrictInt, field_validator
 from sqlalchemy import ForeignKey, Integer, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
@@ -40,7 +40,7 @@ class MemberRow(Base):
 class ProjectCreate(BaseModel):
     name: str = Field(description="Project name: lowercase letters, digits, '-', '_'.")
     members: list[str] = Field(default_factory=list, description="User names that may use the project.")
-    max_concurrent_jobs: int | None = Field(None, ge=1, description="Jobs of this project running at once; none = no limit.")
+    max_concurrent_jobs: StrictInt | None = Field(None, ge=1, description="Jobs of this project running at once; none = no limit.")
 
     @field_validator("name")
     @classmethod
@@ -50,8 +50,8 @@ class ProjectCreate(BaseModel):
 
 class ProjectUpdate(BaseModel):
     members: list[str] | None = Field(None, description="Replaces the member list.")
-    max_concurrent_jobs: int | None = Field(None, ge=1)
-    clear_quota: bool = Field(False, description="Remove the max_concurrent_jobs limit.")
+    max_concurrent_jobs: StrictInt | None = Field(None, ge=1)
+    clear_quota: StrictBool = Field(False, description="Remove the max_concurrent_jobs limit.")
 
 
 class Project(BaseModel):

@@ -6,7 +6,7 @@ import datetime as dt
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, StrictFloat, StrictInt, field_validator
 
 from loopml.names import check_custom_resources
 from loopml.registry.models import ModelRef
@@ -35,10 +35,10 @@ class Trigger(str, Enum):
 class Resources(BaseModel):
     """What one attempt of a job reserves on the Ray cluster."""
 
-    cpus: float = Field(1.0, gt=0, le=1024, description="CPU cores.")
-    gpus: float = Field(0.0, ge=0, le=64, description="GPUs (fractions allowed).")
-    memory_mb: int | None = Field(None, gt=0, description="Memory to reserve, MiB.")
-    custom: dict[str, float] = Field(
+    cpus: StrictFloat = Field(1.0, gt=0, le=1024, description="CPU cores.")
+    gpus: StrictFloat = Field(0.0, ge=0, le=64, description="GPUs (fractions allowed).")
+    memory_mb: StrictInt | None = Field(None, gt=0, description="Memory to reserve, MiB.")
+    custom: dict[str, StrictFloat] = Field(
         default_factory=dict,
         description="Custom Ray resources, e.g. {'node2': 1} to pin a job to the node that offers it.",
     )
@@ -64,8 +64,8 @@ class JobSubmit(BaseModel):
     name: str | None = Field(None, max_length=200, description="Display name (default: the notebook's file name).")
     parameters: dict[str, Any] = Field(default_factory=dict, description="Values for the notebook's parameters cell.")
     resources: Resources = Field(default_factory=Resources)
-    timeout_s: float | None = Field(None, gt=0, description="Wall-clock limit of one attempt; then FAILED (timeout).")
-    max_retries: int = Field(0, ge=0, le=10, description="Retries after a system failure (not after a cell error).")
+    timeout_s: StrictFloat | None = Field(None, gt=0, description="Wall-clock limit of one attempt; then FAILED (timeout).")
+    max_retries: StrictInt = Field(0, ge=0, le=10, description="Retries after a system failure (not after a cell error).")
     kernel_name: str | None = Field(None, max_length=100, description="Kernel to run (default: the notebook's).")
 
 
@@ -74,8 +74,8 @@ class JobRequeue(BaseModel):
 
     parameters: dict[str, Any] = Field(default_factory=dict, description="Parameters to change; others are kept.")
     resources: Resources | None = None
-    timeout_s: float | None = Field(None, gt=0)
-    max_retries: int | None = Field(None, ge=0, le=10)
+    timeout_s: StrictFloat | None = Field(None, gt=0)
+    max_retries: StrictInt | None = Field(None, ge=0, le=10)
 
 
 class Progress(BaseModel):

@@ -6,7 +6,7 @@ import datetime as dt
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, field_validator
 
 from loopml.errors import InvalidInput
 from loopml.executor.models import Job
@@ -111,14 +111,14 @@ class PolicySpec(BaseModel):
     """Body of ``PUT .../endpoints/{name}/policy``."""
 
     window: str = Field("15m", description="Window the thresholds are evaluated over (e.g. 15m, 1h).")
-    min_samples: int = Field(100, ge=1, description="Requests the window needs before anything fires.")
-    drift: bool = Field(True, description="Fire when any feature drifts (KS/chi-squared and PSI).")
-    accuracy_below: float | None = Field(None, ge=0, le=1, description="Fire when labelled accuracy is below.")
-    error_rate_above: float | None = Field(None, ge=0, le=1, description="Fire when the 5xx share is above.")
+    min_samples: StrictInt = Field(100, ge=1, description="Requests the window needs before anything fires.")
+    drift: StrictBool = Field(True, description="Fire when any feature drifts (KS/chi-squared and PSI).")
+    accuracy_below: StrictFloat | None = Field(None, ge=0, le=1, description="Fire when labelled accuracy is below.")
+    error_rate_above: StrictFloat | None = Field(None, ge=0, le=1, description="Fire when the 5xx share is above.")
     action: Literal["alert", "requeue"] = Field("alert", description="What a firing does besides the alert.")
-    cooldown_s: float = Field(3600, ge=0, description="At most one requeue per endpoint in this many seconds.")
-    auto_promote: bool = Field(False, description="Promote a challenger that beats the champion by the margin.")
-    promote_margin: float = Field(0.0, ge=0, le=1, description="Accuracy points (or relative RMSE) to win by.")
+    cooldown_s: StrictFloat = Field(3600, ge=0, description="At most one requeue per endpoint in this many seconds.")
+    auto_promote: StrictBool = Field(False, description="Promote a challenger that beats the champion by the margin.")
+    promote_margin: StrictFloat = Field(0.0, ge=0, le=1, description="Accuracy points (or relative RMSE) to win by.")
     parameters: dict[str, Any] = Field(default_factory=dict, description="Overrides for the requeued job.")
 
     @field_validator("window")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt
 
 
 class Lineage(BaseModel):
@@ -58,7 +58,7 @@ class AliasSet(BaseModel):
     """Body of ``POST .../models/{name}/aliases``."""
 
     alias: str = Field(description="champion, challenger, or any lowercase word.")
-    version: int = Field(gt=0)
+    version: StrictInt = Field(gt=0)
 
 
 class ModelRef(BaseModel):

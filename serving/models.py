@@ -7,7 +7,7 @@ import re
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator, model_validator
 
 from loopml.names import check_custom_resources, check_name
 
@@ -20,8 +20,8 @@ MAX_REPLICAS = 16
 class Autoscale(BaseModel):
     """Replica bounds Serve scales between, by ongoing requests per replica."""
 
-    min: int = Field(ge=1, le=MAX_REPLICAS, description="Replicas kept running when idle.")
-    max: int = Field(ge=1, le=MAX_REPLICAS, description="Replicas at most, under load.")
+    min: StrictInt = Field(ge=1, le=MAX_REPLICAS, description="Replicas kept running when idle.")
+    max: StrictInt = Field(ge=1, le=MAX_REPLICAS, description="Replicas at most, under load.")
 
     @model_validator(mode="after")
     def _ordered(self) -> Autoscale:
@@ -45,7 +45,7 @@ class EndpointResources(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    custom: dict[str, float] = Field(
+    custom: dict[str, StrictFloat] = Field(
         default_factory=dict,
         description="Custom Ray resources per replica, e.g. {'node2': 0.1} to place replicas on the node that "
                     "offers it.",
@@ -80,10 +80,10 @@ class EndpointCreate(BaseModel):
 
     name: str = Field(description="Endpoint name: lowercase letters, digits, '-', '_'.")
     model: str = Field(description="NAME@ALIAS, NAME/VERSION or NAME (= NAME@champion); NAME may carry the project prefix.")
-    public: bool = Field(False, description="Serve without a key.")
-    replicas: int = Field(1, ge=1, le=MAX_REPLICAS, description="Fixed number of replicas.")
+    public: StrictBool = Field(False, description="Serve without a key.")
+    replicas: StrictInt = Field(1, ge=1, le=MAX_REPLICAS, description="Fixed number of replicas.")
     autoscale: Autoscale | None = Field(None, description="Scale between min and max replicas instead.")
-    canary: float | None = Field(None, gt=0, lt=100,
+    canary: StrictFloat | None = Field(None, gt=0, lt=100,
                                  description="Serve this version to PCT% of requests beside the live one.")
     resources: EndpointResources | None = Field(
         None, description="Custom Ray resources each replica reserves (placement); left out, an existing "
@@ -121,10 +121,10 @@ class EndpointPatch(BaseModel):
     key replaces the old one at once and is answered once.
     """
 
-    replicas: int | None = Field(None, ge=1, le=MAX_REPLICAS, description="Fixed number of replicas.")
+    replicas: StrictInt | None = Field(None, ge=1, le=MAX_REPLICAS, description="Fixed number of replicas.")
     autoscale: Autoscale | None = Field(None, description="Scale between min and max replicas.")
-    canary_percent: float | None = Field(None, gt=0, lt=100, description="New share of the running canary.")
-    rotate_key: bool = Field(False, description="Issue a new bearer key; the old one stops working.")
+    canary_percent: StrictFloat | None = Field(None, gt=0, lt=100, description="New share of the running canary.")
+    rotate_key: StrictBool = Field(False, description="Issue a new bearer key; the old one stops working.")
 
     @model_validator(mode="after")
     def _something(self) -> EndpointPatch:

@@ -95,6 +95,13 @@ TABLE = [
     row("multipart-body", "POST", P + "/jobs", 422, raw=b"--b\r\nContent-Disposition: form-data; name=\"notebook\""
         b"\r\n\r\n{}\r\n--b--\r\n", headers={"Content-Type": "multipart/form-data; boundary=b"}),
     row("not-json-at-all", "POST", P + "/jobs", 422, raw=b"{'notebook': None,"),
+    # values of the wrong JSON type are refused, not coerced (false is not 0, "2" is not 2)
+    row("type-bool-as-int", "POST", P + "/jobs", 422, body={"notebook": NOTEBOOK, "max_retries": False}),
+    row("type-string-as-int", "POST", P + "/jobs", 422, body={"notebook": NOTEBOOK, "max_retries": "2"}),
+    row("type-bool-as-number", "POST", P + "/jobs", 422, body={"notebook": NOTEBOOK, "resources": {"cpus": True}}),
+    row("type-string-as-bool", "POST", P + "/endpoints", 422, body={"name": "ep", "model": "m@champion",
+                                                                    "public": "yes"}),
+    row("type-int-as-bool", "PATCH", "/projects/{project}", 422, body={"clear_quota": 0}, token="admin"),
     # cross-project: alice on bob's project, each kind of resource
     row("cross-project-get", "GET", B, 403),
     row("cross-project-jobs", "GET", B + "/jobs", 403),

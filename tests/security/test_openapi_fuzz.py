@@ -35,6 +35,7 @@ import schemathesis
 from loopml.errors import LoopMLError
 from schemathesis.checks import (
     content_type_conformance,
+    negative_data_rejection,
     not_a_server_error,
     response_schema_conformance,
     status_code_conformance,
@@ -140,7 +141,7 @@ def alice_schema(platform, seeded):
 def check_answer(case) -> None:
     """Send ``case``: never a 500; the status, content type and body are the ones the OpenAPI
     documents; every refusal is the platform's JSON error with a message."""
-    response = case.call_and_validate(checks=[not_a_server_error, status_code_conformance,
+    response = case.call_and_validate(checks=[not_a_server_error, status_code_conformance, negative_data_rejection,
                                               content_type_conformance, response_schema_conformance])
     if response.status_code >= 400:
         text = response.text
