@@ -95,8 +95,9 @@ class Settings(BaseSettings):
                           "unused with mlflow_uri. Secret when it carries a password: never logged or recorded.")
     serve_port: int = Field(8000, description="HTTP port of Ray Serve (model endpoints), on 127.0.0.1.")
     serve_max_inflight: int = Field(8, ge=1, le=10_000, description=(
-        "Requests in flight per endpoint in each Serve HTTP proxy; more are refused at once with 503 and "
-        "Retry-After. Raise it for endpoints with many replicas."))
+        "Requests in flight to an endpoint of one replica in each Serve HTTP proxy; each further replica "
+        "(the most, when autoscaling) adds the 4 a replica holds. More are refused at once with 503 and "
+        "Retry-After."))
     max_request_mb: float = Field(10.0, description="Largest request body an endpoint accepts, in MiB.")
     capture_sample: float = Field(1.0, ge=0, le=1, description="Share of endpoint requests captured for "
                                   "monitoring (0 turns capture off).")

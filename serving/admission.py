@@ -11,14 +11,25 @@ request is answered at once with ``503``, ``Retry-After`` and a JSON ``message``
 fraction of the cost of forwarding it. It also turns Serve's own plain-text refusals (its
 backpressure and unavailable answers) into the same JSON shape.
 
+Limits per endpoint. ``LOOPML_SERVE_MAX_INFLIGHT`` (the ``serve_max_inflight`` setting) is
+the limit of an endpoint with one replica. The platform publishes each endpoint's own limit,
+which grows with its replicas, in Ray's KV store (:func:`publish_limits`); the gate reads
+them every :data:`REFRESH_S` seconds, off the event loop, and keeps the last ones it read
+when that fails. An endpoint it has no limit for gets the default.
+
 The module imports nothing of Serve: it is loaded into the proxy process.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import time
 from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import Future
 from typing import Any
 
 from starlette.middleware import Middleware
@@ -28,11 +39,34 @@ DEFAULT_LIMIT = 8
 RETRY_AFTER_S = 1
 CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 CALLBACK = "loopml.serving.admission.middlewares"
+KV_NAMESPACE = "loopml"
+KV_KEY = b"admission-limits"
+REFRESH_S = 2.0
+
+# A child of Serve's logger: in the proxy its records go to Serve's proxy log, beside the refusals.
+log = logging.getLogger(f"ray.serve.{__name__}")
 
 
 def middlewares() -> list[Middleware]:
-    """The proxy's middlewares: one :class:`AdmissionGate`, its limit from ``LOOPML_SERVE_MAX_INFLIGHT``."""
-    return [Middleware(AdmissionGate, limit=int(os.environ.get(LIMIT_ENV, DEFAULT_LIMIT)))]
+    """The proxy's middlewares: one :class:`AdmissionGate`, its default limit from
+    ``LOOPML_SERVE_MAX_INFLIGHT``, the endpoints' own from Ray's KV store."""
+    return [Middleware(AdmissionGate, limit=int(os.environ.get(LIMIT_ENV, DEFAULT_LIMIT)), limits=published_limits)]
+
+
+def publish_limits(limits: dict[str, int]) -> None:
+    """Store every endpoint's limit (``{"/<project>/<endpoint>": n}``) in Ray's KV store, for
+    the gates of all proxies; the caller is a connected Ray driver."""
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    _internal_kv_put(KV_KEY, json.dumps(limits, sort_keys=True), overwrite=True, namespace=KV_NAMESPACE)
+
+
+def published_limits() -> dict[str, int]:
+    """The limits :func:`publish_limits` stored (``{}`` when none); blocking, for a thread."""
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(KV_KEY, namespace=KV_NAMESPACE)
+    return {} if raw is None else {str(key): int(value) for key, value in json.loads(raw).items()}
 
 
 def endpoint_key(path: str) -> str | None:
@@ -46,22 +80,31 @@ def endpoint_key(path: str) -> str | None:
 class AdmissionGate:
     """Pure ASGI middleware: at most ``limit`` requests in flight per endpoint key.
 
-    The count lives in the proxy's one event loop, so it needs no lock.
+    ``limit`` applies to endpoints ``limits`` (a blocking call, run in a thread at most every
+    ``refresh_s`` seconds) names no limit for. The counts live in the proxy's one event loop,
+    so they need no lock.
     """
 
-    def __init__(self, app, limit: int = DEFAULT_LIMIT, retry_after_s: int = RETRY_AFTER_S) -> None:
+    def __init__(self, app, limit: int = DEFAULT_LIMIT, retry_after_s: int = RETRY_AFTER_S,
+                 limits: Callable[[], dict[str, int]] | None = None, refresh_s: float = REFRESH_S) -> None:
         if limit < 1:
             raise ValueError(f"{LIMIT_ENV} must be at least 1, not {limit}")
         self.app, self.limit, self.retry_after_s = app, limit, retry_after_s
         self.inflight: defaultdict[str, int] = defaultdict(int)
+        self.limits: dict[str, int] = {}
+        self._source, self._refresh_s = limits, refresh_s
+        self._next_refresh = 0.0
+        self._refreshing = False
 
     async def __call__(self, scope, receive, send) -> None:
         key = endpoint_key(scope.get("path", "")) if scope["type"] == "http" else None
         if key is None:
             await self.app(scope, receive, send)
             return
-        if self.inflight[key] >= self.limit:
-            await refuse(send, f"endpoint {key} is at its limit of {self.limit} requests in flight: "
+        self._refresh()
+        limit = self.limits.get(key, self.limit)
+        if self.inflight[key] >= limit:
+            await refuse(send, f"endpoint {key} is at its limit of {limit} requests in flight: "
                                f"retry after {self.retry_after_s} s", self.retry_after_s)
             return
         self.inflight[key] += 1
@@ -71,6 +114,26 @@ class AdmissionGate:
             self.inflight[key] -= 1
             if not self.inflight[key]:
                 del self.inflight[key]
+
+
+    def _refresh(self) -> None:
+        """Read the limits again in a thread when they are older than ``refresh_s``."""
+        if self._source is None or self._refreshing or time.monotonic() < self._next_refresh:
+            return
+        self._refreshing = True
+        asyncio.get_running_loop().run_in_executor(None, self._source).add_done_callback(self._refreshed)
+
+    def _refreshed(self, future: asyncio.Future | Future) -> None:
+        self._refreshing = False
+        self._next_refresh = time.monotonic() + self._refresh_s
+        try:
+            limits = future.result()
+        except Exception as exc:  # noqa: BLE001 - the last limits read stay in force
+            log.warning("admission limits not refreshed: %s", exc)
+            return
+        if limits != self.limits:
+            log.info("admission limits: %s", ", ".join(f"{k} {v}" for k, v in sorted(limits.items())) or "none")
+        self.limits = limits
 
 
 async def refuse(send, message: str, retry_after_s: int, status: int = 503) -> None:

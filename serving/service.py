@@ -20,7 +20,8 @@ from sqlalchemy import select
 from loopml.db import Database, utcnow
 from loopml.errors import Conflict, InvalidInput, NotFound, Unavailable
 from loopml.registry.names import registered_name, short_name
-from loopml.serving.deployment import ModelEndpoint, key_hash
+from loopml.serving.admission import publish_limits
+from loopml.serving.deployment import MAX_ONGOING_REQUESTS, ModelEndpoint, key_hash
 from loopml.serving.models import (
     Autoscale,
     Deployed,
@@ -46,6 +47,13 @@ APP_SEPARATOR = "."  # project and endpoint names never hold it (names.check_nam
 
 def app_name(project: str, name: str) -> str:
     return f"{project}{APP_SEPARATOR}{name}"
+
+
+def admission_limit(max_inflight: int, replicas: int) -> int:
+    """Requests in flight the proxy's gate admits to an endpoint of ``replicas`` (its most,
+    when autoscaling): ``max_inflight`` (the ``serve_max_inflight`` setting) is sized for one
+    replica, which holds :data:`MAX_ONGOING_REQUESTS`; each further replica holds as many more."""
+    return max_inflight + MAX_ONGOING_REQUESTS * (replicas - 1)
 
 
 def code_version() -> str:
@@ -144,6 +152,18 @@ class EndpointService:
                 log.info("removing Serve application %s: its endpoint was deleted", orphan)
                 with self._lock:
                     serve.delete(orphan, _blocking=False)
+        self._publish_limits()
+
+    def _publish_limits(self) -> None:
+        """Give the admission gates of Serve's proxies every endpoint's limit (:func:`admission_limit`)."""
+        with self.db.session() as session:
+            limits = {f"/{row.project}/{row.name}": admission_limit(self.settings.serve_max_inflight,
+                                                                    row.max_replicas or row.replicas)
+                      for row in session.scalars(select(EndpointRow))}
+        try:
+            publish_limits(limits)
+        except Exception as exc:  # noqa: BLE001 - the gates keep the limits they have
+            log.warning("could not publish the endpoints' admission limits: %s", exc)
 
     def url(self, project: str, name: str) -> str:
         return f"http://127.0.0.1:{self.settings.serve_port}/{project}/{name}"
@@ -182,6 +202,7 @@ class EndpointService:
         app = deployment.bind()
         with self._lock:
             serve.run(app, name=app_name(row.project, row.name), route_prefix=f"/{row.project}/{row.name}")
+        self._publish_limits()
 
     def deploy(self, user: str, project: str, spec: EndpointCreate) -> Deployed:
         """Create the endpoint, or move an existing one to the requested version (no restart).
@@ -344,6 +365,7 @@ class EndpointService:
             with self._lock:
                 serve.delete(app_name(project, name))
             session.delete(row)
+        self._publish_limits()
 
     @staticmethod
     def _row(session, project: str, name: str) -> EndpointRow:

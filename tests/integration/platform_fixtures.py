@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -21,6 +22,8 @@ from loopml.launcher import free_port_block
 
 LOOPML = str(Path(sys.executable).with_name("loopml"))
 MONITOR_INTERVAL_S = 2  # policies are evaluated this often in the test platform
+_LOG_LINE = re.compile(r"^[A-Z]+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")  # Serve's log lines start so
+_ACCESS = re.compile(r" -- (?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) \S+ (\d{3}) ")
 
 
 @dataclass
@@ -89,6 +92,42 @@ def start_platform(home: Path, extra_config: str = "") -> tuple[Platform, str]:
     platform = Platform(home=home, url=config["url"], admin_token=config["token"], alice_token=alice,
                         bob_token=bob, env=env)
     return platform, started.stdout + started.stderr
+
+
+def serve_logs(home: Path, pattern: str = "*.log") -> list[Path]:
+    """The Serve log files (``proxy_*.log``, ``replica_*.log``, ``controller_*.log``) of the
+    instance of data dir ``home``; [] when its Ray head is not recorded."""
+    try:
+        ray = next(p for p in json.loads((home / "run" / "state.json").read_text())["processes"] if p["name"] == "ray")
+        temp_dir = next(a.split("=", 1)[1] for a in ray["cmdline"] if a.startswith("--temp-dir="))
+    except (OSError, ValueError, StopIteration):
+        return []
+    return sorted((Path(temp_dir) / "session_latest" / "logs" / "serve").glob(pattern))
+
+
+def serve_log_excerpt(home: Path, lines: int = 40) -> str:
+    """The last ``lines`` lines of the instance's Serve logs that are not a 2xx access line
+    (refusals, errors, replica and proxy events), oldest first; "" when there are none."""
+    picked = []
+    for log in serve_logs(home):
+        for line in log.read_text(errors="replace").splitlines():
+            stamped, access = _LOG_LINE.match(line), _ACCESS.search(line)
+            if stamped and not (access and access.group(1).startswith("2")):
+                picked.append((stamped.group(1), f"{log.name}: {line}"))
+    return "\n".join(line for _, line in sorted(picked)[-lines:])
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failed test that used the session platform reports the Serve log lines around it:
+    a refusal or replica event seen only in CI is then explained by the CI output."""
+    report = yield
+    platform = item.funcargs.get("platform") if hasattr(item, "funcargs") else None
+    if report.failed and call.when == "call" and isinstance(platform, Platform):
+        excerpt = serve_log_excerpt(platform.home)
+        if excerpt:
+            report.sections.append(("Serve logs, last lines that are not 2xx", excerpt))
+    return report
 
 
 @pytest.fixture(scope="session")

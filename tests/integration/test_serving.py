@@ -12,6 +12,8 @@ import pytest
 from loopml.executor.models import JobStatus
 from loopml.serving.service import app_name
 from tests.integration.endpoints import COLUMNS, X, replica_pids, train_and_deploy
+from tests.integration.platform_fixtures import serve_logs
+from tests.integration.processes import wait_for
 from tests.integration.notebooks import TRAIN_AND_LOG
 
 
@@ -239,6 +241,11 @@ def test_update_scales_in_place_and_rotates_the_key(platform, endpoint):
     while len(replica_pids(platform, app)) < 2 and time.monotonic() < deadline:
         time.sleep(0.5)
     assert len(replica_pids(platform, app)) == 2 and set(before) <= set(replica_pids(platform, app))  # no restart
+
+    def gate_admits_two_replicas() -> bool:  # the proxy's gate reads the limits again when a request comes
+        post(endpoint, INVOKE, PAYLOADS["dataframe_split"])
+        return any(f"/{project}/iris-ep 12" in log.read_text() for log in serve_logs(platform.home, "proxy_*.log"))
+    wait_for(gate_admits_two_replicas, timeout=30, every=1)
 
     auto = platform.cli("endpoints", "update", "iris-ep", "--autoscale", "1:2", "-P", project)
     assert auto.returncode == 0 and "replicas 1:2 (auto)" in auto.stdout, auto.stderr

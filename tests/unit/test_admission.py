@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from loopml.serving.admission import AdmissionGate, endpoint_key, middlewares
+from loopml.serving.admission import AdmissionGate, endpoint_key, middlewares, published_limits
+from loopml.serving.service import admission_limit
 
 
 def run(coro):
@@ -110,6 +111,69 @@ def test_model_errors_pass_through_unchanged():
 
 def test_the_limit_comes_from_the_environment_and_must_be_positive(monkeypatch):
     monkeypatch.setenv("LOOPML_SERVE_MAX_INFLIGHT", "3")
-    assert middlewares()[0].kwargs == {"limit": 3}
+    assert middlewares()[0].kwargs == {"limit": 3, "limits": published_limits}
     with pytest.raises(ValueError, match="at least 1"):
         AdmissionGate(answering(200, b""), limit=0)
+
+
+async def hold(gate: AdmissionGate, path: str, count: int) -> list[asyncio.Task]:
+    tasks = [asyncio.create_task(gate(scope(path), receive, Recorder())) for _ in range(count)]
+    await asyncio.sleep(0)
+    return tasks
+
+
+def test_an_endpoint_gets_the_limit_the_platform_published_and_others_the_default():
+    calls = []
+
+    def source() -> dict[str, int]:
+        calls.append(1)
+        return {"/p/big": 3}
+
+    async def scenario():
+        release = asyncio.Event()
+        gate = AdmissionGate(answering(200, b"{}", release=release), limit=1, limits=source, refresh_s=60)
+        first = Recorder()
+        release.set()
+        await gate(scope("/p/small/x"), receive, first)  # reads the limits, in a thread
+        for _ in range(100):
+            if gate.limits:
+                break
+            await asyncio.sleep(0.01)
+        release.clear()
+        held = await hold(gate, "/p/big/x", 3) + await hold(gate, "/p/small/x", 1)
+        big, small = Recorder(), Recorder()
+        await gate(scope("/p/big/x"), receive, big)
+        await gate(scope("/p/small/x"), receive, small)
+        release.set()
+        await asyncio.gather(*held)
+        return first, big, small
+
+    first, big, small = run(scenario())
+    assert first.status == 200 and calls == [1]  # read once within refresh_s
+    assert big.status == 503 and "/p/big is at its limit of 3" in json.loads(big.body)["message"]
+    assert small.status == 503 and "/p/small is at its limit of 1" in json.loads(small.body)["message"]
+
+
+def test_limits_that_cannot_be_read_leave_the_last_ones_in_force(caplog):
+    calls = []
+
+    def source() -> dict[str, int]:
+        calls.append(1)
+        if len(calls) > 1:
+            raise ConnectionError("the GCS did not answer")
+        return {"/p/ep": 5}
+
+    async def scenario():
+        gate = AdmissionGate(answering(200, b"{}"), limit=1, limits=source, refresh_s=0)
+        for _ in range(2):
+            await gate(scope("/p/ep/x"), receive, Recorder())
+            await asyncio.sleep(0.05)
+        return gate
+
+    assert run(scenario()).limits == {"/p/ep": 5} and len(calls) == 2
+    assert "admission limits not refreshed: the GCS did not answer" in caplog.text
+
+
+@pytest.mark.parametrize(("replicas", "limit"), [(1, 8), (2, 12), (4, 20)])
+def test_each_replica_past_the_first_adds_what_a_replica_holds(replicas, limit):
+    assert admission_limit(8, replicas) == limit
