@@ -115,7 +115,6 @@ class AdmissionGate:
             if not self.inflight[key]:
                 del self.inflight[key]
 
-
     def _refresh(self) -> None:
         """Read the limits again in a thread when they are older than ``refresh_s``."""
         if self._source is None or self._refreshing or time.monotonic() < self._next_refresh:

@@ -202,7 +202,6 @@ class EndpointService:
         app = deployment.bind()
         with self._lock:
             serve.run(app, name=app_name(row.project, row.name), route_prefix=f"/{row.project}/{row.name}")
-        self._publish_limits()
 
     def deploy(self, user: str, project: str, spec: EndpointCreate) -> Deployed:
         """Create the endpoint, or move an existing one to the requested version (no restart).
@@ -341,6 +340,7 @@ class EndpointService:
             self._set_status(row.project, row.name, "FAILED")
             raise Unavailable(f"Ray Serve could not deploy {what}: {exc}"[:500], component="serve") from None
         self._set_status(row.project, row.name, "RUNNING")
+        self._publish_limits()
 
     def _set_status(self, project: str, name: str, status: str) -> None:
         with self.db.session() as session:
