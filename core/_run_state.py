@@ -170,10 +170,13 @@ def ray_headers(state: RunState) -> dict[str, str]:
     return ray_auth_headers({**os.environ, **state.ray_env})
 
 
+def node_temp_dir(cmdline: list[str]) -> Path | None:
+    """The temp dir (sessions, sockets, logs) of the Ray node started with ``cmdline``."""
+    return next((Path(arg.removeprefix("--temp-dir=")) for arg in cmdline if arg.startswith("--temp-dir=")), None)
+
+
 def remove_ray_temp_dir(record: ProcessRecord) -> None:
-    """Remove the temp dir a stopped Ray node of ours used (sessions, sockets, logs)."""
-    for arg in record.cmdline:
-        if arg.startswith("--temp-dir="):
-            path = Path(arg.removeprefix("--temp-dir="))
-            if path.name.startswith("loopml-ray-"):  # only the short dirs we derive; never a user's choice
-                shutil.rmtree(path, ignore_errors=True)
+    """Remove the temp dir a stopped Ray node of ours used."""
+    path = node_temp_dir(record.cmdline)
+    if path is not None and path.name.startswith("loopml-ray-"):  # only the short dirs we derive; never a user's choice
+        shutil.rmtree(path, ignore_errors=True)

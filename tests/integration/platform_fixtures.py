@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from loopml._run_state import node_temp_dir
 from loopml.client import Client
 from loopml.launcher import free_port_block
 
@@ -99,10 +100,10 @@ def serve_logs(home: Path, pattern: str = "*.log") -> list[Path]:
     instance of data dir ``home``; [] when its Ray head is not recorded."""
     try:
         ray = next(p for p in json.loads((home / "run" / "state.json").read_text())["processes"] if p["name"] == "ray")
-        temp_dir = next(a.split("=", 1)[1] for a in ray["cmdline"] if a.startswith("--temp-dir="))
     except (OSError, ValueError, StopIteration):
         return []
-    return sorted((Path(temp_dir) / "session_latest" / "logs" / "serve").glob(pattern))
+    temp_dir = node_temp_dir(ray["cmdline"])
+    return [] if temp_dir is None else sorted((temp_dir / "session_latest" / "logs" / "serve").glob(pattern))
 
 
 def serve_log_excerpt(home: Path, lines: int = 40) -> str:
