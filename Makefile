@@ -1,6 +1,6 @@
 # The two commands of the README: `make up` and `make test`. Each creates or refreshes
 # .venv and installs what it needs (Python packages, the npm pieces in node_modules, and for
-# the tests Debian's chromium and postgresql); nothing else has to be installed by hand.
+# the tests Debian's chromium and postgresql; for both Debian's bubblewrap); nothing else has to be installed by hand.
 
 PYTHON ?= python3
 VENV := .venv
@@ -35,6 +35,13 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium fonts-liberation
 
+# The sandbox of user code (job kernels, workspace servers, models that can run code): Debian's
+# bubblewrap; `loopml up` refuses to start without it unless job_isolation = "off".
+BWRAP := /usr/bin/bwrap
+$(BWRAP):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends bubblewrap
+
 # The PostgreSQL of the scale-out tests: Debian's server binaries only. The fixture runs its own
 # server in a temp dir on a free loopback port; the system cluster the package may create is
 # never started by the tests.
@@ -44,9 +51,9 @@ $(POSTGRES_STAMP): | $(PY)
 	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends postgresql; }
 	touch $@
 
-install: $(VENV)/.installed node_modules/.installed
+install: $(VENV)/.installed node_modules/.installed $(BWRAP)
 
-install-test: $(VENV)/.installed-test node_modules/.installed $(CHROMIUM) $(POSTGRES_STAMP)
+install-test: $(VENV)/.installed-test node_modules/.installed $(CHROMIUM) $(POSTGRES_STAMP) $(BWRAP)
 
 up: install
 	$(VENV)/bin/loopml up $(UP_ARGS)

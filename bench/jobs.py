@@ -3,14 +3,16 @@
 Starts a private loopml instance (Ray head, MLflow, platform service) in a temp dir, then
 measures in one run, on the same machine and the same 1-cell scikit-learn notebook:
 
-- ``loopml submit --wait`` (the real CLI: submit → SUCCEEDED, output and MLflow run stored)
+- ``loopml submit --wait`` (the real CLI: submit → SUCCEEDED, output and MLflow run stored),
+  with job kernels sandboxed (``job_isolation = "bwrap"``, warm) and, on a second private
+  instance, unsandboxed (``job_isolation = "off"``): the difference is what the sandbox costs
 - the ``papermill`` CLI
-- ``papermill.execute_notebook`` in-process (warm interpreter, a new kernel per run)
-- 4 jobs submitted at once vs. 4 concurrent Ray tasks each running papermill
+- ``papermill.execute_notebook`` in-process (warm interpreter, a new kernel per run): the limit
+- 4 jobs submitted at once vs. 4 concurrent Ray tasks each running papermill (sandboxed)
 
 Prints a table with ratios and writes ``bench/results/jobs.md``. Targets:
-submit→SUCCEEDED <= 1.0x the papermill CLI; 4 concurrent <= 1.2x the Ray tasks.
-Usage: ``python bench/jobs.py [--repeat N]``.
+submit→SUCCEEDED <= 1.0x the papermill CLI and <= 1.2x papermill in-process with the sandbox
+on; 4 concurrent <= 1.2x the Ray tasks. Usage: ``python bench/jobs.py [--repeat N] [--no-off]``.
 """
 
 from __future__ import annotations
@@ -59,57 +61,73 @@ def run(argv: list[str], env: dict[str, str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="runs per single-notebook measurement")
+    parser.add_argument("--no-off", action="store_true", help='skip the job_isolation = "off" instance')
     args = parser.parse_args()
-
-    from loopml import launcher
-    from loopml.launcher import free_port_block
-    from loopml.client import Client
-    from loopml.settings import load_settings
 
     work = Path(tempfile.mkdtemp(prefix="loopml-bench-"))
     nb_path = one_cell_notebook(work / "one_cell.ipynb")
+    papermill_cli = [PAPERMILL, "--no-progress-bar", str(nb_path), str(work / "out.ipynb")]
+    run(papermill_cli, dict(os.environ))
+    cli_s = [timed(lambda: run(papermill_cli, dict(os.environ))) for _ in range(args.repeat)]
+    import papermill
+
+    papermill.execute_notebook(str(nb_path), str(work / "out2.ipynb"), progress_bar=False)
+    inproc_s = [timed(lambda: papermill.execute_notebook(str(nb_path), str(work / "out2.ipynb"),
+                                                         progress_bar=False)) for _ in range(args.repeat)]
+    off = None if args.no_off else on_loopml(work / "home-off", nb_path, "off", args.repeat, concurrent=False)
+    sandboxed = on_loopml(work / "home", nb_path, "bwrap", args.repeat, concurrent=True)
+
+    med = statistics.median
+    limit, cli = med(inproc_s), med(cli_s)
+
+    def row(name: str, seconds: list[float]) -> tuple[str, float, str]:
+        return name, med(seconds), f"{med(seconds) / limit:.2f}x in-process, {med(seconds) / cli:.2f}x CLI"
+
+    rows = [
+        row("papermill in-process (the limit)", inproc_s),
+        row("papermill CLI", cli_s),
+        row("loopml submit --wait, sandboxed (bwrap, warm kernel)", sandboxed["submit"]),
+        *([row('loopml submit --wait, job_isolation = "off"', off["submit"])] if off else []),
+        ("4 concurrent loopml jobs (sandboxed)", med(sandboxed["four_jobs"]),
+         f"{med(sandboxed['four_jobs']) / med(sandboxed['four_tasks']):.2f}x Ray tasks"),
+        ("4 concurrent Ray tasks running papermill", med(sandboxed["four_tasks"]), "1.00x"),
+    ]
+    report(rows, args.repeat)
+
+
+def on_loopml(home: Path, nb_path: Path, isolation: str, repeat: int, *, concurrent: bool) -> dict[str, list[float]]:
+    """Times on a private loopml instance with ``job_isolation = isolation``: ``submit`` (the
+    CLI's submit --wait) and, with ``concurrent``, ``four_jobs`` and ``four_tasks``."""
+    from loopml import launcher
+    from loopml.client import Client
+    from loopml.launcher import free_port_block
+    from loopml.settings import load_settings
+
     base = free_port_block(12)
-    settings = load_settings(data_dir=work / "home", port=base, mlflow_port=base + 1, ray_dashboard_port=base + 2,
-                             ray_port=base + 3, serve_port=base + 11)
-    print(f"starting a private loopml in {settings.home} ...", file=sys.stderr)
+    settings = load_settings(data_dir=home, port=base, mlflow_port=base + 1, ray_dashboard_port=base + 2,
+                             ray_port=base + 3, serve_port=base + 11, job_isolation=isolation)
+    print(f"starting a private loopml (job_isolation = {isolation!r}) in {settings.home} ...", file=sys.stderr)
     started = launcher.up(settings)
     env = {**os.environ, "LOOPML_URL": started.url, "LOOPML_TOKEN": started.admin_token}
-    rows: list[tuple[str, float, str]] = []
+    times: dict[str, list[float]] = {}
     try:
         client = Client(started.url, started.admin_token)
         client.create_project("bench")
         submit = [LOOPML, "submit", str(nb_path), "-P", "bench", "--wait"]
         run(submit, env)  # warm-up: first worker and kernel start, first sklearn import
-        loopml_s = [timed(lambda: run(submit, env)) for _ in range(args.repeat)]
-        papermill_cli = [PAPERMILL, "--no-progress-bar", str(nb_path), str(work / "out.ipynb")]
-        run(papermill_cli, env)
-        cli_s = [timed(lambda: run(papermill_cli, env)) for _ in range(args.repeat)]
-        import papermill
+        times["submit"] = [timed(lambda: run(submit, env)) for _ in range(repeat)]
+        if concurrent:
+            def four_jobs() -> None:
+                ids = [client.submit("bench", nb_path).id for _ in range(4)]
+                for job_id in ids:
+                    assert client.wait("bench", job_id, poll_s=0.1).status.value == "SUCCEEDED"
 
-        papermill.execute_notebook(str(nb_path), str(work / "out2.ipynb"), progress_bar=False)
-        inproc_s = [timed(lambda: papermill.execute_notebook(str(nb_path), str(work / "out2.ipynb"),
-                                                             progress_bar=False)) for _ in range(args.repeat)]
-
-        def four_jobs() -> None:
-            ids = [client.submit("bench", nb_path).id for _ in range(4)]
-            for job_id in ids:
-                assert client.wait("bench", job_id, poll_s=0.1).status.value == "SUCCEEDED"
-
-        four_jobs()
-        four_jobs_s = [timed(four_jobs) for _ in range(max(2, args.repeat // 2))]
-        four_tasks_s = ray_tasks(started, nb_path, max(2, args.repeat // 2))
+            four_jobs()
+            times["four_jobs"] = [timed(four_jobs) for _ in range(max(2, repeat // 2))]
+            times["four_tasks"] = ray_tasks(started, nb_path, max(2, repeat // 2))
     finally:
         launcher.down(settings.home)
-
-    med = statistics.median
-    rows = [
-        ("loopml submit --wait (1-cell sklearn)", med(loopml_s), f"{med(loopml_s) / med(cli_s):.2f}x papermill CLI"),
-        ("papermill CLI", med(cli_s), "1.00x"),
-        ("papermill in-process", med(inproc_s), f"{med(inproc_s) / med(cli_s):.2f}x papermill CLI"),
-        ("4 concurrent loopml jobs", med(four_jobs_s), f"{med(four_jobs_s) / med(four_tasks_s):.2f}x Ray tasks"),
-        ("4 concurrent Ray tasks running papermill", med(four_tasks_s), "1.00x"),
-    ]
-    report(rows, args.repeat)
+    return times
 
 
 def ray_tasks(started, nb_path: Path, repeat: int) -> list[float]:
@@ -148,7 +166,8 @@ def report(rows: list[tuple[str, float, str]], repeat: int) -> None:
         "|---|---:|---|",
         *[f"| {name} | {seconds:.2f} | {ratio} |" for name, seconds, ratio in rows],
         "",
-        "Targets: submit→SUCCEEDED <= 1.0x the papermill CLI; 4 concurrent jobs <= 1.2x 4 Ray tasks.",
+        "Targets: submit→SUCCEEDED <= 1.0x the papermill CLI and <= 1.2x papermill in-process with the sandbox on; "
+        "4 concurrent jobs <= 1.2x 4 Ray tasks.",
     ]
     text = "\n".join(lines) + "\n"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,11 @@ from five targets that all run before any measurement and are measured one at a 
   a virtualenv of its own, ``bench/.venvs/mlserver`` (created on the first run, then reused),
   with the platform's scikit-learn version, on the model dumped with joblib;
 - ``limit``: uvicorn + a tiny Starlette app that parses ``{"data": [[...]]}`` and calls
-  ``model.predict`` on the same joblib file (one worker, no access log).
+  ``model.predict`` on the same joblib file (one worker, no access log);
+- ``loopml sandboxed ...``: the same model logged with ``serialization_format="pickle"`` (a
+  format that can run code) on an endpoint of its own, so the replica calls it in the
+  sandboxed model host (:mod:`loopml.serving.model_host`), both protocols: what the sandbox
+  costs per request, next to the in-process rows.
 
 Before timing, every target must answer the local model's predictions for a few rows.
 Each target then gets ``--warmup`` requests, ``--requests`` timed ones on one keep-alive
@@ -22,11 +26,14 @@ The load generator shares the 2 cores with the servers, so it is kept cheap: ``h
 costs 3-4x less client CPU per request than ``httpx`` (the table shows its cost per request).
 
 Targets, for each loopml protocol: p50 <= 1.0x MLServer and <= 1.5x the limit;
-rps@8 >= 1.0x MLServer and >= 2x ``mlflow models serve``.
+rps@8 >= 1.0x MLServer and >= 2x ``mlflow models serve``. The sandboxed rows report their cost
+over the in-process ones (ms per request added to p50, ratio of rps@8).
 Prints the table and the ratios, writes ``bench/results/serving.md``.
 
-Usage: ``python bench/serving.py [--requests 500] [--warmup 50] [--seconds 10] [--rounds 1] [--keep]``;
-on a busy machine ``--rounds 3`` measures every target in turn three times and reports medians.
+Usage: ``python bench/serving.py [--requests 500] [--warmup 50] [--seconds 10] [--rounds 1] [--keep]
+[--only-loopml]``; on a busy machine ``--rounds 3`` measures every target in turn three times and
+reports medians; ``--only-loopml`` measures the four loopml rows alone (no peers: quick, and no
+MLServer virtualenv to build).
 """
 
 from __future__ import annotations
@@ -57,6 +64,8 @@ BENCH = Path(__file__).parent
 RESULTS = BENCH / "results" / "serving.md"
 MLSERVER_VENV = BENCH / ".venvs" / "mlserver"
 PROJECT, MODEL, ENDPOINT = "bench", "wine", "wine"
+# the same model saved with pickle: a format that can run code, served through the sandboxed model host
+PICKLED_MODEL, SANDBOXED_ENDPOINT = "wine-pickle", "wine-sandboxed"
 CHECK_ROWS = (0, 70, 150)  # one row of each wine class
 TIMED_ROW = 0
 CONNECTIONS = 8
@@ -197,6 +206,21 @@ def deploy(client_config: dict[str, Any]):
     with Client(client_config["url"], client_config["token"]) as client:
         client.create_project(PROJECT)
         return client.deploy(PROJECT, f"{MODEL}@champion", ENDPOINT, replicas=1)
+
+
+def serve_sandboxed(home: Path, X, model):
+    """The same model logged with pickle (after :func:`register_model`) and deployed at
+    ``wine-sandboxed``: its replica calls it in the sandboxed model host. Returns ``Deployed``."""
+    import mlflow
+
+    import loopml
+    from loopml.client import Client
+
+    loopml.log_model(model, PICKLED_MODEL, X, serialization_format="pickle")
+    mlflow.end_run()
+    client_config = json.loads((home / "client.json").read_text())
+    with Client(client_config["url"], client_config["token"]) as client:
+        return client.deploy(PROJECT, f"{PICKLED_MODEL}@champion", SANDBOXED_ENDPOINT, replicas=1)
 
 
 # -- the other servers -----------------------------------------------------------------
@@ -437,8 +461,20 @@ def measure(target: Target, row: list[float], args: argparse.Namespace) -> Resul
 # -- report ----------------------------------------------------------------------------
 
 
+def sandbox_costs(results: dict[str, Result]) -> list[tuple[str, float, float, float]]:
+    """(protocol, ms added to p50, ms added to p99, rps@8 ratio) of the sandboxed model host over in-process."""
+    rows = []
+    for protocol in ("/invocations", "v2 infer"):
+        inside, hosted = results[f"loopml {protocol}"], results[f"loopml sandboxed {protocol}"]
+        rows.append((protocol, hosted.p50_ms - inside.p50_ms, hosted.p99_ms - inside.p99_ms,
+                     hosted.rps8 / inside.rps8 if inside.rps8 else float("inf")))
+    return rows
+
+
 def goals(results: dict[str, Result]) -> list[tuple[str, float, str, bool]]:
-    """(what, ratio, goal, met) for each loopml protocol."""
+    """(what, ratio, goal, met) for each loopml protocol; none without the peers (``--only-loopml``)."""
+    if "MLServer" not in results:
+        return []
     mlserver, mlflow_serve, limit = results["MLServer"], results["mlflow models serve"], results["limit"]
     rows = []
     for name in ("loopml /invocations", "loopml v2 infer"):
@@ -462,7 +498,7 @@ def report(results: dict[str, Result], args: argparse.Namespace, versions: str, 
         "# Serving benchmark",
         "",
         f"`python bench/serving.py --requests {args.requests} --warmup {args.warmup} --seconds {args.seconds:g} "
-        f"--rounds {args.rounds}`; "
+        f"--rounds {args.rounds}{' --only-loopml' if args.only_loopml else ''}`; "
         "one registered version (StandardScaler + LogisticRegression, wine data, 13 features), one-row requests, "
         "all servers up, measured one at a time on this machine "
         f"({os.cpu_count()} CPUs shared by servers and load generator). {versions}.",
@@ -479,9 +515,14 @@ def report(results: dict[str, Result], args: argparse.Namespace, versions: str, 
     for r in results.values():
         lines.append(f"| {r.target} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.rps1:.0f} | {r.rps8:.0f} | {r.errors} | "
                      f"{r.client_cpu_us:.0f} |")
-    lines += ["", "| goal | ratio | target | met |", "|---|---:|---|---|"]
-    for what, ratio, goal, met in goals(results):
-        lines.append(f"| {what} | {ratio:.2f}x | {goal} | {'met' if met else '**not met**'} |")
+    if goals(results):
+        lines += ["", "| goal | ratio | target | met |", "|---|---:|---|---|"]
+        for what, ratio, goal, met in goals(results):
+            lines.append(f"| {what} | {ratio:.2f}x | {goal} | {'met' if met else '**not met**'} |")
+    lines += ["", "What the sandboxed model host costs (a pickled model, over the same model in-process):", "",
+              "| protocol | p50 added, ms | p99 added, ms | rps@8 sandboxed / in-process |", "|---|---:|---:|---:|"]
+    for protocol, p50, p99, rps in sandbox_costs(results):
+        lines.append(f"| {protocol} | {p50:+.2f} | {p99:+.2f} | {rps:.2f}x |")
     lines += ["", "Same predictions from all targets: " + ("yes" if same else "**NO (see the run's output)**") + ".",
               f"The whole run took {took:.0f} s."]
     return "\n".join(lines) + "\n"
@@ -522,9 +563,9 @@ def versions_line() -> str:
     import mlflow
     import ray
 
-    found = subprocess.run([str(MLSERVER_VENV / "bin" / "python"), "-c",
-                            "import importlib.metadata as m; print(m.version('mlserver'))"],
-                           capture_output=True, text=True).stdout.strip()
+    python = MLSERVER_VENV / "bin" / "python"
+    found = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('mlserver'))"],
+                           capture_output=True, text=True).stdout.strip() if python.exists() else ""
     return (f"scikit-learn {sklearn_version()}, mlflow {mlflow.__version__}, ray {ray.__version__}, "
             f"MLServer {found or '?'}, Python {sys.version.split()[0]}")
 
@@ -542,12 +583,29 @@ def serve_wine(home: Path):
     return deploy(client_config), X, model, model_uri, mlflow_url
 
 
-def start_all(work: Path, servers: list[Server]):
-    """Platform, model and endpoint, then the other three servers (appended to ``servers`` as they
-    start, for the caller to stop); waits until all are ready. Returns (targets, X, model)."""
+def loopml_targets(deployed, columns: list[str], sandboxed: str = "") -> list[Target]:
+    """The two protocols of endpoint ``deployed``; ``sandboxed`` names a sandboxed endpoint's rows."""
+    endpoint = urllib.parse.urlsplit(deployed.endpoint.url)
+    key = {"Authorization": f"Bearer {deployed.key}"}
+    name = deployed.endpoint.name
+    return [Target(f"loopml {sandboxed}/invocations", endpoint.port, endpoint.path + "/invocations",
+                   dataframe_split(columns), mlflow_predictions, key),
+            Target(f"loopml {sandboxed}v2 infer", endpoint.port, f"{endpoint.path}/v2/models/{name}/infer", v2_infer,
+                   v2_predictions, key)]
+
+
+def start_all(work: Path, servers: list[Server], only_loopml: bool = False):
+    """Platform, models and endpoints, then (unless ``only_loopml``) the other three servers
+    (appended to ``servers`` as they start, for the caller to stop); waits until all are ready.
+    Returns (targets, X, model)."""
     home, logs = work / "home", work / "logs"
     deployed, X, model, model_uri, mlflow_url = serve_wine(home)
-    endpoint = urllib.parse.urlsplit(deployed.endpoint.url)
+    print("deploying the same model saved with pickle (sandboxed model host)")
+    sandboxed = serve_sandboxed(home, X, model)
+    columns = list(X.columns)
+    mine = loopml_targets(deployed, columns) + loopml_targets(sandboxed, columns, "sandboxed ")
+    if only_loopml:
+        return mine, X, model
     model_file = dump_model(model_uri, work / ENDPOINT)  # MLServer wants the folder named as the model
 
     mlflow_port = free_port_block(5)
@@ -562,17 +620,11 @@ def start_all(work: Path, servers: list[Server]):
     wait_ready(limit, limit_port, "/ping")
     wait_ready(mlserver, mlserver_port, f"/v2/models/{ENDPOINT}/ready")
 
-    columns = list(X.columns)
-    key = {"Authorization": f"Bearer {deployed.key}"}
-    targets = [
-        Target("loopml /invocations", endpoint.port, endpoint.path + "/invocations", dataframe_split(columns),
-               mlflow_predictions, key),
-        Target("loopml v2 infer", endpoint.port, f"{endpoint.path}/v2/models/{ENDPOINT}/infer", v2_infer,
-               v2_predictions, key),
+    targets = mine[:2] + [
         Target("mlflow models serve", mlflow_port, "/invocations", dataframe_split(columns), mlflow_predictions),
         Target("MLServer", mlserver_port, f"/v2/models/{ENDPOINT}/infer", v2_infer, v2_predictions),
         Target("limit", limit_port, "/predict", limit_body, mlflow_predictions),
-    ]
+    ] + mine[2:]
     return targets, X, model
 
 
@@ -585,6 +637,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1,
                         help="measure every target in turn this many times; the table shows medians")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (server logs, platform home)")
+    parser.add_argument("--only-loopml", action="store_true",
+                        help="measure the loopml endpoints alone (in-process and sandboxed), not the peers")
     args = parser.parse_args()
 
     began = time.monotonic()
@@ -592,7 +646,7 @@ def main() -> None:
     (work / "logs").mkdir()
     servers: list[Server] = []
     try:
-        targets, X, model = start_all(work, servers)
+        targets, X, model = start_all(work, servers, args.only_loopml)
         same = check_predictions(targets, X, model)
         busy = idle_cpu_use(platform_pids(work / "home") | {server.proc.pid for server in servers})
         print(f"measuring ({args.warmup} warm-up, {args.requests} requests, {CONNECTIONS} connections "
@@ -616,8 +670,9 @@ def main() -> None:
         else:
             shutil.rmtree(work, ignore_errors=True)
     text = report(results, args, versions, same, busy, time.monotonic() - began)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(text)
+    results_file = RESULTS.with_name("serving-loopml.md") if args.only_loopml else RESULTS
+    results_file.parent.mkdir(parents=True, exist_ok=True)
+    results_file.write_text(text)
     print()
     print(text)
 

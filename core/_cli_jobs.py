@@ -242,12 +242,16 @@ def list_schedules(ctx: click.Context, project: str | None, as_json: bool) -> No
         echo_json(schedules)
         return
     echo_table(
-        ("ID", "NAME", "CRON", "NEXT RUN", "LAST RUN", "LAST JOB", "USER"),
+        ("ID", "NAME", "CRON", "NEXT RUN", "LAST RUN", "LAST JOB", "USER", "STATE"),
         (
-            (s.id, s.name, s.cron, fmt_time(s.next_run_at), fmt_time(s.last_run_at), s.last_job_id, s.user)
+            (s.id, s.name, s.cron, fmt_time(s.next_run_at), fmt_time(s.last_run_at), s.last_job_id, s.user,
+             "paused" if s.paused_reason else "active")
             for s in schedules
         ),
     )
+    for s in schedules:
+        if s.paused_reason:
+            click.echo(f"schedule {s.id} is paused: {s.paused_reason}")
 
 
 @schedules_group.command("create")

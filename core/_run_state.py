@@ -87,6 +87,29 @@ def up_lock(home: Path) -> Iterator[None]:
         yield
 
 
+# what ``secure_modes`` makes owner-only: these folders (0700) and every file directly in them
+# and in the data dir itself (0600): secrets.json, client.json, config.toml, the DBs (with their
+# -wal/-shm/-journal), ray/auth_token, the hub's cookie secret and DB, the state file, logs.
+PRIVATE_DIRS = (".", "run", "ray", "hub", "logs", "mlflow")
+
+
+def secure_modes(home: Path) -> None:
+    """Give the data dir ``home`` and its secret files their modes, whatever they were: a data
+    dir made by an older version, copied or loosened by hand must not stay readable by others.
+
+    Symlinks are left alone (``chmod`` would follow them out of the data dir); project
+    folders and the MLflow artifact tree keep their modes (the data dir's 0700 closes them).
+    """
+    for name in PRIVATE_DIRS:
+        folder = home / name
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        folder.chmod(0o700)
+        for entry in folder.iterdir():
+            if entry.is_file() and not entry.is_symlink():
+                entry.chmod(0o600)
+
+
 def secret_settings(settings: Settings) -> set[str]:
     return {*SECRET_SETTINGS, *(name for name in URL_SETTINGS
                                 if getattr(settings, name) and urlsplit(getattr(settings, name)).password)}

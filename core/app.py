@@ -14,6 +14,7 @@ import hmac
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from contextlib import asynccontextmanager, suppress
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -22,7 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from loopml import projects
+from loopml import projects, sandbox
 from loopml.auth import StaticTokenAuthenticator, User, current_user
 from loopml.db import Database, migrate
 from loopml.errors import LoopMLError, http_status
@@ -45,9 +46,11 @@ from loopml.projects import ProjectCreate, ProjectService
 from loopml.monitor import ingest, policy_routes
 from loopml.monitor.policies import PolicyService
 from loopml.monitor import routes as monitor_routes
-from loopml.monitor.ingest import CaptureService, capture_token
+from loopml.monitor.ingest import CaptureService, capture_tokens
 from loopml.monitor.service import MonitorService
 from loopml.registry import routes as registry_routes
+from loopml.registry import mlflow_auth
+from loopml.registry.mlflow_auth import ProjectAccess
 from loopml.registry.service import RegistryService
 from loopml.registry.tracking import JobTracking
 from loopml.serving import routes as serving_routes
@@ -81,12 +84,29 @@ async def status(request: Request, user: User = Depends(current_user)):
         check(state.backend.status, {"address": state.settings.ray_address}),
         check(lambda: {"ok": state.tracking.ping()}, {}),
     )
+    ray = {k: _without_credentials(v) if isinstance(v, str) else v for k, v in ray.items()}
     return {
         "platform": {"ok": True, "url": state.settings.url, "user": user.name, "admin": user.admin},
         "ray": ray,
-        "mlflow": {**mlflow_ok, "uri": state.tracking.tracking_uri},
+        # any caller may read this: the address only, never a password of the tracking URI
+        "mlflow": {**mlflow_ok, "uri": _without_credentials(state.tracking.tracking_uri)},
         "db": {"ok": True, "backend": state.db.engine.dialect.name},
+        "jobs": {"ok": True, "isolation": state.settings.job_isolation},
     }
+
+
+def _without_credentials(text: str) -> str:
+    """``text`` with the ``user:password@`` and the query (tokens travel there too) of every
+    URL in it removed; each whitespace-separated word is parsed on its own (no regex to backtrack)."""
+    words = []
+    for word in text.split(" "):
+        if "://" in word:
+            scheme, _, rest = word.partition("://")
+            address, slash, path = rest.partition("/")
+            word = f"{scheme}://{address.rpartition('@')[2]}{slash}{path}"
+            word = word.split("?", 1)[0].split("#", 1)[0]
+        words.append(word)
+    return " ".join(words)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -119,6 +139,7 @@ ERROR_RESPONSES: dict[int | str, dict] = {
     403: {"model": ErrorBody, "description": "The caller is not a member of the project (or not an admin)."},
     404: {"model": ErrorBody, "description": "No such project, job, model, endpoint or route."},
     409: {"model": ErrorBody, "description": "The resource exists, or its state forbids the action."},
+    429: {"model": ErrorBody, "description": "A quota of the project is full (queued jobs): wait or cancel, then retry."},
     413: {"model": ErrorBody, "description": "The request body is over the limit."},
     422: {"model": InvalidRequestBody, "description": "A field is invalid."},
     503: {"model": ErrorBody, "description": "Ray, MLflow or Serve cannot be reached now; nothing was changed."},
@@ -203,7 +224,9 @@ def _hub_auth(app: FastAPI, settings: Settings) -> HubClient | None:
     if not (settings.hub and running_as_hub_service()):
         return None
     hub = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
-    app.state.authenticator = ChainAuthenticator(local, HubTokenAuthenticator(hub, settings.hub_service_name))
+    workspaces = HubTokenAuthenticator(hub, settings.hub_service_name,  # state.projects is set after this
+                                       is_member=lambda user, project: app.state.projects.member_now(user, project))
+    app.state.authenticator = ChainAuthenticator(local, workspaces)
     secret = hmac.new((settings.admin_token or os.environ["JUPYTERHUB_API_TOKEN"]).encode(), b"browser-sessions",
                       hashlib.sha256).hexdigest()
     app.state.sessions = BrowserSessions(settings, secret)
@@ -223,6 +246,16 @@ async def _set_up_projects(projects: ProjectService, attempts: int = 30) -> None
             await asyncio.sleep(2)
 
 
+def _project_mlflow(state) -> Callable[[str], str]:
+    """A project's MLflow set-up: its experiment and, with MLflow auth, its user and grants."""
+    def set_up(project: str) -> str:
+        experiment_id = state.tracking.experiment_id(project)
+        if state.mlflow_access is not None:
+            state.mlflow_access.provision(project, experiment_id)
+        return experiment_id
+    return set_up
+
+
 def create_app(settings: Settings, *, backend: JobBackend | None = None) -> FastAPI:
     """The platform app. ``backend`` defaults to the Ray backend (tests may pass another)."""
 
@@ -232,24 +265,31 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
         state.settings = settings
         state.db = Database(settings.database_url)
         await asyncio.to_thread(migrate, state.db.engine)
+        # the platform is MLflow's admin; each project gets a user of its own (registry/mlflow_auth.py)
+        state.mlflow_access = ProjectAccess(settings) if mlflow_auth.use_admin_credentials(settings) else None
         state.tracking = await asyncio.to_thread(JobTracking, settings.tracking_uri)
-        state.job_tokens = JobTokens(state.db, settings.admin_token)
+        # a job token's user must still be a member on every request (state.projects comes next)
+        state.job_tokens = JobTokens(state.db, settings.admin_token, max_s=settings.job_token_max_s,
+                                     is_member=lambda user, project: state.projects.member_now(user, project))
         hub = _hub_auth(app, settings)
         state.projects = ProjectService(state.db, group_prefix=settings.project_group_prefix,
-                                        hooks=ProjectSetup(settings, state.tracking.experiment_id, hub))
+                                        hooks=ProjectSetup(settings, _project_mlflow(state), hub))
         for seed in settings.projects:
             await asyncio.to_thread(state.projects.create, ProjectCreate(**seed.model_dump()), exist_ok=True)
         state.registry = RegistryService(settings.tracking_uri, endpoints_of=lambda name: state.endpoints.serving(name))
         state.backend = backend or RayJobBackend(settings.ray_address, settings.dashboard_url, kernel_name=settings.kernel_name,
-                                                 warm_kernels=settings.warm_kernels)
+                                                 warm_kernels=settings.warm_kernels, isolation=settings.job_isolation,
+                                                 hide=tuple(sandbox.hidden_paths(settings.home)))
         await state.backend.start()
         state.jobs = JobService(settings, state.db, state.tracking, state.backend, job_tokens=state.job_tokens)
-        state.captures = CaptureService(state.db, capture_token(settings))
-        state.endpoints = EndpointService(settings, state.db, settings.tracking_uri, capture_token=state.captures.token)
+        state.captures = CaptureService(state.db, capture_tokens(settings))
+        state.endpoints = EndpointService(settings, state.db, settings.tracking_uri,
+                                          capture_tokens=state.captures.tokens)
         state.monitor = MonitorService(state.db, settings, state.endpoints, state.registry, state.captures)
         if backend is None:  # Serve needs the Ray connection the Ray backend opened
             await asyncio.to_thread(state.endpoints.start)
-        state.schedules = ScheduleService(state.db, state.jobs)
+        state.schedules = ScheduleService(state.db, state.jobs, projects=state.projects)
+        state.projects.on_members_changed.append(state.schedules.check_members)
         state.policies = PolicyService(state.db, settings, state.monitor, state.jobs, state.endpoints, state.registry)
         tasks = [asyncio.create_task(state.jobs.run(), name="jobs"),
                  asyncio.create_task(_set_up_projects(state.projects), name="project-setup"),

@@ -47,12 +47,21 @@ class StaticTokenAuthenticator:
 
 
 def bearer_token(request: Request) -> str | None:
-    """The token of ``Authorization: Bearer <t>`` (or JupyterHub's ``token <t>``)."""
+    """The token of ``Authorization: Bearer <t>`` (or JupyterHub's ``token <t>``).
+
+    Raises :class:`Unauthorized` for a token of characters no issued token has (every one is
+    printable ASCII): Starlette decodes any header byte (as latin-1), but comparing it in
+    constant time or forwarding it to the hub would fail on it.
+    """
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
-    if scheme.lower() in ("bearer", "token") and value.strip():
-        return value.strip()
-    return None
+    if scheme.lower() not in ("bearer", "token") or not value.strip():
+        return None
+    token = value.strip()
+    if not (token.isascii() and token.isprintable()):
+        raise Unauthorized("the API token holds characters no token has (tokens are printable ASCII): send the "
+                           "token as it was issued to you")
+    return token
 
 
 def current_user(request: Request) -> User:

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 _M = TypeVar("_M", bound=BaseModel)
 
 API_PREFIX = "/api/v1"
+FIRST_PAGE = 100  # what a listing route answers without ``limit`` (loopml.paging.DEFAULT_LIMIT)
+PAGE = 1000  # items asked per further request (the most a listing route gives)
 
 # A platform restart (it reconciles jobs from Ray on start) must not end a wait(): outages
 # shorter than this are ridden out, longer ones raise the Unavailable error.
@@ -125,13 +127,13 @@ class Client:
 
     def project_names(self) -> list[str]:
         """Names of the projects the caller may use (all of them for admins), sorted."""
-        return sorted(item["name"] for item in self._json(self._request("GET", "/projects")))
+        return sorted(item["name"] for item in self._pages("/projects", self._json_list))
 
     def projects(self) -> list[Project]:
         """The projects the caller may use (all of them for admins)."""
         from loopml.projects import Project
 
-        return self._parse_list(Project, self._request("GET", "/projects"))
+        return self._every(Project, "/projects")
 
     def project(self, name: str) -> Project:
         """One project; :class:`NotFound` / :class:`Forbidden` if unknown / not a member."""
@@ -298,7 +300,7 @@ class Client:
         return self._parse(Schedule, self._request("POST", wire.api_path("projects", project, "schedules"), json=body))
 
     def schedules(self, project: str) -> list[Schedule]:
-        return self._parse_list(Schedule, self._request("GET", wire.api_path("projects", project, "schedules")))
+        return self._every(Schedule, wire.api_path("projects", project, "schedules"))
 
     def delete_schedule(self, project: str, schedule_id: str) -> None:
         """Delete the schedule; jobs it already started are kept."""
@@ -310,7 +312,7 @@ class Client:
 
     def models(self, project: str) -> list[ModelSummary]:
         """The project's registered models, by name, with their aliases."""
-        return self._parse_list(ModelSummary, self._request("GET", wire.api_path("projects", project, "models")))
+        return self._every(ModelSummary, wire.api_path("projects", project, "models"))
 
     def model(self, project: str, name: str) -> Model:
         """One model: its versions newest first, with metrics, params, aliases and lineage,
@@ -356,7 +358,7 @@ class Client:
 
     def endpoints(self, project: str) -> list[Endpoint]:
         """The project's endpoints."""
-        return self._parse_list(Endpoint, self._request("GET", wire.api_path("projects", project, "endpoints")))
+        return self._every(Endpoint, wire.api_path("projects", project, "endpoints"))
 
     def endpoint(self, project: str, name: str) -> Endpoint:
         """One endpoint with its history; :class:`NotFound` if the project has none of that name."""
@@ -477,6 +479,28 @@ class Client:
             return model.model_validate(self._json(response))
         except ValidationError as exc:
             raise wire.unexpected(response, self.url, f"not a {model.__name__} ({exc.error_count()} errors)") from exc
+
+    def _every(self, model: type[_M], path: str) -> list[_M]:
+        """All items of a listing route, parsed as ``model``."""
+        return self._pages(path, lambda response: self._parse_list(model, response))
+
+    def _pages(self, path: str, parse: Callable[[httpx.Response], list[Any]]) -> list[Any]:
+        """All items of a listing route: its first page as the route gives it (``limit``
+        :data:`FIRST_PAGE`), then pages of :data:`PAGE` while they come back full."""
+        items: list[Any] = []
+        params: dict[str, int] = {}
+        while True:
+            page = parse(self._request("GET", path, params=params or None))
+            items.extend(page)
+            if len(page) < params.get("limit", FIRST_PAGE):
+                return items
+            params = {"limit": PAGE, "offset": len(items)}
+
+    def _json_list(self, response: httpx.Response) -> list[Any]:
+        data = self._json(response)
+        if not isinstance(data, list):
+            raise wire.unexpected(response, self.url, "not a list")
+        return data
 
     def _parse_list(self, model: type[_M], response: httpx.Response) -> list[_M]:
         data = self._json(response)

@@ -66,6 +66,12 @@ class Conflict(LoopMLError):
     reason = "conflict"
 
 
+class TooMany(LoopMLError):
+    """A quota of the caller's project is full (queued jobs…): wait or cancel, then retry."""
+
+    reason = "too_many"
+
+
 class Unavailable(LoopMLError):
     """A backing service (Ray, MLflow, the platform) cannot be reached right now."""
 
@@ -78,6 +84,7 @@ HTTP_STATUS: dict[type[LoopMLError], int] = {
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
+    TooMany: 429,
     Unavailable: 503,
     LoopMLError: 400,
 }

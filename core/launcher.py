@@ -91,11 +91,15 @@ from loopml._run_state import (
     remove_ray_temp_dir,
     running_settings,
     stored_secret,
+    secure_modes,
     up_lock,
     write_state,
 )
+from loopml import sandbox
 from loopml.errors import Conflict, Unavailable
+from loopml.hub_config import identity as hub_identity
 from loopml.hub_config import launch as hub_launch
+from loopml.registry import mlflow_auth
 from loopml.registry.server import STORE_DIR, mlflow_server_command
 from loopml.settings import ClientConfig, ProjectSeed, Settings, write_client_config
 
@@ -146,6 +150,7 @@ def _with_hub_defaults(settings: Settings) -> Settings:
     identity provider, the hub's OAuth client is the one ``up`` registers with it."""
     if not settings.hub:
         return settings
+    hub_identity.check_settings(settings.oauth, settings.project_group_prefix)  # before anything starts
     update: dict[str, Any] = {"base_url": f"/services/{settings.hub_service_name}/"}
     if hub_launch.uses_dev_idp(settings):
         update["oauth"] = settings.oauth.model_copy(update={
@@ -203,9 +208,13 @@ def up(
     and what (re)started. Raises :class:`Conflict` when a component runs but is unhealthy,
     when a port is taken or another ``up`` runs; :class:`InvalidInput` for bad settings;
     :class:`Unavailable` (after stopping what this call started) when a component exits or
-    is not healthy within ``timeout`` seconds.
+    is not healthy within ``timeout`` seconds, and when this machine cannot sandbox job
+    kernels unless ``job_isolation`` is ``"off"``.
     """
+    if settings.job_isolation != "off":
+        sandbox.require()  # before anything starts: jobs would run unsandboxed
     home = make_private_dir(settings.home)
+    secure_modes(home)  # on every up: an existing data dir may have loose modes
     step = on_step or (lambda message: None)
     settings = _with_hub_defaults(settings)
     with up_lock(home):
@@ -226,6 +235,7 @@ def up(
         admin_token = resolve_admin_token(settings)
         started = _start(settings, state, missing, admin_token, step, timeout)
     client_config = write_client_config(home, ClientConfig(url=settings.public_url, token=admin_token))
+    secure_modes(home)  # and the files the components created since (DBs, logs, the hub's)
     return UpResult(
         url=settings.public_url, admin_token=admin_token, client_config=client_config,
         how_to_authenticate=(f"the loopml CLI and client read {client_config}; elsewhere: export "
@@ -301,7 +311,8 @@ def _start(settings: Settings, state: RunState, names: list[str], admin_token: s
                   node_env(state.ray_env, serve_max_inflight=settings.serve_max_inflight))
         if "mlflow" in names:
             make_private_dir(home / STORE_DIR)
-            argv, extra = mlflow_server_command(home, settings.mlflow_port, settings.mlflow_backend_uri)
+            argv, extra = mlflow_server_command(home, settings.mlflow_port, settings.mlflow_backend_uri,
+                                                auth=mlflow_auth.enabled(settings))
             start("mlflow", argv, {**os.environ, **extra})
         deadline = time.monotonic() + timeout
         if "ray" in started:
@@ -359,7 +370,8 @@ def _platform_env(settings: Settings, state: RunState, admin_token: str) -> dict
     settings ``up`` runs with), the Ray driver variables and the addresses ``up`` chose."""
     env = {name: value for name, value in os.environ.items() if not name.startswith("LOOPML_")}
     return {**env, **state.ray_env, **_settings_env(settings), "LOOPML_RAY_ADDRESS": state.urls["ray_address"],
-            "LOOPML_MLFLOW_URI": settings.tracking_uri, "LOOPML_ADMIN_TOKEN": admin_token}
+            "LOOPML_MLFLOW_URI": settings.tracking_uri, "LOOPML_ADMIN_TOKEN": admin_token,
+            "LOOPML_MLFLOW_AUTH": json.dumps(mlflow_auth.enabled(settings))}
 
 
 # -- down ----------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ docs/hub.md). Admins are members of every project.
 from __future__ import annotations
 
 import datetime as dt
+import logging
+from collections.abc import Callable
 
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, Field, StrictBool, StrictInt, field_validator
@@ -19,6 +21,9 @@ from loopml.auth import User, current_user
 from loopml.db import Base, Database, UTCDateTime, utcnow
 from loopml.errors import Conflict, Forbidden, NotFound
 from loopml.names import check_name
+from loopml.paging import Page, page
+
+log = logging.getLogger(__name__)
 
 
 class ProjectRow(Base):
@@ -74,6 +79,12 @@ class ProjectHooks:
         """Current members of the hub group ``group`` ([] without the hub)."""
         return []
 
+    def user(self, name: str) -> User:
+        """User ``name`` as they are now (admin flag, hub groups), for a credential that names
+        them but is checked long after they logged in (a job token, a schedule). The default
+        knows only the name: membership then comes from the member list alone."""
+        return User(name=name)
+
 
 class ProjectService:
     """Creates and reads projects and answers "may this user touch this project?"."""
@@ -82,6 +93,9 @@ class ProjectService:
         self.db = db
         self.group_prefix = group_prefix
         self.hooks = hooks or ProjectHooks()
+        # called with the project's name after its member list changed (the schedules of
+        # removed members pause)
+        self.on_members_changed: list[Callable[[str], None]] = []
 
     def group_of(self, name: str) -> str:
         """The hub group whose members belong to project ``name``."""
@@ -97,6 +111,16 @@ class ProjectService:
         if user.only_projects is not None:  # a job token: its job's project only
             return project.name in user.only_projects
         return user.admin or user.name in project.members or project.group in user.groups
+
+    def member_now(self, name: str, project: str) -> bool:
+        """Whether user ``name`` is a member of ``project`` now: the member list as stored, the
+        admin flag and hub groups as :meth:`ProjectHooks.user` has them (with the hub, at most
+        its user cache's 30 s old). False for a project that does not exist."""
+        try:
+            found = self.get(project)
+        except NotFound:
+            return False
+        return self.is_member(self.hooks.user(name), found)
 
     def create(self, spec: ProjectCreate, *, exist_ok: bool = False) -> Project:
         with self.db.session() as session:
@@ -131,7 +155,14 @@ class ProjectService:
             if change.clear_quota:
                 row.max_concurrent_jobs = None
             session.flush()
-            return self._model(row)
+            updated = self._model(row)
+        if change.members is not None:
+            for listener in self.on_members_changed:
+                try:
+                    listener(name)
+                except Exception:  # noqa: BLE001 - the change is stored; schedules re-check at fire time
+                    log.exception("reacting to the member change of project %s failed", name)
+        return updated
 
     def get(self, name: str, *, with_group_members: bool = False) -> Project:
         with self.db.session() as session:
@@ -181,9 +212,10 @@ def projects(request: Request) -> ProjectService:
 
 
 @router.get("/projects", response_model=list[Project])
-def list_projects(user: User = Depends(current_user), service: ProjectService = Depends(projects)):
-    """The projects the caller is a member of (all of them for admins)."""
-    return service.visible_to(user, with_group_members=True)
+def list_projects(window: Page = Depends(page), user: User = Depends(current_user),
+                  service: ProjectService = Depends(projects)):
+    """The projects the caller is a member of (all of them for admins); ``limit`` and ``offset`` page them."""
+    return window.of(service.visible_to(user, with_group_members=True))
 
 
 def admin_user(user: User = Depends(current_user)) -> User:

@@ -114,11 +114,12 @@ def _inside(path: str, roots: Iterable[str]) -> bool:
 
 
 def wrap(argv: list[str], *, workdir: str, rw: Iterable[str] = (), ro: Iterable[str] = (),
-         hide: Iterable[str] = (), executable: str | None = None) -> list[str]:
+         hide: Iterable[str] = (), devices: Iterable[str] = (), executable: str | None = None) -> list[str]:
     """The command line that runs ``argv`` sandboxed, in ``workdir`` (bound read-write).
 
     ``rw``/``ro`` are extra host paths bound at the same place; ``hide`` are paths that must
-    stay invisible even when they lie inside a bound path (the data dir). Start it with
+    stay invisible even when they lie inside a bound path (the data dir); ``devices`` are
+    device nodes of the host the program may use (a job's GPUs). Start it with
     ``env=environment(...)``: the sandbox keeps the environment it is started with. Never put
     a secret in ``argv``: command lines are visible to every process of the machine.
     """
@@ -139,16 +140,19 @@ def wrap(argv: list[str], *, workdir: str, rw: Iterable[str] = (), ro: Iterable[
         elif os.path.exists(path):
             args += ["--ro-bind", "/dev/null", path]
     bound_ro = list(python_paths()) + [os.path.realpath(p) for p in ro]
-    for path in bound_ro:
-        if not _inside(path, SYSTEM_RO):
-            args += ["--ro-bind", path, path]
+    mounts = [(path, ["--ro-bind", path, path]) for path in bound_ro if not _inside(path, SYSTEM_RO)]
     bound_rw = [os.path.realpath(workdir)] + [os.path.realpath(p) for p in rw]
-    for path in bound_rw:
-        if path != "/":
-            args += ["--bind", path, path]
+    mounts += [(path, ["--bind", path, path]) for path in bound_rw if path != "/"]
     for path in (os.path.realpath(p) for p in hide):
         if _inside(path, [*SYSTEM_RO, *bound_ro, *bound_rw]) and os.path.isdir(path):
-            args += ["--tmpfs", path]
+            mounts.append((path, ["--tmpfs", path]))
+    # bwrap mounts in order, each over what is there: outer paths first, so a hidden data dir's
+    # tmpfs covers what lies under it except the paths bound inside it (a project's directory);
+    # the sort is stable: at the same path the tmpfs (last) wins
+    for _, mount in sorted(mounts, key=lambda m: m[0].rstrip("/").count("/")):
+        args += mount
+    for path in devices:
+        args += ["--dev-bind-try", path, path]
     args += ["--chdir", workdir, "--", *argv]
     return args
 

@@ -62,6 +62,10 @@ class OAuthSettings(BaseModel):
     admin_users: list[str] = Field(default_factory=list, description="Hub admins, hence platform admins.")
     admin_groups: list[str] = Field(default_factory=lambda: ["loopml-admins"],
                                     description="Members of these groups are hub and platform admins.")
+    allowed_organizations: list[str] = Field(
+        default_factory=list, description="github: the organizations whose teams are groups (`org:team`); gitlab: "
+                                          "the group paths under which groups count. Groups of any other owner "
+                                          "grant nothing (see docs/hub.md).")
     dev_users_file: Path | None = Field(None, description="Users of the dev provider (default: "
                                         "hub_config/dev_users.json, documented demo users).")
 
@@ -93,6 +97,10 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL of the backend store of the MLflow server started by `loopml up`, e.g. "
                           "postgresql+psycopg://USER:PASSWORD@HOST:5432/mlflow (default: SQLite in the data dir); "
                           "unused with mlflow_uri. Secret when it carries a password: never logged or recorded.")
+    mlflow_auth: bool = Field(True, description=(
+        "Run the MLflow server started by `loopml up` with MLflow's basic-auth app: the platform is its admin, "
+        "each project a user that reaches only its own experiment, artifacts and `<project>.*` models. "
+        "Off: MLflow answers anyone who reaches its port. No effect with mlflow_uri."))
     serve_port: int = Field(8000, description="HTTP port of Ray Serve (model endpoints), on 127.0.0.1.")
     serve_max_inflight: int = Field(8, ge=1, le=10_000, description=(
         "Requests in flight to an endpoint of one replica in each Serve HTTP proxy; each further replica "
@@ -110,7 +118,17 @@ class Settings(BaseSettings):
     projects: list[ProjectSeed] = Field(default_factory=list, description="Projects to create at start-up.")
     warm_kernels: bool = Field(True, description="Keep a pre-started kernel in each idle runner worker.")
     kernel_name: str = Field("python3", description="Kernel used when a notebook names none.")
+    job_isolation: Literal["bwrap", "off"] = Field("bwrap", description=(
+        "How user code (job kernels, workspace servers, model hosts) runs: \"bwrap\" in a bubblewrap "
+        "sandbox (own pid namespace, private /tmp and working dir, no Ray token, nothing of the data dir); "
+        "\"off\" unsandboxed (only for a machine that cannot sandbox, among users who trust each other)."))
     max_notebook_mb: float = Field(20.0, description="Largest notebook accepted by submit, in MiB.")
+    job_token_max_s: float = Field(86400.0, gt=0, description="Longest life of a job's token (LOOPML_TOKEN in its "
+                                   "kernel), in seconds, even while the job runs; a job's timeout_s ends it sooner.")
+    schedule_min_interval_s: float = Field(60.0, ge=0, description="Shortest time between two runs of a "
+                                           "schedule, in seconds: a cron that fires more often is refused.")
+    max_queued_jobs_per_project: int = Field(100, ge=1, description="Jobs a project may have QUEUED at once: "
+                                             "a further submit is refused with 429, a schedule's run is skipped.")
     hub: bool = Field(True, description="Start JupyterHub (login, workspaces; the platform runs as its service). "
                                         "False (`loopml up --no-hub`): headless, static tokens only.")
     hub_port: int = Field(8800, description="Public port of JupyterHub's proxy (the URL users open).")

@@ -50,11 +50,14 @@ class JobBackend:
 class RayJobBackend(JobBackend):
     """Attempts as Ray tasks owned by the detached :class:`~loopml.executor.dispatcher.Dispatcher`."""
 
-    def __init__(self, address: str | None, dashboard_url: str, *, kernel_name: str, warm_kernels: bool) -> None:
+    def __init__(self, address: str | None, dashboard_url: str, *, kernel_name: str, warm_kernels: bool,
+                 isolation: str = "bwrap", hide: tuple[str, ...] = ()) -> None:
         self.address = address
         self.dashboard_url = dashboard_url
         self.kernel_name = kernel_name
         self.warm_kernels = warm_kernels
+        self.isolation = isolation  # job_isolation: how the dispatcher's warm kernels start
+        self.hide = hide
         self.dispatcher = None
 
     async def start(self) -> None:
@@ -73,7 +76,7 @@ class RayJobBackend(JobBackend):
                 raise Unavailable(f"cannot connect to the Ray cluster at {self.address}: {exc}", component="ray") from None
         try:
             self.dispatcher = ensure_dispatcher(self.dashboard_url, kernel_name=self.kernel_name,
-                                                prewarm=self.warm_kernels)
+                                                prewarm=self.warm_kernels, isolation=self.isolation, hide=self.hide)
         except Exception as exc:
             raise Unavailable(f"cannot start the job dispatcher on the Ray cluster: {exc}", component="ray") from None
 

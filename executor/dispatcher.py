@@ -5,13 +5,19 @@ keep running while the platform service restarts; the actor keeps what it learnt
 each attempt (state, progress, log, output) until the platform has stored it and
 acknowledged it, so nothing is lost in between. The platform reads changes with the
 long-poll :meth:`Dispatcher.updates`.
+
+Only the runner that owns an attempt may report on it: :meth:`Dispatcher.submit` makes a
+secret per attempt and hands it to that runner alone (its kernel, sandboxed, never sees it);
+a report without it is ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hmac
 import logging
+import secrets
 import shlex
 import signal
 import sys
@@ -71,8 +77,10 @@ def changes_since(record: dict[str, Any], since: int) -> dict[str, Any]:
 class Dispatcher:
     """Runs attempts as Ray tasks and records what happens to them."""
 
-    def __init__(self, kernel_name: str, prewarm: bool) -> None:
+    def __init__(self, kernel_name: str, prewarm: bool, isolation: str = "bwrap",
+                 hide: tuple[str, ...] = ()) -> None:
         self.records: dict[str, dict[str, Any]] = {}
+        self.secrets: dict[str, str] = {}
         self.refs: dict[str, ray.ObjectRef] = {}
         self.requests: dict[str, dict[str, float]] = {}
         self.timeouts: dict[str, float | None] = {}
@@ -84,7 +92,7 @@ class Dispatcher:
         if prewarm:
             cpus = int(ray.cluster_resources().get("CPU", 1))
             for _ in range(max(1, min(cpus, 4))):
-                warm_up.remote(kernel_name)
+                warm_up.remote(kernel_name, isolation, hide)
 
     @staticmethod
     def key(job_id: str, attempt: int) -> str:
@@ -116,14 +124,20 @@ class Dispatcher:
                               **({"memory": options["memory"]} if "memory" in options else {}),
                               **options.get("resources", {})}
         self.timeouts[key] = timeout_s
-        ref = run_attempt.options(name=f"loopml-job:{key}", **options).remote(spec, self.me)
+        self.secrets[key] = secrets.token_hex(16)
+        ref = run_attempt.options(name=f"loopml-job:{key}", **options).remote(spec, self.me, self.secrets[key])
         self.refs[key] = ref
         self._touch(record)
         asyncio.get_event_loop().create_task(self._watch(key, ref))
 
-    def report(self, job_id: str, attempt: int, patch: dict[str, Any]) -> None:
-        """Called by the runner while it works."""
-        record = self.records.get(self.key(job_id, attempt))
+    def report(self, job_id: str, attempt: int, patch: dict[str, Any], secret: str | None = None) -> None:
+        """Called by the runner while it works; ignored unless ``secret`` is the attempt's."""
+        key = self.key(job_id, attempt)
+        expected = self.secrets.get(key)
+        if expected is None or not isinstance(secret, str) or not hmac.compare_digest(secret.encode(), expected.encode()):
+            log.warning("ignored a report on attempt %s that did not come from its runner", key)
+            return
+        record = self.records.get(key)
         if record is None or record["state"] in TERMINAL:
             return
         if patch.get("state") == "running":
@@ -183,7 +197,7 @@ class Dispatcher:
             record = self.records.get(key)
             if record is not None and record["state"] in TERMINAL:
                 del self.records[key]
-                for table in (self.requests, self.timeouts, self.intent):
+                for table in (self.requests, self.timeouts, self.intent, self.secrets):
                     table.pop(key, None)
 
     async def _tick(self) -> None:
@@ -228,7 +242,7 @@ def find_dispatcher():
 
 
 def ensure_dispatcher(dashboard_url: str, *, kernel_name: str = "python3", prewarm: bool = True,
-                      timeout_s: float = 90.0):
+                      isolation: str = "bwrap", hide: tuple[str, ...] = (), timeout_s: float = 90.0):
     """The running dispatcher, started as a long-lived Ray job if the cluster has none yet.
 
     Why a Ray job rather than an actor created from the platform: tasks reuse worker
@@ -241,7 +255,8 @@ def ensure_dispatcher(dashboard_url: str, *, kernel_name: str = "python3", prewa
     from ray.job_submission import JobSubmissionClient
 
     client = JobSubmissionClient(dashboard_url)
-    args = [sys.executable, "-m", "loopml.executor.dispatcher", "--kernel-name", kernel_name]
+    args = [sys.executable, "-m", "loopml.executor.dispatcher", "--kernel-name", kernel_name,
+            "--isolation", isolation, *(arg for path in hide for arg in ("--hide", path))]
     if not prewarm:
         args.append("--no-prewarm")
     submission_id = f"loopml-dispatcher-{int(time.time())}"
@@ -266,10 +281,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="loopml job dispatcher (run as a Ray job)")
     parser.add_argument("--kernel-name", default="python3")
     parser.add_argument("--no-prewarm", action="store_true")
+    parser.add_argument("--isolation", choices=("bwrap", "off"), default="bwrap")
+    parser.add_argument("--hide", action="append", default=[], help="a path job kernels must not see")
     options = parser.parse_args(argv)
     ray.init(namespace=NAMESPACE, log_to_driver=False)
     handle = Dispatcher.options(name=NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote(
-        options.kernel_name, not options.no_prewarm
+        options.kernel_name, not options.no_prewarm, options.isolation, tuple(options.hide)
     )
     ray.get(handle.known.remote())
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

@@ -136,4 +136,9 @@ class Schedule(BaseModel):
     next_run_at: dt.datetime
     last_run_at: dt.datetime | None
     last_job_id: str | None
+    last_skipped_at: dt.datetime | None = None
+    last_skip_reason: str | None = Field(None, description="Why the run due at last_skipped_at did not start "
+                                         "(e.g. the project's queue was full).")
+    paused_reason: str | None = Field(None, description="Why the schedule does not fire (its user is no longer "
+                                      "a member of the project); none: it is active.")
     created_at: dt.datetime

@@ -69,4 +69,7 @@ class ScheduleRow(Base):
     next_run_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, index=True)
     last_run_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     last_job_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    last_skipped_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_skip_reason: Mapped[str | None] = mapped_column(Text, nullable=True, doc="Why the run due then was skipped.")
+    paused_reason: Mapped[str | None] = mapped_column(Text, nullable=True, doc="Why it does not fire (None: active).")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -9,6 +9,7 @@ from loopml.auth import User, current_user
 from loopml.executor.models import Job, JobRequeue, JobStatus, JobSubmit, Schedule, ScheduleCreate
 from loopml.executor.schedules import ScheduleService
 from loopml.executor.service import JobService
+from loopml.paging import MAX_LIMIT, MAX_OFFSET, Page, page
 
 router = APIRouter(tags=["jobs"])
 
@@ -34,10 +35,12 @@ def submit_job(project: str, spec: JobSubmit, user: User = Depends(member), serv
 
 
 @router.get("/projects/{project}/jobs", response_model=list[Job])
-def list_jobs(project: str, status: JobStatus | None = None, limit: int = Query(50, ge=1, le=1000),
+def list_jobs(project: str, status: JobStatus | None = None,
+              limit: int = Query(50, ge=1, le=MAX_LIMIT, description=f"Most jobs to return (at most {MAX_LIMIT})."),
+              offset: int = Query(0, ge=0, le=MAX_OFFSET, description="Jobs to skip first: page on by adding limit."),
               user: User = Depends(member), service: JobService = Depends(jobs)):
     """The project's jobs, newest first."""
-    return service.list(project, status, limit)
+    return service.list(project, status, limit, offset)
 
 
 @router.get("/projects/{project}/jobs/{job_id}", response_model=Job)
@@ -80,8 +83,10 @@ def create_schedule(project: str, spec: ScheduleCreate, user: User = Depends(mem
 
 
 @router.get("/projects/{project}/schedules", response_model=list[Schedule], tags=["schedules"])
-def list_schedules(project: str, user: User = Depends(member), service: ScheduleService = Depends(schedules)):
-    return service.list(project)
+def list_schedules(project: str, window: Page = Depends(page), user: User = Depends(member),
+                   service: ScheduleService = Depends(schedules)):
+    """The project's schedules, oldest first (``limit`` and ``offset`` page them)."""
+    return service.list(project, window)
 
 
 @router.get("/projects/{project}/schedules/{schedule_id}", response_model=Schedule, tags=["schedules"])

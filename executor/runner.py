@@ -7,98 +7,51 @@ dispatcher actor, and the executed notebook is the task's return value.
 Speed: a Ray worker is reused for many tasks, so after each attempt it starts the
 kernel for the next one (``warm`` kernels). A warm kernel is only used by a job whose
 worker environment is the one it was started in (same GPUs, same thread limits), and
-it is never reused: every job gets a fresh kernel process.
+it is never reused: every job gets a fresh kernel process. Kernels run in their sandbox
+(:mod:`loopml.executor.kernels`); the attempt's secret, its key to the dispatcher, stays
+in this process.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import nbformat
 import ray
-from jupyter_client.manager import KernelManager
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
+
+from loopml.executor import kernels
 
 log = logging.getLogger(__name__)
 
 ENGINE = "loopml"
-KERNEL_ARGS = ["--HistoryManager.enabled=False"]
 SNAPSHOT_EVERY_S = 1.0
 LOG_FLUSH_EVERY_S = 0.5
-START_TIMEOUT_S = 60
-
-# kernel name -> (environment fingerprint, started kernel nobody used yet)
-_warm: dict[str, tuple[int, KernelManager]] = {}
-
-
-def _env_fingerprint() -> int:
-    return hash(frozenset(os.environ.items()))
-
-
-def _start_kernel(kernel_name: str) -> KernelManager:
-    """A kernel over IPC sockets in a short private dir (no TCP, no encryption warning)."""
-    sockets = tempfile.mkdtemp(prefix="lmk-")
-    km = KernelManager(
-        kernel_name=kernel_name,
-        transport="ipc",
-        ip=os.path.join(sockets, "k"),
-        connection_file=os.path.join(sockets, "kernel.json"),
-    )
-    km.start_kernel(cwd=sockets, extra_arguments=KERNEL_ARGS)
-    return km
-
-
-def _stop_kernel(km: KernelManager) -> None:
-    sockets = os.path.dirname(km.connection_file)
-    try:
-        if km.has_kernel:
-            km.shutdown_kernel(now=True)
-    finally:
-        shutil.rmtree(sockets, ignore_errors=True)
-
-
-def _take_kernel(kernel_name: str) -> KernelManager:
-    entry = _warm.pop(kernel_name, None)
-    if entry is not None:
-        fingerprint, km = entry
-        if fingerprint == _env_fingerprint() and km.is_alive():
-            return km
-        _stop_kernel(km)
-    return _start_kernel(kernel_name)
-
-
-def prestart(kernel_name: str) -> None:
-    """Leave a started kernel in this worker for the next job (idempotent)."""
-    if kernel_name in _warm:
-        return
-    try:
-        _warm[kernel_name] = (_env_fingerprint(), _start_kernel(kernel_name))
-    except Exception:  # a missing kernelspec shows up, with its message, in the job that needs it
-        log.exception("could not pre-start kernel %s", kernel_name)
 
 
 @ray.remote(num_cpus=1, max_retries=0)
-def warm_up(kernel_name: str) -> int:
+def warm_up(kernel_name: str, isolation: str = "bwrap", hide: Sequence[str] = ()) -> int:
     """Ray task: make this worker hold a warm kernel. Returns the worker's PID."""
-    prestart(kernel_name)
+    kernels.prestart(kernel_name, isolation, hide)
     return os.getpid()
 
 
 class _Reporter:
     """Sends progress, log text and output snapshots of one attempt to the dispatcher."""
 
-    def __init__(self, dispatcher, job_id: str, attempt: int) -> None:
+    def __init__(self, dispatcher, job_id: str, attempt: int, secret: str) -> None:
         self.dispatcher = dispatcher
         self.job_id = job_id
         self.attempt = attempt
+        self._secret = secret  # proves to the dispatcher that this runner owns the attempt
         self.cells_total = 0
         self.cells_done = 0
         self._log: list[str] = []
@@ -117,7 +70,7 @@ class _Reporter:
         text = self.drain_log()
         if text:
             patch["log_append"] = text
-        self.dispatcher.report.remote(self.job_id, self.attempt, patch)
+        self.dispatcher.report.remote(self.job_id, self.attempt, patch, self._secret)
 
     # file-like: papermill writes the kernel's stdout/stderr here
     def write(self, text: str) -> int:
@@ -180,7 +133,7 @@ class _Reporter:
         else:
             return
         self._snapshot_sent = time.monotonic()
-        self.dispatcher.report.remote(self.job_id, self.attempt, {"output": text})
+        self.dispatcher.report.remote(self.job_id, self.attempt, {"output": text}, self._secret)
 
 
 class _ReportingEngine(NBClientEngine):
@@ -194,25 +147,6 @@ class _ReportingEngine(NBClientEngine):
 
 
 papermill_engines.register(ENGINE, _ReportingEngine)
-
-
-def _prepare_kernel(km: KernelManager, env: dict[str, str], workdir: str) -> None:
-    """Give the (possibly pre-started) kernel the job's environment and working dir."""
-    code = (
-        "import os as _o, json as _j\n"
-        f"_o.environ.update(_j.loads({json.dumps(env)!r}))\n"
-        f"_o.chdir({workdir!r})\n"
-        "del _o, _j\n"
-    )
-    kc = km.client()
-    kc.start_channels()
-    try:
-        kc.wait_for_ready(timeout=START_TIMEOUT_S)
-        reply = kc.execute_interactive(code, timeout=30, store_history=False, output_hook=lambda msg: None)
-        if reply["content"]["status"] != "ok":
-            raise RuntimeError(f"could not set up the job in the kernel: {reply['content'].get('evalue')}")
-    finally:
-        kc.stop_channels()
 
 
 _ADDED_BY_PAPERMILL = {"injected-parameters", "papermill-error-cell-tag"}
@@ -243,22 +177,26 @@ def _failure(nb: nbformat.NotebookNode) -> dict[str, Any] | None:
 
 
 @ray.remote(num_cpus=1, max_retries=0)
-def run_attempt(spec: dict[str, Any], dispatcher) -> dict[str, Any]:
+def run_attempt(spec: dict[str, Any], dispatcher, secret: str) -> dict[str, Any]:
     """Ray task: execute one attempt and return ``{state, output, error, progress, log_append}``.
 
     ``spec`` holds ``job_id, attempt, notebook (JSON text), parameters, kernel_name, env,
-    warm_kernels``. A cell error or a dead kernel is a user failure (``state: failed``);
-    anything else raising out of here is a system failure the platform may retry.
+    warm_kernels, isolation ("bwrap" | "off"), hide (paths the kernel must not see)``.
+    ``secret`` is the attempt's key to :meth:`Dispatcher.report`; it stays in this process
+    (the kernel runs in its sandbox and never gets it). A cell error or a dead kernel is a user
+    failure (``state: failed``); anything else raising out of here is a system failure the
+    platform may retry.
     """
-    reporter = _Reporter(dispatcher, spec["job_id"], spec["attempt"])
+    reporter = _Reporter(dispatcher, spec["job_id"], spec["attempt"], secret)
     reporter.send(state="running", pid=os.getpid(), node=ray.get_runtime_context().get_node_id())
     nb = nbformat.reads(spec["notebook"], as_version=4)
-    kernel_name = spec["kernel_name"]
-    workdir = tempfile.mkdtemp(prefix="loopml-job-")
-    output_path = os.path.join(workdir, "_output.ipynb")
-    km = _take_kernel(kernel_name) if spec.get("warm_kernels", True) else _start_kernel(kernel_name)
+    kernel_name, isolation, hide = spec["kernel_name"], spec.get("isolation", "bwrap"), spec.get("hide", ())
+    warm = spec.get("warm_kernels", True)
+    private = tempfile.mkdtemp(prefix="loopml-job-")  # the runner's own: the kernel does not see it
+    output_path = os.path.join(private, "_output.ipynb")
+    km = kernels.take(kernel_name, isolation, hide) if warm else kernels.start(kernel_name, isolation, hide)
     try:
-        _prepare_kernel(km, spec["env"], workdir)
+        kernels.prepare(km, spec["env"])
         error = None
         try:
             import papermill
@@ -270,7 +208,7 @@ def run_attempt(spec: dict[str, Any], dispatcher) -> dict[str, Any]:
                 engine_name=ENGINE,
                 kernel_name=kernel_name,
                 progress_bar=False,
-                start_timeout=START_TIMEOUT_S,
+                start_timeout=kernels.START_TIMEOUT_S,
                 stdout_file=reporter,
                 stderr_file=reporter,
                 km=km,
@@ -292,7 +230,7 @@ def run_attempt(spec: dict[str, Any], dispatcher) -> dict[str, Any]:
             "log_append": reporter.drain_log(),
         }
     finally:
-        _stop_kernel(km)
-        shutil.rmtree(workdir, ignore_errors=True)
-        if spec.get("warm_kernels", True):
-            prestart(kernel_name)
+        kernels.stop(km)
+        shutil.rmtree(private, ignore_errors=True)
+        if warm:
+            kernels.prestart_soon(kernel_name, isolation, hide)

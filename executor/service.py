@@ -21,8 +21,9 @@ import nbformat
 from sqlalchemy import func, select
 from sqlalchemy.orm import object_session
 
+from loopml import sandbox
 from loopml.db import Database, utcnow
-from loopml.errors import Conflict, InvalidInput, NotFound
+from loopml.errors import Conflict, InvalidInput, NotFound, TooMany
 from loopml.executor.backend import JobBackend
 from loopml.executor.job_tokens import JobTokens
 from loopml.executor.models import Job, JobFailure, JobRequeue, JobStatus, JobSubmit, Progress, Resources, Trigger
@@ -30,6 +31,7 @@ from loopml.executor.orm import JobOutputRow, JobRow
 from loopml.executor.params import validate_parameters
 from loopml.projects import ProjectRow
 from loopml.registry.models import ModelRef
+from loopml.registry import mlflow_auth
 from loopml.registry.tracking import JobTracking
 from loopml.settings import Settings
 
@@ -88,7 +90,12 @@ class JobService:
 
     def submit(self, user: str, project: str, spec: JobSubmit, *, trigger: Trigger = Trigger.USER,
                parent_id: str | None = None, schedule_id: str | None = None) -> Job:
-        """Accept a job: validate notebook and parameters, open its MLflow run, store it QUEUED."""
+        """Accept a job: validate notebook and parameters, open its MLflow run, store it QUEUED.
+
+        Raises :class:`TooMany` when the project already has ``max_queued_jobs_per_project``
+        jobs queued (checked first, so a full queue costs no parsing).
+        """
+        self._check_queue(project)
         nb = read_notebook(spec.notebook, self.settings.max_notebook_mb)
         kernel_name = spec.kernel_name or nb.metadata.get("kernelspec", {}).get("name") or self.settings.kernel_name
         check_kernel_name(kernel_name)
@@ -114,6 +121,16 @@ class JobService:
         self.wake()
         return to_job(row)
 
+    def _check_queue(self, project: str) -> None:
+        limit = self.settings.max_queued_jobs_per_project
+        with self.db.session() as session:
+            queued = session.scalar(select(func.count()).select_from(JobRow).where(
+                JobRow.project == project, JobRow.status == JobStatus.QUEUED.value))
+        if queued >= limit:
+            raise TooMany(f"project {project!r} has {queued} jobs queued, the most it may have "
+                          f"(max_queued_jobs_per_project = {limit}): wait for some to start, or cancel some "
+                          "(loopml jobs cancel ID), then submit again", queued=queued, limit=limit)
+
     def requeue(self, user: str, project: str, job_id: str, change: JobRequeue, *,
                 trigger: Trigger = Trigger.REQUEUE) -> Job:
         """A new job from ``job_id``'s notebook snapshot and parameters, with ``change`` on top."""
@@ -133,11 +150,11 @@ class JobService:
         with self.db.session() as session:
             return to_job(self._row(session, project, job_id))
 
-    def list(self, project: str, status: JobStatus | None = None, limit: int = 50) -> list[Job]:
+    def list(self, project: str, status: JobStatus | None = None, limit: int = 50, offset: int = 0) -> list[Job]:
         query = select(JobRow).where(JobRow.project == project)
         if status is not None:
             query = query.where(JobRow.status == status.value)
-        query = query.order_by(JobRow.created_at.desc()).limit(limit)
+        query = query.order_by(JobRow.created_at.desc(), JobRow.id).limit(limit).offset(offset)
         with self.db.session() as session:
             return [to_job(r) for r in session.scalars(query)]
 
@@ -266,12 +283,15 @@ class JobService:
                "LOOPML_NOTEBOOK_SHA256": hashlib.sha256(row.notebook.encode()).hexdigest(),
                "MLFLOW_TRACKING_URI": self.tracking.tracking_uri, "MLFLOW_RUN_ID": row.mlflow_run_id or "",
                "MLFLOW_EXPERIMENT_ID": self.tracking.experiment_id(row.project)}
+        if mlflow_auth.in_use(self.settings):  # the project's own MLflow user, never the platform's
+            env.update(mlflow_auth.project_env(self.settings.home, self.tracking.tracking_uri, row.project))
         token = self.job_tokens.issue(row.id) if self.job_tokens else None
         if token:  # the kernel may call the platform as the job's user, in its project, while it runs
             env["LOOPML_TOKEN"] = token
         return {"job_id": row.id, "attempt": row.attempt, "notebook": row.notebook, "parameters": row.parameters,
                 "kernel_name": row.kernel_name or self.settings.kernel_name, "env": env,
-                "warm_kernels": self.settings.warm_kernels}
+                "warm_kernels": self.settings.warm_kernels, "isolation": self.settings.job_isolation,
+                "hide": sandbox.hidden_paths(self.settings.home)}
 
     async def _update_loop(self, since: int) -> None:
         while True:

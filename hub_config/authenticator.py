@@ -13,19 +13,28 @@ generic     ``oauth.issuer``                            (configured)         ``g
 keycloak    ``oauth.issuer`` = <server>/realms/<realm>  preferred_username   ``groups`` (a
                                                                              group-membership
                                                                              mapper)
-gitlab      https://gitlab.com                          nickname             ``groups``
+gitlab      https://gitlab.com                          nickname             ``groups`` (full
+                                                                             paths)
 google      https://accounts.google.com                 email                none: admins add
                                                                              members
-github      (OAuth 2, not OIDC)                         login                team slugs
+github      (OAuth 2, not OIDC)                         login                ``org:team``
 ==========  ==========================================  ===================  ==============
 
+On GitHub and GitLab a group counts only when ``oauth.allowed_organizations`` names its
+owner (:mod:`loopml.hub_config.identity`); ``admin_groups`` and ``allowed_groups`` are
+matched exactly on those qualified names.
+
 Who may log in: hub admins (``admin_users``, ``admin_groups``), ``allowed_users``,
-members of ``allowed_groups``, and members of any project group (``<prefix><project>``).
-The provider's groups replace the user's hub groups at every login (``manage_groups``).
+members of ``allowed_groups``, and members of the project group (``<prefix><project>``) of
+a project that exists in the platform DB. On GitHub the last must also be members of an
+allowed organization, as GitHub answers oauthenticator's ``allowed_organizations`` check.
+The user's groups replace their hub groups at every login (``manage_groups``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from typing import Any
 
 import httpx
@@ -33,7 +42,10 @@ from oauthenticator.generic import GenericOAuthenticator
 from oauthenticator.github import GitHubOAuthenticator
 from traitlets import HasTraits, Unicode
 
-from loopml.errors import InvalidInput, Unavailable
+from loopml.auth import User
+from loopml.errors import InvalidInput, LoopMLError, Unavailable
+from loopml.hub_config.identity import GroupPolicy, claim_groups, github_groups
+from loopml.hub_config.spawner import HubProjects, refuse
 from loopml.settings import Settings
 
 ISSUERS = {"gitlab": "https://gitlab.com", "google": "https://accounts.google.com"}
@@ -41,16 +53,34 @@ USERNAME_CLAIMS = {"gitlab": "nickname", "google": "email"}
 DISCOVERY_TIMEOUT_S = 10.0
 
 
+@functools.cache
+def _projects(database_url: str, group_prefix: str) -> HubProjects:
+    return HubProjects(database_url, group_prefix)
+
+
 class _ProjectGroupsAllowed(HasTraits):
-    """Mixin: members of any project group may log in too."""
+    """Mixin: members of the project group of an existing project may log in too."""
 
     project_group_prefix = Unicode("loopml-", config=True, help="Hub group of project P: <prefix>P.")
+    database_url = Unicode("", config=True, help="The platform DB: its projects' groups admit a login.")
+
+    async def in_project_group(self, username: str, auth_model: dict[str, Any] | None) -> bool:
+        """Whether the user's groups hold the group of a project that exists now."""
+        groups = set((auth_model or {}).get("groups") or [])
+        if not groups or not self.database_url:
+            return False
+        source = _projects(self.database_url, self.project_group_prefix)
+        try:
+            projects = await asyncio.to_thread(source.service.visible_to, User(name=username, admin=True))
+        except LoopMLError as exc:
+            raise refuse(503, f"cannot read the platform's projects to check {username}'s groups ({exc}): "
+                              "try again in a moment") from None
+        return any(project.group in groups for project in projects)
 
     async def check_allowed(self, username: str, auth_model: dict[str, Any] | None) -> bool:
         if await super().check_allowed(username, auth_model):
             return True
-        groups = (auth_model or {}).get("groups") or []
-        return any(group.startswith(self.project_group_prefix) for group in groups)
+        return await self.in_project_group(username, auth_model)
 
 
 class LoopmlOIDCAuthenticator(_ProjectGroupsAllowed, GenericOAuthenticator):
@@ -58,11 +88,17 @@ class LoopmlOIDCAuthenticator(_ProjectGroupsAllowed, GenericOAuthenticator):
 
 
 class LoopmlGitHubAuthenticator(_ProjectGroupsAllowed, GitHubOAuthenticator):
-    """GitHubOAuthenticator whose groups are the user's team slugs."""
+    """GitHubOAuthenticator whose groups are ``org:team`` of the allowed organizations."""
 
-
-def _team_slugs(auth_state: dict[str, Any]) -> list[str]:
-    return [team["slug"] for team in auth_state.get("teams") or [] if "slug" in team]
+    async def check_allowed(self, username: str, auth_model: dict[str, Any] | None) -> bool:
+        # GitHubOAuthenticator admits admins, allowed_users, allowed_groups and (asking GitHub)
+        # every member of allowed_organizations; of those members, only project members pass
+        if not await GitHubOAuthenticator.check_allowed(self, username, auth_model):
+            return False
+        model = auth_model or {}
+        if model.get("admin") or username in self.allowed_users or set(model.get("groups") or []) & self.allowed_groups:
+            return True
+        return await self.in_project_group(username, auth_model)
 
 
 def dev_issuer(settings: Settings) -> str:
@@ -85,24 +121,28 @@ def authenticator_config(settings: Settings, *, discover_endpoints=discover) -> 
     """The authenticator class for ``settings.oauth`` and the traits to set on it.
 
     Raises :class:`InvalidInput` naming the missing setting (client id/secret outside dev
-    mode, an issuer for generic and keycloak).
+    mode, an issuer for generic and keycloak), or a group outside ``allowed_organizations``.
     """
     oauth = settings.oauth
     callback = f"{settings.hub_url}/hub/oauth_callback"
-    traits: dict[str, Any] = {
-        "client_id": oauth.client_id, "client_secret": oauth.client_secret, "oauth_callback_url": callback,
-        "allowed_users": set(oauth.allowed_users), "admin_users": set(oauth.admin_users),
-        "manage_groups": True, "allowed_groups": set(oauth.allowed_groups), "admin_groups": set(oauth.admin_groups),
-        "project_group_prefix": settings.project_group_prefix, "enable_auth_state": False,
-    }
     missing = [f"oauth.{name}" for name in ("client_id", "client_secret") if not getattr(oauth, name)]
     if missing:
         raise InvalidInput(f"{' and '.join(missing)} must be set for the {oauth.provider!r} identity provider "
                            "(config.toml [oauth] or LOOPML_OAUTH__CLIENT_ID / LOOPML_OAUTH__CLIENT_SECRET)")
+    policy = GroupPolicy.of(oauth.provider, oauth.allowed_organizations, settings.project_group_prefix)
+    traits: dict[str, Any] = {
+        "client_id": oauth.client_id, "client_secret": oauth.client_secret, "oauth_callback_url": callback,
+        "allowed_users": set(oauth.allowed_users), "admin_users": set(oauth.admin_users), "manage_groups": True,
+        "allowed_groups": policy.configured("allowed_groups", oauth.allowed_groups),
+        "admin_groups": policy.configured("admin_groups", oauth.admin_groups),
+        "project_group_prefix": settings.project_group_prefix, "database_url": settings.database_url,
+        "enable_auth_state": False,
+    }
     if oauth.provider == "github":
-        # team slugs are the groups: listing a user's teams needs the read:org scope
-        return LoopmlGitHubAuthenticator, {**traits, "populate_teams_in_auth_state": True,
-                                           "auth_state_groups_key": _team_slugs, "scope": ["read:user", "read:org"]}
+        # a user's teams (GitHub's /user/teams) are the groups: listing them needs the read:org scope
+        return LoopmlGitHubAuthenticator, {
+            **traits, "populate_teams_in_auth_state": True, "allowed_organizations": set(policy.organizations),
+            "auth_state_groups_key": functools.partial(github_groups, policy), "scope": ["read:user", "read:org"]}
     issuer = dev_issuer(settings) if oauth.provider == "dev" else oauth.issuer or ISSUERS.get(oauth.provider)
     urls = {"authorize_url": oauth.authorize_url, "token_url": oauth.token_url, "userdata_url": oauth.userdata_url}
     if oauth.provider == "dev":
@@ -117,7 +157,9 @@ def authenticator_config(settings: Settings, *, discover_endpoints=discover) -> 
         username_claim = USERNAME_CLAIMS[oauth.provider]
     return LoopmlOIDCAuthenticator, {
         **traits, **urls, "scope": list(oauth.scope), "username_claim": username_claim,
-        "auth_state_groups_key": f"oauth_user.{oauth.groups_claim}", "login_service": _login_service(oauth.provider),
+        "auth_state_groups_key": (functools.partial(claim_groups, policy, oauth.groups_claim) if policy.qualified
+                                  else f"oauth_user.{oauth.groups_claim}"),
+        "login_service": _login_service(oauth.provider),
     }
 
 

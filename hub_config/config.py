@@ -98,6 +98,8 @@ def configure(c: Any, settings: Settings | None = None) -> None:
     c.ProjectSpawner.projects_dir = str(settings.projects_dir)
     c.ProjectSpawner.database_url = settings.database_url
     c.ProjectSpawner.group_prefix = settings.project_group_prefix
+    c.ProjectSpawner.data_dir = str(settings.home)
+    c.ProjectSpawner.isolation = getattr(settings, "job_isolation", "bwrap")
     c.ProjectSpawner.home_dir_template = str(hub_dir / "homes" / "{username}")
     c.ProjectSpawner.platform_url = f"{settings.hub_url}{service_prefix(settings).rstrip('/')}"
     if os.geteuid() == 0:

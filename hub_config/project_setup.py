@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
+from loopml.auth import ADMIN_USER, User
 from loopml.projects import Project, ProjectHooks
 from loopml.settings import Settings
 
@@ -33,3 +34,13 @@ class ProjectSetup(ProjectHooks):
 
     def group_members(self, group: str) -> list[str]:
         return self.hub.group_members(group) if self.hub is not None else []
+
+    def user(self, name: str) -> User:
+        """A static token's user as the settings have them (the built-in admin, ``tokens``);
+        with the hub, anyone else as the hub has them now (its record is cached 30 s); a
+        name the hub does not know has no groups and is not an admin."""
+        static = [u for u in self.settings.tokens.values() if u.name == name]
+        if static or (name == ADMIN_USER and self.settings.admin_token):
+            return User(name=name, admin=name == ADMIN_USER or any(u.admin for u in static))
+        record = (self.hub.user(name) if self.hub is not None else None) or {}
+        return User(name=name, admin=bool(record.get("admin")), groups=frozenset(record.get("groups") or []))

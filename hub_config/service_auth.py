@@ -6,7 +6,9 @@ token that may access the service (``access:services!service=<name>``): a user's
 a workspace kernel's ``JUPYTERHUB_API_TOKEN``, or the OAuth token of a browser session. The
 user's admin flag and groups are read from the hub with the service's own token (cached
 :data:`USER_CACHE_S` seconds), whatever the caller's token may read: hub admins are platform
-admins, hub groups make project members.
+admins, hub groups make project members. A workspace's token acts only in its workspace's project
+(:func:`workspace_projects`), never as an admin; the user's own API tokens act in all of
+the user's projects.
 
 Browser sessions (HubOAuth, :data:`browser_router`): ``GET <base>login?next=`` sends the
 browser to the hub's OAuth authorize page with a fresh ``state`` (kept, with the PKCE
@@ -28,6 +30,8 @@ import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -125,11 +129,35 @@ class HubClient:
         return list(response.raise_for_status().json().get("users") or [])
 
 
+def workspace_projects(model: dict[str, Any]) -> frozenset[str] | None:
+    """The projects a hub token may act in: for a workspace's token, its workspace's project
+    only; None (the user's projects) for any other token.
+
+    The hub gives a server's own token (``JUPYTERHUB_API_TOKEN`` = ``LOOPML_TOKEN`` of the
+    workspace, see :mod:`loopml.hub_config.spawner`) the scope ``access:servers!server`` of
+    the spawner's ``server_token_scopes``, which ``/hub/api/user`` answers expanded as
+    ``access:servers!server=<user>/<server>``; a workspace's server is named after its
+    project. A token that may access all the user's servers (``access:servers!user=<user>``,
+    as a token from the hub's token page has) is the user's own.
+    """
+    scopes = set(model.get("scopes") or [])
+    name = model.get("name", "")
+    if scopes & {"access:servers", f"access:servers!user={name}"}:
+        return None
+    prefix = f"access:servers!server={name}/"
+    servers = frozenset(scope[len(prefix):] for scope in scopes if scope.startswith(prefix))
+    return servers or None
+
+
 class HubTokenAuthenticator:
     """Hub tokens (user API tokens, workspace tokens, browser-session OAuth tokens) as users."""
 
-    def __init__(self, hub: HubClient, service_name: str) -> None:
+    def __init__(self, hub: HubClient, service_name: str, *, is_member: Callable[[str, str], bool]) -> None:
+        """``is_member(user, project)``: whether the user is a member of the project now
+        (:meth:`loopml.projects.ProjectService.member_now`), checked on every request of a
+        workspace token."""
         self.hub = hub
+        self.is_member = is_member
         self.access_scope = f"access:services!service={service_name}"
         self._tokens: dict[str, tuple[float, User | None]] = {}
         self._lock = threading.Lock()
@@ -142,7 +170,7 @@ class HubTokenAuthenticator:
         with self._lock:
             cached = self._tokens.get(key)
         if cached and now - cached[0] < TOKEN_CACHE_S:
-            return cached[1]
+            return self._still_member(cached[1])
         model = self.hub.identify(token)
         user = None
         if model is not None and model.get("kind") == "user":
@@ -151,13 +179,21 @@ class HubTokenAuthenticator:
                 raise Forbidden(f"this hub token may not use the platform (it lacks the scope {self.access_scope!r}): "
                                 "use a token from the hub's token page or a workspace's JUPYTERHUB_API_TOKEN")
             record = self.hub.user(model["name"]) or {}
-            user = User(name=model["name"], admin=bool(record.get("admin")),
-                        groups=frozenset(record.get("groups") or model.get("groups") or []))
+            only = workspace_projects(model)
+            user = User(name=model["name"], admin=bool(record.get("admin")) and only is None,
+                        groups=frozenset(record.get("groups") or model.get("groups") or []), only_projects=only)
         with self._lock:
             self._tokens[key] = (now, user)
             if len(self._tokens) > 10000:
                 self._tokens.clear()
-        return user
+        return self._still_member(user)
+
+    def _still_member(self, user: User | None) -> User | None:
+        """A workspace token's user, its project dropped once they are no longer a member of
+        it (a workspace left running keeps no access to a project its user left)."""
+        if user is None or user.only_projects is None:
+            return user
+        return replace(user, only_projects=frozenset(p for p in user.only_projects if self.is_member(user.name, p)))
 
 
 class ChainAuthenticator:

@@ -7,12 +7,19 @@ Python client and the magics work with no setup:
 - ``LOOPML_PROJECT``: the project (the default ``-P`` of every command),
 - ``LOOPML_URL``: the platform service, through the hub's proxy,
 - ``LOOPML_TOKEN``: the workspace's own hub token (the same as ``JUPYTERHUB_API_TOKEN``),
-  which may access the platform service and nothing else of the hub.
+  which may access the platform service, in this project only (see
+  :func:`loopml.hub_config.service_auth.workspace_projects`), and nothing else of the hub.
 
 A server without a name, or for a project the user is not a member of, is refused before
-anything starts, with a page that says why. Local processes run as the hub's OS user, so
-the projects' directories are not isolated from one another by the OS: use KubeSpawner
-(docs/hub.md) where that matters.
+anything starts, with a page that says why.
+
+With ``job_isolation = "bwrap"`` (the default) the server and its kernels run in a sandbox
+(:mod:`loopml.sandbox`): they see the project's directory (read-write), the Python
+environment and the OS read-only, a private ``/tmp`` (also ``$HOME``) and their own processes
+only; nothing else of the data dir (no ``secrets.json``, no other project's directory), and
+only the environment above and the hub's ``JUPYTERHUB_*`` variables, never the hub's own
+(no ``RAY_*``, no ``LOOPML_*`` setting). Stopping the server ends the sandbox and all it
+started. With ``"off"`` the server runs as the hub's OS user with the hub's file access.
 """
 
 from __future__ import annotations
@@ -26,12 +33,14 @@ from jupyterhub.spawner import SimpleLocalProcessSpawner
 from tornado import web
 from traitlets import Unicode
 
+from loopml import sandbox
 from loopml._processes import MARKER
 from loopml.auth import User
 from loopml.db import Database
 from loopml.errors import InvalidInput, LoopMLError, NotFound
 from loopml.names import check_name
 from loopml.projects import Project, ProjectService
+from loopml.registry import mlflow_auth
 from loopml.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -116,6 +125,15 @@ class ProjectSpawner(SimpleLocalProcessSpawner):
     platform_url = Unicode(config=True, help="The platform service's URL as workspaces reach it.")
     database_url = Unicode(config=True, help="The platform DB (project membership is read from it).")
     group_prefix = Unicode("loopml-", config=True, help="Hub group of project P: <prefix>P.")
+    data_dir = Unicode(config=True, help="The instance's data dir: a sandboxed workspace sees none of it but "
+                                         "its project's directory.")
+    isolation = Unicode("bwrap", config=True, help='"bwrap": run the server sandboxed; "off": as the hub\'s user.')
+
+    # what a sandboxed server keeps of the environment JupyterHub builds (the rest is the
+    # hub's own: PATH, PYTHONPATH, VIRTUAL_ENV, its home)
+    SANDBOX_ENV_PREFIXES = ("JUPYTERHUB_", "JPY_")
+    SANDBOX_ENV_KEEP = ("LOOPML_PROJECT", "LOOPML_URL", "LOOPML_TOKEN", "USER", "LANG", "LC_ALL", MARKER)
+    SANDBOX_HOME = "/tmp"  # private to the sandbox: nothing a member leaves there reaches another member
 
     async def start(self):
         if not self.name:
@@ -123,11 +141,29 @@ class ProjectSpawner(SimpleLocalProcessSpawner):
                                      "home page (/hub/home)")
         _projects(self.database_url, self.group_prefix).check_member(self.user, self.name)
         self.notebook_dir = f"{self.projects_dir}/{self.name}"
-        return await super().start()
+        if self.isolation == "off":
+            return await super().start()
+        problem = sandbox.check()
+        if problem:
+            raise refuse(503, f"workspaces cannot be sandboxed on this machine: {problem}")
+        # LocalProcessSpawner runs self.cmd + get_args(): the args go to the program inside
+        command = list(self.cmd)
+        self.cmd = sandbox.wrap(command, workdir=self.notebook_dir, hide=sandbox.hidden_paths(self.data_dir))
+        try:
+            return await super().start()
+        finally:
+            self.cmd = command
 
     def get_env(self):
         env = super().get_env()
         env.update(LOOPML_PROJECT=self.name, LOOPML_URL=self.platform_url, LOOPML_TOKEN=self.api_token)
+        mlflow = mlflow_auth.workspace_env(self.data_dir, self.name)  # the project's MLflow user, if auth is on
+        env.update(mlflow)
         if MARKER in os.environ:  # so `loopml down` finds the workspace even if the hub died
             env[MARKER] = os.environ[MARKER]
-        return env
+        if self.isolation == "off":
+            return env
+        kept = {**{k: v for k, v in env.items() if k.startswith(self.SANDBOX_ENV_PREFIXES) or k in self.SANDBOX_ENV_KEEP},
+                **mlflow}
+        return {**sandbox.environment(kept, self.notebook_dir), "HOME": self.SANDBOX_HOME, "SHELL": "/bin/bash",
+                "IPYTHONDIR": f"{self.SANDBOX_HOME}/.ipython"}

@@ -4,7 +4,10 @@
 in-memory queue (sampling first), and a background task posts batches every
 ``interval_s`` or ``batch`` records. When the platform is slow or down, records wait in the
 queue; when the queue is full, the oldest records are dropped and counted, and the count
-travels with the next batch. :meth:`close` sends what is left (graceful shutdown).
+travels with the next batch. A 401 is a token the platform no longer takes (it was
+restarted with a new one, which :meth:`configure` brings): the records wait like for a
+down platform. Any other 4xx refuses them for good. :meth:`close` sends what is left
+(graceful shutdown).
 """
 
 from __future__ import annotations
@@ -86,7 +89,7 @@ class CaptureBuffer:
             self.sent_total += len(records)
             self.dropped = 0
             return True
-        if answer is not None and 400 <= answer.status_code < 500:  # refused for good: never retried
+        if answer is not None and 400 <= answer.status_code < 500 and answer.status_code != 401:  # never retried
             log.warning("capture refused (%s): %s", answer.status_code, answer.text[:200])
             self.dropped_total += len(records)
             return True

@@ -1,10 +1,16 @@
 """Capture ingestion: replicas post batches of request records; the platform stores them.
 
-Replicas authenticate with the capture token (derived from the platform's admin token, so it
-survives restarts and grants nothing but this route). Storing is idempotent per
-``(project, endpoint, request_id)``: a batch retried after a timeout is stored once.
-Dropped-record counts reported by replicas are kept per endpoint in memory (reset by a
-platform restart) for the monitor report.
+Each endpoint's replicas hold their own capture token, ``<project>.<endpoint>.<mac>`` with
+``mac`` an HMAC of the project and endpoint under the platform's admin token: derived (it
+survives restarts and nothing new is stored), it grants nothing but posting the records of
+that one endpoint. The route takes the endpoint from the token and refuses (403) a batch
+holding a record of any other, so a replica, whose model is user code, cannot poison
+another endpoint's drift and quality or pre-claim its request ids. Names never hold ``.``
+(:func:`loopml.names.check_name`), so the token parses one way only.
+
+Storing is idempotent per ``(project, endpoint, request_id)``: a batch retried after a
+timeout is stored once. Dropped-record counts reported by replicas are kept per endpoint in
+memory (reset by a platform restart) for the monitor report.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import hashlib
 import hmac
 import logging
 from collections import Counter
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Depends, Request
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -20,7 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from loopml.auth import bearer_token
 from loopml.db import Database
-from loopml.errors import Unauthorized
+from loopml.errors import Forbidden, Unauthorized
 from loopml.monitor.models import CaptureAccepted, CaptureBatch
 from loopml.monitor.orm import PredictionRow
 from loopml.names import check_name
@@ -30,34 +37,64 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["internal"])
 
+_PURPOSE = b"loopml-capture-endpoint:"  # not the retired all-endpoints token's b"loopml-capture"
 
-def capture_token(settings: Settings) -> str | None:
-    """The token replicas send with captured records; ``None`` (capture off) without an admin token."""
-    if not settings.admin_token:
-        return None
-    return hmac.new(settings.admin_token.encode(), b"loopml-capture", hashlib.sha256).hexdigest()
+
+class CaptureTokens:
+    """Derives and checks the per-endpoint capture tokens from the instance ``secret``."""
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret.encode()
+
+    def _mac(self, project: str, endpoint: str) -> str:
+        return hmac.new(self._secret, _PURPOSE + f"{project}/{endpoint}".encode(), hashlib.sha256).hexdigest()
+
+    def token(self, project: str, endpoint: str) -> str:
+        """The token of ``project``'s endpoint ``endpoint``'s replicas."""
+        return f"{project}.{endpoint}.{self._mac(project, endpoint)}"
+
+    def endpoint_of(self, given: str | None) -> tuple[str, str]:
+        """``(project, endpoint)`` of a token :meth:`token` issued; :class:`Unauthorized` for any other."""
+        parts = (given or "").split(".")
+        if len(parts) != 3 or not all(parts) or not hmac.compare_digest(parts[2].encode(),
+                                                                         self._mac(*parts[:2]).encode()):
+            raise Unauthorized("capture needs an endpoint's capture token (the platform hands it to the endpoint's "
+                               "replicas)")
+        return parts[0], parts[1]
+
+
+def capture_tokens(settings: Settings) -> CaptureTokens | None:
+    """The capture tokens of this platform; ``None`` (capture off) without an admin token."""
+    return CaptureTokens(settings.admin_token) if settings.admin_token else None
 
 
 class CaptureService:
-    def __init__(self, db: Database, token: str | None) -> None:
+    def __init__(self, db: Database, tokens: CaptureTokens | None) -> None:
         self.db = db
-        self.token = token
+        self.tokens = tokens
         self.dropped: Counter[tuple[str, str]] = Counter()
 
-    def check(self, given: str | None) -> None:
-        if not self.token or not given or not hmac.compare_digest(given, self.token):
-            raise Unauthorized("capture needs the platform's capture token")
+    def check(self, given: str | None) -> tuple[str, str]:
+        """The ``(project, endpoint)`` whose records the caller's token may post; :class:`Unauthorized`."""
+        if self.tokens is None:
+            raise Unauthorized("capture is off: the platform runs without an admin token")
+        return self.tokens.endpoint_of(given)
 
-    def store(self, batch: CaptureBatch) -> int:
-        """Insert ``batch``'s records, skipping request ids already stored; returns how many were new."""
+    def store(self, batch: CaptureBatch, project: str, endpoint: str) -> int:
+        """Insert ``batch``'s records of ``project``'s ``endpoint`` (the token's), skipping
+        request ids already stored; returns how many were new. :class:`Forbidden`, nothing
+        stored, when a record names another endpoint."""
         rows = []
         for record in batch.records:
             check_name("project", record.project)
             check_name("endpoint", record.endpoint)
+            if (record.project, record.endpoint) != (project, endpoint):
+                raise Forbidden(f"this capture token is endpoint {project}/{endpoint}'s: it cannot post records of "
+                                f"{record.project}/{record.endpoint}; nothing of the batch was stored",
+                                endpoint=f"{project}/{endpoint}")
             rows.append(record.model_dump())
-        if batch.dropped and batch.records:
-            first = batch.records[0]
-            self.dropped[(first.project, first.endpoint)] += batch.dropped
+        if batch.dropped:
+            self.dropped[(project, endpoint)] += batch.dropped
         if not rows:
             return 0
         insert = pg_insert if self.db.engine.dialect.name == "postgresql" else sqlite_insert
@@ -68,14 +105,22 @@ class CaptureService:
             return len(session.execute(statement).all())
 
 
-def captures(request: Request) -> CaptureService:
-    """The capture service, once the caller's capture token is checked (before the body is read)."""
+@dataclass(frozen=True)
+class CaptureSink:
+    """The capture service and the one endpoint the caller's token posts for."""
+
+    service: CaptureService
+    project: str
+    endpoint: str
+
+
+def captures(request: Request) -> CaptureSink:
+    """The caller's sink, once its capture token is checked (before the body is read)."""
     service = request.app.state.captures
-    service.check(bearer_token(request))
-    return service
+    return CaptureSink(service, *service.check(bearer_token(request)))
 
 
 @router.post("/internal/capture", response_model=CaptureAccepted, status_code=202, include_in_schema=False)
-def capture(batch: CaptureBatch, service: CaptureService = Depends(captures)):
-    """Store a replica's batch of captured requests (capture token only)."""
-    return CaptureAccepted(stored=service.store(batch))
+def capture(batch: CaptureBatch, sink: CaptureSink = Depends(captures)):
+    """Store a replica's batch of captured requests (its endpoint's capture token only)."""
+    return CaptureAccepted(stored=sink.service.store(batch, sink.project, sink.endpoint))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import tempfile
 import threading
 import uuid
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import select
 
+from loopml import sandbox
 from loopml.db import Database, utcnow
 from loopml.errors import Conflict, NotFound
 from loopml.executor.models import Job, JobRequeue, JobStatus, Trigger
@@ -37,11 +39,13 @@ from loopml.monitor.stats import quality
 from loopml.registry.names import short_name
 from loopml.registry.service import CHAMPION
 from loopml.serving.models import EndpointCreate
+from loopml.serving.protocols import ModelInput
 
 log = logging.getLogger(__name__)
 
 POLICY_USER = "policy"
 EVALUATION_ROWS = 2000  # labelled requests a challenger is scored on, newest first
+EVALUATION_TIMEOUT_S = 300.0
 
 
 def to_alert(row: AlertRow) -> Alert:
@@ -53,7 +57,7 @@ class PolicyService:
         self.db, self.settings = db, settings
         self.monitor, self.jobs, self.endpoints, self.registry = monitor, jobs, endpoints, registry
         self._lock = threading.Lock()  # one evaluation or requeue at a time: the cooldown holds
-        self.predict = predict_in_worker
+        self.predict = predict_sandboxed
 
     # -- policies and alerts ------------------------------------------------------------
 
@@ -229,7 +233,7 @@ class PolicyService:
                 margin: float) -> dict[str, Any]:
         """Score ``challenger`` and ``champion`` on the endpoint's newest labelled requests
         served by the champion; ``winner`` is ``challenger`` only when it wins by ``margin``.
-        The challenger predicts in a Ray worker (:func:`predict_in_worker`), never here."""
+        The challenger predicts in a sandboxed process of its own (:func:`predict_sandboxed`), never here."""
         with self.db.session() as session:
             rows = session.scalars(select(PredictionRow).where(
                 PredictionRow.project == project, PredictionRow.endpoint == name, PredictionRow.version == champion,
@@ -245,7 +249,7 @@ class PolicyService:
             return {"winner": "champion", "result": "no labelled requests to compare on: promote by hand",
                     "champion": champion, "challenger": challenger}
         features = pd.concat(frames, ignore_index=True)
-        predicted = self.predict(f"models:/{model}/{challenger}", self.settings.tracking_uri, features)
+        predicted = self.predict(f"models:/{model}/{challenger}", features, self.settings)
         old = quality(labels, served)
         new = quality(labels, predicted, old.get("task"))
         if old.get("task") == "classification":
@@ -258,29 +262,24 @@ class PolicyService:
                 "promoted": False}
 
 
-def predict_in_worker(uri: str, tracking_uri: str, features: pd.DataFrame) -> list[Any]:
-    """``uri``'s predictions for ``features``, computed in a Ray task.
+def predict_sandboxed(uri: str, features: pd.DataFrame, settings) -> list[Any]:
+    """``uri``'s predictions for ``features``, from a model host started for this evaluation alone.
 
-    Loading a model can unpickle whatever its author logged, so it happens in a Ray worker
-    (where jobs run user code too), never in the platform process; the answer comes back as
-    JSON text.
+    Loading a model can unpickle whatever its author logged, so it happens neither in the
+    platform process nor in a reused worker that loaded other projects' models: the platform
+    downloads the version (data only) and a fresh sandboxed process
+    (:class:`~loopml.serving.model_host.ModelHost`) loads it and answers JSON, then ends.
     """
-    import json
+    import mlflow.artifacts
 
-    import ray
+    from loopml.serving.model_host import ModelHost
 
-    task = ray.remote(num_cpus=0, max_retries=1)(_predict)
-    return json.loads(ray.get(task.remote(uri, tracking_uri, features), timeout=300))
-
-
-def _predict(uri: str, tracking_uri: str, features: pd.DataFrame) -> str:
-    import mlflow
-
-    from loopml.serving.responses import dumps_json, jsonable
-
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    return dumps_json(jsonable(mlflow.pyfunc.load_model(uri).predict(features))).decode()
+    with tempfile.TemporaryDirectory(prefix="loopml-challenger-") as folder:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder,
+                                                    tracking_uri=settings.tracking_uri)
+        with ModelHost(local, isolation=settings.job_isolation,
+                       hide=sandbox.hidden_paths(settings.home), timeout_s=EVALUATION_TIMEOUT_S) as host:
+            return host.predict(ModelInput(features, tuple(str(c) for c in features.columns)))
 
 
 def _fired(spec: PolicySpec, report) -> dict[str, tuple[float, float | None, dict[str, Any]]]:

@@ -9,6 +9,7 @@ from loopml.executor.routes import member
 from loopml.monitor.models import Alert, Policy, PolicySpec, Requeued, RequeueRequest
 from loopml.monitor.policies import PolicyService
 from loopml.names import check_name
+from loopml.paging import Page, page
 
 router = APIRouter(tags=["monitor"])
 
@@ -39,7 +40,8 @@ def requeue(project: str, name: str, body: RequeueRequest | None = None, user: U
 
 @router.get("/projects/{project}/alerts", response_model=list[Alert])
 def list_alerts(project: str, endpoint: str | None = None, status: str | None = Query(None, pattern="^(open|closed)$"),
-                job_id: str | None = Query(None, pattern="^[0-9a-f]{1,32}$"), user: User = Depends(member),
-                service: PolicyService = Depends(policies)):
-    """Alerts newest first; ``job_id`` finds the alert that requeued a job (lineage)."""
-    return service.alerts(project, check_name("endpoint", endpoint) if endpoint else None, status, job_id)
+                job_id: str | None = Query(None, pattern="^[0-9a-f]{1,32}$"), window: Page = Depends(page),
+                user: User = Depends(member), service: PolicyService = Depends(policies)):
+    """Alerts newest first (the latest 500; ``limit`` and ``offset`` page them); ``job_id`` finds the
+    alert that requeued a job (lineage)."""
+    return window.of(service.alerts(project, check_name("endpoint", endpoint) if endpoint else None, status, job_id))

@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Request
 
 from loopml.auth import User
 from loopml.executor.routes import member
+from loopml.paging import Page, page
 from loopml.registry.models import AliasSet, Model, ModelSummary
 from loopml.registry.names import check_alias, short_name
 from loopml.registry.service import RegistryService
@@ -18,9 +19,10 @@ def registry(request: Request) -> RegistryService:
 
 
 @router.get("/projects/{project}/models", response_model=list[ModelSummary])
-def list_models(project: str, user: User = Depends(member), service: RegistryService = Depends(registry)):
-    """The project's registered models with their aliases."""
-    return service.list(project)
+def list_models(project: str, window: Page = Depends(page), user: User = Depends(member),
+                service: RegistryService = Depends(registry)):
+    """The project's registered models with their aliases, by name (``limit`` and ``offset`` page them)."""
+    return window.of(service.list(project))
 
 
 @router.get("/projects/{project}/models/{name:path}", response_model=Model)

@@ -18,6 +18,11 @@ background-job runner). The platform needs far less, so the server runs with:
 - **one process**: ``mlflow server`` would keep itself alive next to the uvicorn it
   starts; :mod:`loopml.registry._mlflow_exec` becomes that uvicorn instead.
 
+- **authentication** (``--app-name loopml-auth``, unless ``auth=False``): MLflow's basic-auth
+  app with the platform as its admin and a user per project
+  (:mod:`loopml.registry.mlflow_auth`, :mod:`loopml.registry.mlflow_app`); its config file
+  and secrets travel in the environment, never in argv.
+
 That is 1 process and ~200 MiB PSS, ready in ~5-8 s. MLflow's security middleware (``Host``
 and ``Origin`` checks) stays on; the server binds to 127.0.0.1 only.
 """
@@ -28,11 +33,13 @@ import sys
 from pathlib import Path
 
 from loopml.db import sqlalchemy_url
+from loopml.registry import mlflow_auth
 
 STORE_DIR = "mlflow"
 
 
-def mlflow_server_command(home: Path, port: int, backend_uri: str | None = None) -> tuple[list[str], dict[str, str]]:
+def mlflow_server_command(home: Path, port: int, backend_uri: str | None = None, *,
+                          auth: bool = False) -> tuple[list[str], dict[str, str]]:
     """The argv and the extra environment of the MLflow server for data dir ``home``.
 
     The backend store is ``backend_uri`` (a SQLAlchemy URL; the ``mlflow_backend_uri``
@@ -40,7 +47,9 @@ def mlflow_server_command(home: Path, port: int, backend_uri: str | None = None)
     ``MLFLOW_BACKEND_STORE_URI``, never in argv. Artifacts live under
     ``<home>/mlflow/artifacts`` either way. The caller creates ``<home>/mlflow`` and merges
     the returned environment over its own. ``mlflow`` is taken from the running
-    interpreter's environment. Pure: nothing is started or created.
+    interpreter's environment. With ``auth`` the server runs the ``loopml-auth`` app: its
+    config file is written (``<home>/mlflow`` must exist) and its variables (the bootstrap
+    admin password among them) are in the returned environment. Otherwise nothing is created.
     """
     store = Path(home) / STORE_DIR
     argv = [
@@ -53,4 +62,8 @@ def mlflow_server_command(home: Path, port: int, backend_uri: str | None = None)
         "--workers", "1",
     ]
     backend = sqlalchemy_url(backend_uri) if backend_uri else f"sqlite:///{store / 'mlflow.db'}"
-    return argv, {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": backend}
+    env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": backend}
+    if auth:
+        argv += ["--app-name", mlflow_auth.APP_NAME]
+        env.update(mlflow_auth.server_env(home))
+    return argv, env

@@ -11,9 +11,17 @@ request is answered at once with ``503``, ``Retry-After`` and a JSON ``message``
 fraction of the cost of forwarding it. It also turns Serve's own plain-text refusals (its
 backpressure and unavailable answers) into the same JSON shape.
 
+Keys before counts. A request to a keyed endpoint without its key (or with a wrong one) is
+refused by the gate (401, the replica's own answer, :mod:`loopml.serving.keys`) before it
+is counted, so whoever reaches the Serve port without the key cannot hold the endpoint's
+slots. The gate knows only the key's hash. A refusal is decided on a table read after the
+request arrived (a key just rotated passes at once): the gate re-reads it, at most every
+:data:`RECHECK_S` seconds, one read shared by all waiting requests. An endpoint the gate has
+no entry for (created in the last seconds) is left to its replicas, which check the key too.
+
 Limits per endpoint. ``LOOPML_SERVE_MAX_INFLIGHT`` (the ``serve_max_inflight`` setting) is
 the limit of an endpoint with one replica. The platform publishes each endpoint's own limit,
-which grows with its replicas, in Ray's KV store (:func:`publish_limits`); the gate reads
+which grows with its replicas, and its key hash in Ray's KV store (:func:`publish_limits`); the gate reads
 them every :data:`REFRESH_S` seconds, off the event loop, and keeps the last ones it read
 when that fails. An endpoint it has no limit for gets the default.
 
@@ -30,9 +38,11 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, NamedTuple
 
 from starlette.middleware import Middleware
+
+from loopml.serving.keys import HEALTH_ROUTES, KEY_MESSAGE, KEY_REASON, key_matches
 
 LIMIT_ENV = "LOOPML_SERVE_MAX_INFLIGHT"
 DEFAULT_LIMIT = 8
@@ -42,6 +52,7 @@ CALLBACK = "loopml.serving.admission.middlewares"
 KV_NAMESPACE = "loopml"
 KV_KEY = b"admission-limits"
 REFRESH_S = 2.0
+RECHECK_S = 0.2
 
 # A child of Serve's logger: in the proxy its records go to Serve's proxy log, beside the refusals.
 log = logging.getLogger(f"ray.serve.{__name__}")
@@ -53,20 +64,34 @@ def middlewares() -> list[Middleware]:
     return [Middleware(AdmissionGate, limit=int(os.environ.get(LIMIT_ENV, DEFAULT_LIMIT)), limits=published_limits)]
 
 
-def publish_limits(limits: dict[str, int]) -> None:
-    """Store every endpoint's limit (``{"/<project>/<endpoint>": n}``) in Ray's KV store, for
-    the gates of all proxies; the caller is a connected Ray driver."""
+class Admission(NamedTuple):
+    """What the gate knows of one endpoint: its limit, and its key's hash (``None``: public)."""
+
+    limit: int
+    key_hash: str | None = None
+
+
+def publish_limits(limits: dict[str, Admission]) -> None:
+    """Store every endpoint's admission (``{"/<project>/<endpoint>": Admission}``) in Ray's KV
+    store, for the gates of all proxies; the caller is a connected Ray driver."""
     from ray.experimental.internal_kv import _internal_kv_put
 
-    _internal_kv_put(KV_KEY, json.dumps(limits, sort_keys=True), overwrite=True, namespace=KV_NAMESPACE)
+    table = {key: {"limit": value.limit, "key_hash": value.key_hash} for key, value in limits.items()}
+    _internal_kv_put(KV_KEY, json.dumps(table, sort_keys=True), overwrite=True, namespace=KV_NAMESPACE)
 
 
-def published_limits() -> dict[str, int]:
-    """The limits :func:`publish_limits` stored (``{}`` when none); blocking, for a thread."""
+def published_limits() -> dict[str, Admission]:
+    """The table :func:`publish_limits` stored (``{}`` when none); blocking, for a thread."""
     from ray.experimental.internal_kv import _internal_kv_get
 
     raw = _internal_kv_get(KV_KEY, namespace=KV_NAMESPACE)
-    return {} if raw is None else {str(key): int(value) for key, value in json.loads(raw).items()}
+    return {} if raw is None else {str(key): _admission(value) for key, value in json.loads(raw).items()}
+
+
+def _admission(value: Any) -> Admission:
+    if isinstance(value, int):  # published by a platform before key hashes: a limit only
+        return Admission(value)
+    return Admission(int(value["limit"]), value.get("key_hash") or None)
 
 
 def endpoint_key(path: str) -> str | None:
@@ -78,31 +103,40 @@ def endpoint_key(path: str) -> str | None:
 
 
 class AdmissionGate:
-    """Pure ASGI middleware: at most ``limit`` requests in flight per endpoint key.
+    """Pure ASGI middleware: at most ``limit`` requests in flight per endpoint key, none of
+    them without the endpoint's key.
 
     ``limit`` applies to endpoints ``limits`` (a blocking call, run in a thread at most every
-    ``refresh_s`` seconds) names no limit for. The counts live in the proxy's one event loop,
-    so they need no lock.
+    ``refresh_s`` seconds, or every ``recheck_s`` for a request about to be refused its key)
+    names no limit for. The counts live in the proxy's one event loop, so they need no lock.
     """
 
     def __init__(self, app, limit: int = DEFAULT_LIMIT, retry_after_s: int = RETRY_AFTER_S,
-                 limits: Callable[[], dict[str, int]] | None = None, refresh_s: float = REFRESH_S) -> None:
+                 limits: Callable[[], dict[str, Admission]] | None = None, refresh_s: float = REFRESH_S,
+                 recheck_s: float = RECHECK_S) -> None:
         if limit < 1:
             raise ValueError(f"{LIMIT_ENV} must be at least 1, not {limit}")
         self.app, self.limit, self.retry_after_s = app, limit, retry_after_s
         self.inflight: defaultdict[str, int] = defaultdict(int)
-        self.limits: dict[str, int] = {}
-        self._source, self._refresh_s = limits, refresh_s
+        self.limits: dict[str, Admission] = {}
+        self._source, self._refresh_s, self._recheck_s = limits, refresh_s, recheck_s
         self._next_refresh = 0.0
-        self._refreshing = False
+        self._reading: asyncio.Future | None = None  # the read in flight
+        self._read_at = float("-inf")  # when the read that gave ``limits`` began
+        self._last_start = float("-inf")  # when the last read began
 
     async def __call__(self, scope, receive, send) -> None:
         key = endpoint_key(scope.get("path", "")) if scope["type"] == "http" else None
         if key is None:
             await self.app(scope, receive, send)
             return
+        arrived = time.monotonic()
         self._refresh()
-        limit = self.limits.get(key, self.limit)
+        if not self._keyed(scope, key) and not await self._keyed_after(scope, key, arrived):
+            await refuse(send, KEY_MESSAGE, None, 401, KEY_REASON)
+            return
+        found = self.limits.get(key)
+        limit = self.limit if found is None else found.limit
         if self.inflight[key] >= limit:
             await refuse(send, f"endpoint {key} is at its limit of {limit} requests in flight: "
                                f"retry after {self.retry_after_s} s", self.retry_after_s)
@@ -115,32 +149,61 @@ class AdmissionGate:
             if not self.inflight[key]:
                 del self.inflight[key]
 
-    def _refresh(self) -> None:
-        """Read the limits again in a thread when they are older than ``refresh_s``."""
-        if self._source is None or self._refreshing or time.monotonic() < self._next_refresh:
-            return
-        self._refreshing = True
-        asyncio.get_running_loop().run_in_executor(None, self._source).add_done_callback(self._refreshed)
+    def _keyed(self, scope, key: str) -> bool:
+        """Whether the request may reach the endpoint as far as its key goes (per ``limits``)."""
+        found = self.limits.get(key)
+        if found is None or found.key_hash is None or scope.get("path", "")[len(key):] in HEALTH_ROUTES:
+            return True
+        authorization = next((value for name, value in scope.get("headers", []) if name.lower() == b"authorization"),
+                             b"")
+        return key_matches(authorization.decode("latin-1"), found.key_hash)  # Starlette's decoding, as the replica
 
-    def _refreshed(self, future: asyncio.Future | Future) -> None:
-        self._refreshing = False
+    async def _keyed_after(self, scope, key: str, arrived: float) -> bool:
+        """:meth:`_keyed` on a table read that began after ``arrived`` (the last table read
+        stays in force when reading fails)."""
+        while self._source is not None and self._read_at < arrived:
+            if self._reading is None:
+                wait = self._last_start + self._recheck_s - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                    continue
+                self._read()
+            try:
+                await asyncio.shield(self._reading)
+            except Exception:  # noqa: BLE001 - logged by _refreshed
+                break
+        return self._keyed(scope, key)
+
+    def _refresh(self) -> None:
+        """Read the table again in a thread when it is older than ``refresh_s``."""
+        if self._source is not None and self._reading is None and time.monotonic() >= self._next_refresh:
+            self._read()
+
+    def _read(self) -> None:
+        began = self._last_start = time.monotonic()
+        self._reading = asyncio.get_running_loop().run_in_executor(None, self._source)
+        self._reading.add_done_callback(lambda done: self._refreshed(began, done))
+
+    def _refreshed(self, began: float, future: asyncio.Future | Future) -> None:
+        self._reading = None
         self._next_refresh = time.monotonic() + self._refresh_s
         try:
             limits = future.result()
-        except Exception as exc:  # noqa: BLE001 - the last limits read stay in force
+        except Exception as exc:  # noqa: BLE001 - the last table read stays in force
             log.warning("admission limits not refreshed: %s", exc)
             return
-        if limits != self.limits:
-            log.info("admission limits: %s", ", ".join(f"{k} {v}" for k, v in sorted(limits.items())) or "none")
-        self.limits = limits
+        if {k: v.limit for k, v in limits.items()} != {k: v.limit for k, v in self.limits.items()}:
+            log.info("admission limits: %s", ", ".join(f"{k} {v.limit}" for k, v in sorted(limits.items())) or "none")
+        self.limits, self._read_at = limits, began
 
 
-async def refuse(send, message: str, retry_after_s: int, status: int = 503) -> None:
-    """Answer ``status`` with ``Retry-After`` and ``{"message", "reason": "overloaded"}``."""
-    body = json.dumps({"message": message, "reason": "overloaded"}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"retry-after", str(retry_after_s).encode())]})
+async def refuse(send, message: str, retry_after_s: int | None, status: int = 503, reason: str = "overloaded") -> None:
+    """Answer ``status`` with ``{"message", "reason"}`` (and ``Retry-After`` unless ``None``)."""
+    body = json.dumps({"message": message, "reason": reason}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after_s is not None:
+        headers.append((b"retry-after", str(retry_after_s).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -11,9 +11,8 @@ that served it and a request id in the headers. Every refusal is a JSON 4xx.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import hmac
 import logging
+import os
 import random
 import re
 import shutil
@@ -21,8 +20,7 @@ import tempfile
 import time
 import uuid
 import warnings
-from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -32,9 +30,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from loopml.serving.errors import RequestError
+from loopml.serving.keys import HEALTH_ROUTES, KEY_MESSAGE, KEY_REASON, key_matches
+from loopml.serving.loading import Loaded, ModelRefused, ModelUnavailable, SandboxOptions, load
 from loopml.serving.protocols import parse_invocation, parse_v2_infer
 from loopml.monitor.capture import CaptureBuffer
-from loopml.serving.responses import dumps_json, format_invocation_response, format_v2_response, jsonable, v2_metadata
+from loopml.serving.responses import dumps_json, format_invocation_response, format_v2_response, v2_metadata
 
 log = logging.getLogger(__name__)
 
@@ -42,37 +42,6 @@ VERSION_HEADER = "x-loopml-model-version"
 REQUEST_ID_HEADER = "x-request-id"
 JSON = "application/json"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
-def key_hash(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-class Loaded(NamedTuple):
-    """A loaded model version: MLflow's pyfunc model, and the flavor's own predict function
-    for the numeric fast path (``None`` when the flavor has none)."""
-
-    pyfunc: Any
-    fast: Callable[[np.ndarray], Any] | None
-
-    @property
-    def signature(self):
-        return self.pyfunc.metadata.signature
-
-
-def load(uri: str, folder: str) -> Loaded:
-    """Load ``uri`` into ``folder``. A scikit-learn model also gets its own ``predict`` (or the
-    ``predict_fn`` it was logged with): requests are validated against the signature before
-    they reach it, so MLflow's second schema check and DataFrame round trip (~2 ms of a
-    one-row request) can be skipped for all-numeric inputs."""
-    import mlflow
-
-    model = mlflow.pyfunc.load_model(uri, dst_path=folder)
-    fast = None
-    flavors = model.metadata.flavors
-    if "sklearn" in flavors:
-        fast = getattr(model.get_raw_model(), flavors.get("python_function", {}).get("predict_fn", "predict"), None)
-    return Loaded(model, fast)
 
 
 def _json_error(status: int, message: str, reason: str, headers: dict[str, str]) -> Response:
@@ -116,22 +85,29 @@ class ModelEndpoint:
 
         ``config`` also holds ``tracking_uri``, ``endpoint``, ``prefix``, ``version``,
         ``key_hash`` (``None`` when public), ``max_bytes`` and ``canary`` (``None`` or
-        ``{model_uri, version, percent}``). Models already loaded are kept; the old ones keep
-        serving until the new ones are loaded, then the switch is one assignment.
+        ``{model_uri, version, percent}``) and ``sandbox`` (``{isolation, hide}``: how a model
+        whose format can run code is sandboxed, :mod:`loopml.serving.loading`). Models already
+        loaded are kept; the old ones keep serving until the new ones are loaded, then the
+        switch is one assignment.
         """
         import mlflow
 
         mlflow.set_tracking_uri(config["tracking_uri"])
         mlflow.set_registry_uri(config["tracking_uri"])
+        if config.get("mlflow_auth"):  # this replica's project's MLflow user (the model host never gets it)
+            os.environ.update(config["mlflow_auth"])
         wanted = [config["model_uri"]] + ([config["canary"]["model_uri"]] if config.get("canary") else [])
         models = {uri: self.models[uri] for uri in wanted if uri in self.models}
         for uri in wanted:
             if uri not in models:
                 folder = self._dirs.get(uri) or tempfile.mkdtemp(prefix="loopml-model-")
-                models[uri] = load(uri, folder)
+                models[uri] = load(uri, folder, _sandbox_options(config))
                 self._dirs[uri] = folder
+        dropped = [model for uri, model in self.models.items() if uri not in models]
         self.models, self.config = models, config
         self._configure_capture(config.get("capture"))
+        for model in dropped:
+            model.close()  # a sandboxed model's process ends
         for uri in [u for u in self._dirs if u not in models]:
             shutil.rmtree(self._dirs.pop(uri), ignore_errors=True)
         log.info("serving %s", ", ".join(wanted))
@@ -161,11 +137,7 @@ class ModelEndpoint:
         return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
     def _authorized(self, request: Request) -> bool:
-        expected = self.config.get("key_hash")
-        if not expected:
-            return True
-        scheme, _, key = request.headers.get("authorization", "").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(key_hash(key.strip()), expected)
+        return key_matches(request.headers.get("authorization", ""), self.config.get("key_hash"))
 
     async def __call__(self, request: Request) -> Response:
         began = time.perf_counter()
@@ -175,11 +147,10 @@ class ModelEndpoint:
         path, prefix = request.url.path, self.config.get("prefix", "")
         route = path[len(prefix):] if path.startswith(prefix) else path
         name = self.config.get("endpoint", "")
-        if route in ("/v2/health/live", "/v2/health/ready"):
+        if route in HEALTH_ROUTES:
             return Response(b"{}", media_type=JSON, headers=headers)
         if not self._authorized(request):
-            return _json_error(401, "missing or wrong endpoint key: send 'Authorization: Bearer <key>' with the "
-                                    "key `loopml deploy` printed", "unauthorized", headers)
+            return _json_error(401, KEY_MESSAGE, KEY_REASON, headers)
         if request.method == "GET" and route in (f"/v2/models/{name}", f"/v2/models/{name}/versions/{version}"):
             return Response(dumps_json(v2_metadata(name, str(version), model.signature)), media_type=JSON,
                             headers=headers)
@@ -189,7 +160,7 @@ class ModelEndpoint:
         parsed = predictions = None
         try:
             parsed = await self._parse(request, route, model.signature)
-            predictions = jsonable(_predict(model, parsed))
+            predictions = model.predict(parsed)
             if route == "/invocations":
                 body = format_invocation_response(predictions)
             else:
@@ -197,8 +168,10 @@ class ModelEndpoint:
             response = Response(body, media_type=JSON, headers=headers)
         except RequestError as exc:
             response = _json_error(exc.details.get("status", 400), exc.message, exc.reason, headers)
-        except _ModelRefused as exc:
+        except ModelRefused as exc:
             response = _json_error(422, str(exc), "model_refused", headers)
+        except ModelUnavailable as exc:
+            response = _json_error(503, str(exc), "model_restarting", {**headers, "retry-after": str(RETRY_AFTER_S)})
         except Exception:
             log.exception("model %s failed on request %s", self.config.get("model_uri"), request_id)
             response = _json_error(500, f"the model failed on this request (request id {request_id})",
@@ -222,6 +195,8 @@ class ModelEndpoint:
         """Graceful shutdown: send the captured records still queued, then drop the model files."""
         if self.capture is not None:
             await self.capture.close()
+        for model in self.models.values():
+            model.close()
         for folder in self._dirs.values():
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -243,16 +218,6 @@ def capture_record(config: dict[str, Any], request_id: str, version: int, status
 
 
 
-def _predict(model: Loaded, parsed):
-    from mlflow.exceptions import MlflowException
-
-    if model.fast is not None and isinstance(parsed.data, np.ndarray) and not parsed.params:
-        return model.fast(parsed.data)
-    try:
-        return model.pyfunc.predict(parsed.to_frame(), params=parsed.params or None)
-    except MlflowException as exc:  # schema enforcement: the request, not the model, is wrong
-        raise _ModelRefused(f"the model refused the input: {exc.message.splitlines()[0][:300]}") from None
-
-
-class _ModelRefused(Exception):
-    pass
+def _sandbox_options(config: dict[str, Any]) -> SandboxOptions:
+    found = config.get("sandbox") or {}
+    return SandboxOptions(found.get("isolation", "bwrap"), tuple(found.get("hide", ())))

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from loopml.auth import User
 from loopml.executor.routes import member
 from loopml.names import check_name
+from loopml.paging import Page, page
 from loopml.serving.models import Deployed, Endpoint, EndpointCreate, EndpointPatch
 from loopml.serving.service import EndpointService
 
@@ -26,8 +27,10 @@ def deploy(project: str, spec: EndpointCreate, user: User = Depends(member),
 
 
 @router.get("/projects/{project}/endpoints", response_model=list[Endpoint])
-def list_endpoints(project: str, user: User = Depends(member), service: EndpointService = Depends(endpoints)):
-    return service.list(project)
+def list_endpoints(project: str, window: Page = Depends(page), user: User = Depends(member),
+                   service: EndpointService = Depends(endpoints)):
+    """The project's endpoints by name (``limit`` and ``offset`` page them)."""
+    return window.of(service.list(project))
 
 
 @router.get("/projects/{project}/endpoints/{name}", response_model=Endpoint)

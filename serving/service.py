@@ -14,14 +14,18 @@ import logging
 import secrets
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
+from loopml import sandbox
 from loopml.db import Database, utcnow
 from loopml.errors import Conflict, InvalidInput, NotFound, Unavailable
+from loopml.registry import mlflow_auth
 from loopml.registry.names import registered_name, short_name
-from loopml.serving.admission import publish_limits
-from loopml.serving.deployment import MAX_ONGOING_REQUESTS, ModelEndpoint, key_hash
+from loopml.serving.admission import Admission, publish_limits
+from loopml.serving.deployment import MAX_ONGOING_REQUESTS, ModelEndpoint
+from loopml.serving.keys import key_hash
 from loopml.serving.models import (
     Autoscale,
     Deployed,
@@ -33,6 +37,9 @@ from loopml.serving.models import (
 )
 from loopml.serving.orm import EndpointRow
 from loopml.settings import Settings
+
+if TYPE_CHECKING:
+    from loopml.monitor.ingest import CaptureTokens
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +124,10 @@ def _set_scaling(row: EndpointRow, replicas: int | None, autoscale: Autoscale | 
 
 
 class EndpointService:
-    def __init__(self, settings: Settings, db: Database, tracking_uri: str, *, capture_token: str | None = None) -> None:
-        """``capture_token`` lets replicas post captured requests to the platform; ``None`` turns capture off."""
+    def __init__(self, settings: Settings, db: Database, tracking_uri: str, *,
+                 capture_tokens: CaptureTokens | None = None) -> None:
+        """``capture_tokens`` give each endpoint's replicas the token that posts their own
+        captured requests to the platform; ``None`` turns capture off."""
         from mlflow.tracking import MlflowClient
 
         self.settings = settings
@@ -127,11 +136,12 @@ class EndpointService:
         self.mlflow = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self._lock = threading.Lock()
         self._code_version = code_version()
-        self._capture_token = capture_token
+        self._capture_tokens = capture_tokens
 
     def start(self) -> None:
         """Start Serve's HTTP proxy on loopback and reconcile Serve with the endpoint table:
-        endpoints Serve lost are deployed again, endpoint applications with no row (deleted
+        endpoints Serve lost are deployed again, running ones get their current config (a
+        no-op for Serve when it is unchanged), endpoint applications with no row (deleted
         while the platform was away) are removed."""
         from ray import serve
 
@@ -141,12 +151,16 @@ class EndpointService:
         with self.db.session() as session:
             rows = session.scalars(select(EndpointRow)).all()
         for row in rows:
-            if app_name(row.project, row.name) not in running:
+            # A running endpoint gets its config again too: Serve ignores an unchanged one and
+            # hands a changed one (say, the capture token of an older platform) to the live
+            # replicas' reconfigure.
+            lost = app_name(row.project, row.name) not in running
+            if lost:
                 log.info("re-deploying endpoint %s/%s v%s", row.project, row.name, row.version)
-                try:
-                    self._run(row)
-                except Exception:
-                    log.exception("could not re-deploy %s/%s", row.project, row.name)
+            try:
+                self._run(row)
+            except Exception:
+                log.exception("could not %s %s/%s", "re-deploy" if lost else "reconfigure", row.project, row.name)
         for orphan in running - {app_name(r.project, r.name) for r in rows}:
             if APP_SEPARATOR in orphan:
                 log.info("removing Serve application %s: its endpoint was deleted", orphan)
@@ -155,11 +169,12 @@ class EndpointService:
         self._publish_limits()
 
     def _publish_limits(self) -> None:
-        """Give the admission gates of Serve's proxies every endpoint's limit (:func:`admission_limit`)."""
+        """Give the admission gates of Serve's proxies every endpoint's limit (:func:`admission_limit`)
+        and key hash (``None``: public), so that they refuse a request without the key uncounted."""
         with self.db.session() as session:
-            limits = {f"/{row.project}/{row.name}": admission_limit(self.settings.serve_max_inflight,
-                                                                    row.max_replicas or row.replicas)
-                      for row in session.scalars(select(EndpointRow))}
+            limits = {f"/{row.project}/{row.name}": Admission(
+                admission_limit(self.settings.serve_max_inflight, row.max_replicas or row.replicas),
+                None if row.public else row.key_hash) for row in session.scalars(select(EndpointRow))}
         try:
             publish_limits(limits)
         except Exception as exc:  # noqa: BLE001 - the gates keep the limits they have
@@ -182,14 +197,20 @@ class EndpointService:
 
     def _config(self, row: EndpointRow) -> dict:
         capture = None
-        if self._capture_token and self.settings.capture_sample > 0:
+        if self._capture_tokens is not None and self.settings.capture_sample > 0:
             sink = f"http://{self.settings.host}:{self.settings.port}{self.settings.api_prefix}/internal/capture"
-            capture = {"url": sink, "token": self._capture_token, "sample": self.settings.capture_sample}
+            capture = {"url": sink, "token": self._capture_tokens.token(row.project, row.name),
+                       "sample": self.settings.capture_sample}
         return {"model_uri": f"models:/{row.model}/{row.version}", "tracking_uri": self.tracking_uri,
                 "project": row.project, "endpoint": row.name, "prefix": f"/{row.project}/{row.name}",
                 "version": row.version, "capture": capture,
+                # the replicas download the model as its project's MLflow user, never the platform's
+                "mlflow_auth": _project_credentials(self.settings, row.project),
                 "key_hash": None if row.public else row.key_hash,
                 "max_bytes": int(self.settings.max_request_mb * 2**20),
+                # a model that can run code is loaded in a sandbox that never sees the data dir
+                "sandbox": {"isolation": self.settings.job_isolation,
+                            "hide": sandbox.hidden_paths(self.settings.home)},
                 "canary": None if row.canary_version is None else {
                     "model_uri": f"models:/{row.model}/{row.canary_version}", "version": row.canary_version,
                     "percent": row.canary_percent}}
@@ -384,3 +405,11 @@ class EndpointService:
                         resources=EndpointResources(**(row.resources or {})), status=row.status,
                         created_at=row.created_at, updated_at=row.updated_at,
                         history=[HistoryEntry(**h) for h in row.history])
+
+
+def _project_credentials(settings: Settings, project: str) -> dict[str, str] | None:
+    """``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` of ``project``; None without MLflow auth."""
+    if not mlflow_auth.in_use(settings):
+        return None
+    env = mlflow_auth.project_env(settings.home, settings.tracking_uri, project)
+    return {name: env[name] for name in (mlflow_auth.USERNAME_VAR, mlflow_auth.PASSWORD_VAR)}

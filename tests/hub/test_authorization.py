@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from loopml.monitor.ingest import capture_token
+from loopml.monitor.ingest import capture_tokens
 from loopml.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -158,12 +158,12 @@ def test_membership_is_checked_before_the_body_is_validated(hub, tokens, method,
 
 def test_the_capture_route_takes_the_capture_token_only(hub, tokens):
     """``POST /internal/capture`` (replicas' captured requests; not in the OpenAPI) answers 401
-    to every user token, the static admin token included, and 202 to the capture token."""
+    to every user token, the static admin token included, and 202 to an endpoint's capture token."""
     empty_batch = {"records": []}
     for role, token in {**tokens, "static admin": hub.admin_token}.items():
         response = call(hub, "POST", "/internal/capture", token, empty_batch)
         assert response.status_code == 401 and explained(response), (role, response.text)
-    replica_token = capture_token(Settings(admin_token=hub.admin_token))
+    replica_token = capture_tokens(Settings(admin_token=hub.admin_token)).token("demo", "ep")
     accepted = call(hub, "POST", "/internal/capture", replica_token, empty_batch)
     assert accepted.status_code == 202 and accepted.json() == {"stored": 0}
 

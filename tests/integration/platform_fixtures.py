@@ -23,6 +23,7 @@ from loopml.launcher import free_port_block
 
 LOOPML = str(Path(sys.executable).with_name("loopml"))
 MONITOR_INTERVAL_S = 2  # policies are evaluated this often in the test platform
+SCHEDULE_MIN_INTERVAL_S = 2  # schedules of the tests fire every 2 s (the default minimum is 60 s)
 _LOG_LINE = re.compile(r"^[A-Z]+ (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")  # Serve's log lines start so
 _ACCESS = re.compile(r" -- (?:GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS) \S+ (\d{3}) ")
 
@@ -47,6 +48,15 @@ class Platform:
 
     def state(self) -> dict:
         return json.loads((self.home / "run" / "state.json").read_text())
+
+
+def mlflow_admin_env(home: Path) -> dict[str, str]:
+    """``MLFLOW_TRACKING_USERNAME``/``_PASSWORD`` of the platform (MLflow's admin) of data dir
+    ``home``, from its ``secrets.json``; {} when its MLflow does not authenticate."""
+    secrets_file = json.loads((home / "secrets.json").read_text())
+    if "mlflow_admin_password" not in secrets_file:
+        return {}
+    return {"MLFLOW_TRACKING_USERNAME": "loopml", "MLFLOW_TRACKING_PASSWORD": secrets_file["mlflow_admin_password"]}
 
 
 def down_leaving_nothing(home: Path, env: dict[str, str]) -> None:
@@ -80,7 +90,8 @@ def start_platform(home: Path, extra_config: str = "") -> tuple[Platform, str]:
     alice, bob = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
     (home / "config.toml").write_text(
         f"port = {base}\nmlflow_port = {base + 1}\nray_dashboard_port = {base + 2}\nray_port = {base + 3}\n"
-        f"serve_port = {base + 11}\nmonitor_interval_s = {MONITOR_INTERVAL_S}\n{extra_config}"
+        f"serve_port = {base + 11}\nmonitor_interval_s = {MONITOR_INTERVAL_S}\n"
+        f"schedule_min_interval_s = {SCHEDULE_MIN_INTERVAL_S}\n{extra_config}"
         f'[tokens."{alice}"]\nname = "alice"\n[tokens."{bob}"]\nname = "bob"\n'
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOOPML_", "RAY_ADDRESS"))}
@@ -90,6 +101,7 @@ def start_platform(home: Path, extra_config: str = "") -> tuple[Platform, str]:
     assert started.returncode == 0, started.stdout + started.stderr
     config = json.loads((home / "client.json").read_text())
     assert config["url"] in started.stdout
+    os.environ.update(mlflow_admin_env(home))  # the tests read and arrange MLflow as the platform does
     platform = Platform(home=home, url=config["url"], admin_token=config["token"], alice_token=alice,
                         bob_token=bob, env=env)
     return platform, started.stdout + started.stderr

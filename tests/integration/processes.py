@@ -23,9 +23,23 @@ def wait_for(predicate, timeout: float = 60, every: float = 0.1):
 
 
 def kernel_pid(client, project, job_id) -> int:
-    """The PID of a job's kernel, once the job printed it (the ``SLOW`` notebook does)."""
+    """The PID of a job's kernel as the kernel sees it (in its sandbox's pid namespace), once
+    the job printed it (the ``SLOW`` notebook does)."""
     found = wait_for(lambda: re.search(r"kernel pid (\d+)", client.logs(project, job_id)))
     return int(found.group(1))
+
+
+def kernel_process(job_id: str, attempt: int) -> psutil.Process:
+    """The kernel process, as the host sees it, of ``attempt`` of job ``job_id`` (a child of
+    its runner, under the sandbox's bubblewrap processes when jobs are sandboxed)."""
+    for proc in runner_process(job_id, attempt).children(recursive=True):
+        try:
+            cmdline = proc.cmdline()
+        except psutil.Error:
+            continue
+        if "ipykernel_launcher" in " ".join(cmdline) and not cmdline[0].endswith("bwrap"):
+            return proc
+    raise AssertionError(f"no kernel under the runner of {job_id}:{attempt}")
 
 
 def runner_process(job_id: str, attempt: int) -> psutil.Process:

@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 
 from loopml.executor.models import JobStatus
 from tests.integration.notebooks import SLOW, notebook
-from tests.integration.processes import kernel_pid, wait_for
+from tests.integration.processes import kernel_pid, kernel_process, wait_for
 
 
 def test_raising_cell_fails_with_its_cell_and_keeps_partial_output(platform, alice, project):
@@ -26,7 +26,8 @@ def test_raising_cell_fails_with_its_cell_and_keeps_partial_output(platform, ali
 
 def test_cancel_stops_the_job_and_its_kernel_within_5_s(alice, project):
     job = alice.submit(project, SLOW, parameters={"seconds": 60})
-    pid = kernel_pid(alice, project, job.id)
+    kernel_pid(alice, project, job.id)
+    pid = kernel_process(job.id, 1).pid  # the host's pid: the kernel sees its sandbox's
     started = time.monotonic()
     cancelled = alice.cancel(project, job.id)
     if cancelled.status != JobStatus.CANCELLED:

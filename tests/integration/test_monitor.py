@@ -3,6 +3,10 @@ reference sample, quality from feedback labels, the CLI, and who may see any of 
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import hmac
+import os
 import re
 import time
 import uuid
@@ -12,8 +16,10 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
+from loopml._ray_local import ray_auth_headers
 from loopml.errors import Forbidden
 from loopml.executor.models import JobStatus
+from loopml.serving.service import app_name
 from tests.integration.notebooks import TRAIN_AND_LOG
 
 IRIS = load_iris(as_frame=True)
@@ -116,3 +122,45 @@ def test_non_members_cannot_read_reports_or_send_labels(platform, live):
         bob.monitor(live["project"], "iris-mon")
     with pytest.raises(Forbidden):
         bob.feedback(live["project"], "iris-mon", [{"request_id": "x", "label": 1}])
+
+
+def replica_capture(platform, app: str) -> dict:
+    """The ``capture`` part of the config Serve hands the replicas of ``app`` (Ray's dashboard API)."""
+    state = platform.state()
+    answer = httpx.get(f"{state['urls']['ray']}/api/serve/applications/", timeout=30,
+                       headers=ray_auth_headers({**os.environ, **state["ray_env"]}))
+    assert answer.status_code == 200, answer.text
+    return answer.json()["applications"][app]["deployments"]["model"]["deployment_config"]["user_config"]["capture"]
+
+
+def test_a_replicas_capture_token_posts_its_own_endpoints_records_only(platform, live):
+    """The token the platform gave iris-mon's replicas (read from Serve, as a model in them
+    could) stores iris-mon's records, and is refused (403, nothing stored) for another
+    endpoint of the project, the same endpoint name in another project, or a batch mixing them."""
+    project = live["project"]
+    capture = replica_capture(platform, app_name(project, "iris-mon"))
+    retired = hmac.new(platform.admin_token.encode(), b"loopml-capture", hashlib.sha256).hexdigest()
+    assert capture["token"].startswith(f"{project}.iris-mon.") and capture["token"] != retired
+    now = dt.datetime.now(dt.timezone.utc).isoformat()
+
+    def record(project_: str, endpoint: str) -> dict:
+        return {"project": project_, "endpoint": endpoint, "request_id": f"forged-{uuid.uuid4().hex}", "version": 1,
+                "at": now, "status": 200, "latency_ms": 1.0,
+                "features": {"columns": COLUMNS, "data": [[5.0, 3.0, 1.5, 0.2]]}, "prediction": [0]}
+
+    def post(token: str, *records: dict) -> httpx.Response:
+        return httpx.post(capture["url"], json={"records": list(records)}, timeout=30,
+                          headers={"Authorization": f"Bearer {token}"})
+
+    alice = platform.client()
+    before = alice.monitor(project, "iris-mon", "30d").requests
+    for target in [(project, "other-ep"), ("other-project", "iris-mon")]:
+        refused = post(capture["token"], record(*target))
+        assert refused.status_code == 403
+        assert f"cannot post records of {target[0]}/{target[1]}" in refused.json()["message"]
+        mixed = post(capture["token"], record(project, "iris-mon"), record(*target))
+        assert mixed.status_code == 403
+    assert post(retired, record(project, "iris-mon")).status_code == 401  # the all-endpoints token is gone
+    assert alice.monitor(project, "iris-mon", "30d").requests == before  # nothing of the refused batches stored
+    own = post(capture["token"], record(project, "iris-mon"))
+    assert own.status_code == 202 and own.json() == {"stored": 1}

@@ -102,6 +102,13 @@ TABLE = [
     row("type-string-as-bool", "POST", P + "/endpoints", 422, body={"name": "ep", "model": "m@champion",
                                                                     "public": "yes"}),
     row("type-int-as-bool", "PATCH", "/projects/{project}", 422, body={"clear_quota": 0}, token="admin"),
+    # bounded work: schedules no more often than schedule_min_interval_s, lists paged
+    row("schedule-every-second", "POST", P + "/schedules", 422,
+        body={"cron": "* * * * * *", "template": {"notebook": PARAM_NOTEBOOK}}),
+    row("list-limit-over-max", "GET", P + "/jobs?limit=100000", 422),
+    row("list-offset-negative", "GET", P + "/schedules?offset=-1", 422),
+    row("list-limit-zero", "GET", P + "/models?limit=0", 422),
+    row("list-limit-not-a-number", "GET", "/projects?limit=all", 422),
     # cross-project: alice on bob's project, each kind of resource
     row("cross-project-get", "GET", B, 403),
     row("cross-project-jobs", "GET", B + "/jobs", 403),
@@ -115,6 +122,17 @@ TABLE = [
     # tokens
     row("no-token", "GET", P + "/jobs", 401, token="none"),
     row("forged-token", "GET", P + "/jobs", 401, headers={"Authorization": "Bearer ../../etc/passwd"}, token="none"),
+    # a token no one issued, in bytes that are not ASCII (sent as latin-1, or UTF-8): 401, not 500
+    row("token-latin-1", "GET", P + "/jobs", 401, headers={"Authorization": "Bearer é"}, token="none"),
+    row("token-utf-8", "GET", P + "/jobs", 401, headers={"Authorization": "Bearer é".encode()}, token="none"),
+    row("token-scheme-latin-1", "GET", P + "/jobs", 401, headers={"Authorization": "Bearé x"}, token="none"),
+    row("capture-token-latin-1", "POST", "/internal/capture", 401, body={"records": []},
+        headers={"Authorization": "Bearer é"}, token="none"),
+    row("capture-token-utf-8", "POST", "/internal/capture", 401, body={"records": []},
+        headers={"Authorization": "Bearer demo.ep.é".encode()}, token="none"),
+    row("capture-user-token", "POST", "/internal/capture", 401, body={"records": []}),
+    row("capture-forged-endpoint-token", "POST", "/internal/capture", 401, body={"records": []},
+        headers={"Authorization": "Bearer demo.ep." + "0" * 64}, token="none"),
 ]
 
 

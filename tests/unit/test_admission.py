@@ -7,7 +7,8 @@ import json
 
 import pytest
 
-from loopml.serving.admission import AdmissionGate, endpoint_key, middlewares, published_limits
+from loopml.serving.admission import Admission, AdmissionGate, _admission, endpoint_key, middlewares, published_limits
+from loopml.serving.keys import KEY_MESSAGE, key_hash
 from loopml.serving.service import admission_limit
 
 
@@ -35,8 +36,9 @@ class Recorder:
         return b"".join(m.get("body", b"") for m in self.messages[1:])
 
 
-def scope(path: str) -> dict:
-    return {"type": "http", "path": path, "method": "POST", "headers": []}
+def scope(path: str, authorization: bytes | None = None) -> dict:
+    headers = [] if authorization is None else [(b"authorization", authorization)]
+    return {"type": "http", "path": path, "method": "POST", "headers": headers}
 
 
 async def receive() -> dict:
@@ -125,9 +127,9 @@ async def hold(gate: AdmissionGate, path: str, count: int) -> list[asyncio.Task]
 def test_an_endpoint_gets_the_limit_the_platform_published_and_others_the_default():
     calls = []
 
-    def source() -> dict[str, int]:
+    def source() -> dict[str, Admission]:
         calls.append(1)
-        return {"/p/big": 3}
+        return {"/p/big": Admission(3)}
 
     async def scenario():
         release = asyncio.Event()
@@ -157,11 +159,11 @@ def test_an_endpoint_gets_the_limit_the_platform_published_and_others_the_defaul
 def test_limits_that_cannot_be_read_leave_the_last_ones_in_force(caplog):
     calls = []
 
-    def source() -> dict[str, int]:
+    def source() -> dict[str, Admission]:
         calls.append(1)
         if len(calls) > 1:
             raise ConnectionError("the GCS did not answer")
-        return {"/p/ep": 5}
+        return {"/p/ep": Admission(5)}
 
     async def scenario():
         gate = AdmissionGate(answering(200, b"{}"), limit=1, limits=source, refresh_s=0)
@@ -170,10 +172,114 @@ def test_limits_that_cannot_be_read_leave_the_last_ones_in_force(caplog):
             await asyncio.sleep(0.05)
         return gate
 
-    assert run(scenario()).limits == {"/p/ep": 5} and len(calls) == 2
+    assert run(scenario()).limits == {"/p/ep": Admission(5)} and len(calls) == 2
     assert "admission limits not refreshed: the GCS did not answer" in caplog.text
 
 
 @pytest.mark.parametrize(("replicas", "limit"), [(1, 8), (2, 12), (4, 20)])
 def test_each_replica_past_the_first_adds_what_a_replica_holds(replicas, limit):
     assert admission_limit(8, replicas) == limit
+
+
+KEY = "the-endpoint-key"
+
+
+def keyed_gate(app, table: dict[str, Admission], *, limit: int = 1, refresh_s: float = 60, recheck_s: float = 0.0):
+    """A gate that has read ``table`` (a dict the test may change: the platform publishing)."""
+    reads = []
+
+    def source() -> dict[str, Admission]:
+        reads.append(dict(table))
+        return dict(table)
+
+    gate = AdmissionGate(app, limit=limit, limits=source, refresh_s=refresh_s, recheck_s=recheck_s)
+    return gate, reads
+
+
+async def first_read(gate: AdmissionGate) -> None:
+    gate._refresh()
+    for _ in range(200):
+        if gate.limits:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the gate never read its table")
+
+
+@pytest.mark.parametrize("authorization", [None, b"Bearer wrong", b"Basic " + KEY.encode(), b"Bearer \xe9",
+                                           b"Bearer \xc3\xa9", b""],
+                         ids=["none", "wrong", "not-bearer", "latin-1", "utf-8", "empty"])
+def test_a_keyed_endpoint_without_its_key_is_refused_401_and_never_counted(authorization):
+    """Requests without the key never hold a slot: with the one slot held by a keyed caller,
+    keyless ones get the replica's own 401 answer, not 503, and the keyed caller's next
+    request still gets in once the slot is free."""
+    async def scenario():
+        release = asyncio.Event()
+        gate, _ = keyed_gate(answering(200, b"{}", release=release), {"/p/ep": Admission(1, key_hash(KEY))})
+        await first_read(gate)
+        holder = asyncio.create_task(gate(scope("/p/ep/invocations", b"Bearer " + KEY.encode()), receive, Recorder()))
+        await asyncio.sleep(0)
+        refused = [Recorder() for _ in range(5)]
+        for recorder in refused:
+            await gate(scope("/p/ep/invocations", authorization), receive, recorder)
+        counted = dict(gate.inflight)
+        release.set()
+        await holder
+        after = Recorder()
+        await gate(scope("/p/ep/invocations", b"bearer  " + KEY.encode() + b" "), receive, after)
+        return refused, counted, after, gate
+
+    refused, counted, after, gate = run(scenario())
+    for recorder in refused:
+        assert recorder.status == 401 and b"retry-after" not in recorder.headers
+        assert json.loads(recorder.body) == {"message": KEY_MESSAGE, "reason": "unauthorized"}
+    assert counted == {"/p/ep": 1} and after.status == 200 and gate.inflight == {}
+
+
+def test_public_endpoints_unknown_endpoints_and_health_routes_need_no_key_at_the_gate():
+    async def scenario():
+        gate, _ = keyed_gate(answering(200, b"{}"), {"/p/public": Admission(4), "/p/ep": Admission(4, key_hash(KEY))},
+                             limit=4)
+        await first_read(gate)
+        answers = {}
+        for path in ("/p/public/invocations", "/p/new/invocations", "/p/ep/v2/health/ready", "/p/ep/v2/health/live"):
+            answers[path] = Recorder()
+            await gate(scope(path), receive, answers[path])
+        return answers
+
+    assert {path: r.status for path, r in run(scenario()).items()} == dict.fromkeys(
+        ["/p/public/invocations", "/p/new/invocations", "/p/ep/v2/health/ready", "/p/ep/v2/health/live"], 200)
+
+
+def test_a_key_rotated_since_the_last_read_is_admitted_at_once_and_the_old_one_refused():
+    """The platform publishes the new key's hash after the replicas have it; the gate's table
+    is older than the request with the new key, so the gate reads it again before refusing."""
+    async def scenario():
+        table = {"/p/ep": Admission(4, key_hash("old-key"))}
+        gate, reads = keyed_gate(answering(200, b"{}"), table, limit=4, recheck_s=0.05)
+        await first_read(gate)
+        table["/p/ep"] = Admission(4, key_hash(KEY))  # rotated
+        new, old = Recorder(), Recorder()
+        await gate(scope("/p/ep/x", b"Bearer " + KEY.encode()), receive, new)
+        await gate(scope("/p/ep/x", b"Bearer old-key"), receive, old)
+        return new, old, reads
+
+    new, old, reads = run(scenario())
+    assert new.status == 200 and old.status == 401 and len(reads) == 3  # first read, one per request refused at first
+
+
+def test_many_keyless_requests_share_the_table_reads_they_wait_for():
+    async def scenario():
+        gate, reads = keyed_gate(answering(200, b"{}"), {"/p/ep": Admission(4, key_hash(KEY))}, recheck_s=0.2)
+        await first_read(gate)
+        refused = [Recorder() for _ in range(50)]
+        await asyncio.gather(*(gate(scope("/p/ep/x"), receive, r) for r in refused))
+        return refused, reads, gate
+
+    refused, reads, gate = run(scenario())
+    assert {r.status for r in refused} == {401} and len(reads) == 2 and gate.inflight == {}
+
+
+def test_the_published_table_carries_limits_and_key_hashes_and_reads_an_older_one():
+    assert _admission({"limit": 3, "key_hash": "ab"}) == Admission(3, "ab")
+    assert _admission({"limit": 3, "key_hash": None}) == Admission(3, None)
+    assert _admission(5) == Admission(5, None)  # a platform before key hashes published limits only

@@ -8,6 +8,7 @@ import pytest
 
 from loopml.app import create_app
 from loopml.auth import StaticTokenAuthenticator
+from loopml.monitor.ingest import CaptureService, capture_tokens
 from loopml.settings import load_settings
 
 with warnings.catch_warnings():
@@ -20,6 +21,7 @@ def client(tmp_path):
     settings = load_settings(data_dir=tmp_path, max_notebook_mb=0.05, admin_token="admin-token")
     app = create_app(settings)
     app.state.authenticator = StaticTokenAuthenticator(settings)  # no lifespan: no Ray, no DB needed here
+    app.state.captures = CaptureService(None, capture_tokens(settings))
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -34,8 +36,21 @@ def client(tmp_path):
          "over the"),
         ("POST", "/api/v1/projects", {"Authorization": "Bearer admin-token"}, b"{not json", 422, "invalid",
          "invalid request"),
+        ("GET", "/api/v1/projects", {"Authorization": b"Bearer \xe9"}, None, 401, "unauthorized", "printable ASCII"),
+        ("GET", "/api/v1/projects", {"Authorization": b"Bearer \xc3\xa9"}, None, 401, "unauthorized",
+         "printable ASCII"),
+        ("GET", "/api/v1/projects", {"Authorization": b"Bearer a\x7fb"}, None, 401, "unauthorized",
+         "printable ASCII"),
+        ("POST", "/api/v1/internal/capture", {"Authorization": b"Bearer \xe9"}, b"{}", 401, "unauthorized",
+         "printable ASCII"),
+        ("POST", "/api/v1/internal/capture", {"Authorization": b"Bearer demo.ep.\xc3\xa9"}, b"{}", 401,
+         "unauthorized", "printable ASCII"),
+        ("POST", "/api/v1/internal/capture", {"Authorization": "Bearer demo.ep.abc"}, b"{}", 401, "unauthorized",
+         "capture token"),
     ],
-    ids=["unknown-route", "wrong-method", "no-token", "bad-token", "body-too-large", "malformed-json"],
+    ids=["unknown-route", "wrong-method", "no-token", "bad-token", "body-too-large", "malformed-json",
+         "latin-1-token", "utf-8-token", "control-char-token", "latin-1-capture-token", "utf-8-capture-token",
+         "forged-capture-token"],
 )
 def test_refusals_are_json_with_a_message(client, method, path, headers, body, status, reason, says):
     answer = client.request(method, path, headers={"content-type": "application/json", **headers}, content=body)

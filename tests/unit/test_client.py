@@ -297,3 +297,17 @@ def test_wait_rides_out_a_short_outage_but_not_a_long_one(monkeypatch):
     client, _ = make(httpx.ConnectError("down"))
     with pytest.raises(Unavailable):
         client.wait("demo", "j1", poll_s=0.001)
+
+
+def test_listings_are_read_page_by_page_until_a_short_page():
+    from loopml.paging import DEFAULT_LIMIT, MAX_LIMIT
+
+    assert (client_module.FIRST_PAGE, client_module.PAGE) == (DEFAULT_LIMIT, MAX_LIMIT)  # the routes' own
+    pages = [[project_json(f"p{i}") for i in range(start, start + size)]
+             for start, size in ((0, DEFAULT_LIMIT), (DEFAULT_LIMIT, MAX_LIMIT), (DEFAULT_LIMIT + MAX_LIMIT, 3))]
+    client, rec = make(*(httpx.Response(200, json=page) for page in pages))
+
+    assert len(client.project_names()) == DEFAULT_LIMIT + MAX_LIMIT + 3
+    assert [dict(r.url.params) for r in rec.requests] == [
+        {}, {"limit": str(MAX_LIMIT), "offset": str(DEFAULT_LIMIT)},
+        {"limit": str(MAX_LIMIT), "offset": str(DEFAULT_LIMIT + MAX_LIMIT)}]

@@ -55,12 +55,24 @@ def test_the_dev_provider_uses_its_fixed_endpoints_and_the_groups_claim(tmp_path
     assert traits["auth_state_groups_key"] == "oauth_user.groups" and traits["admin_groups"] == {"loopml-admins"}
 
 
-def test_github_uses_team_slugs_as_groups(tmp_path):
-    cls, traits = authenticator_config(settings_with(tmp_path, provider="github"))
+def test_github_groups_are_org_team_of_the_allowed_organizations(tmp_path):
+    cls, traits = authenticator_config(settings_with(tmp_path, provider="github", allowed_organizations=["MyOrg"]))
     assert cls is LoopmlGitHubAuthenticator and traits["populate_teams_in_auth_state"]
-    assert "read:org" in traits["scope"]
-    assert traits["auth_state_groups_key"]({"teams": [{"slug": "loopml-iris"}, {"name": "x"}]}) == ["loopml-iris"]
+    assert "read:org" in traits["scope"] and traits["allowed_organizations"] == {"myorg"}
+    assert traits["admin_groups"] == {"myorg:loopml-admins"}  # the default, qualified
+    teams = [{"slug": "loopml-iris", "organization": {"login": "MyOrg"}}, {"name": "x"},
+             {"slug": "loopml-iris", "organization": {"login": "evilorg"}}, {"slug": "loopml-admins"}]
+    assert traits["auth_state_groups_key"]({"teams": teams}) == ["loopml-iris", "myorg:loopml-iris"]
     cls(config=Config({cls.__name__: traits}))
+
+
+def test_gitlab_groups_are_full_paths_under_the_allowed_organizations(tmp_path):
+    cls, traits = authenticator_config(settings_with(tmp_path, provider="gitlab", allowed_organizations=["myorg"]),
+                                       discover_endpoints=discover)
+    claim = ["loopml-iris", "myorg", "myorg/loopml-iris", "myorg/sub/loopml-x", "evil/loopml-iris", "MyOrg/Team"]
+    assert traits["auth_state_groups_key"]({"oauth_user": {"groups": claim}}) == [
+        "loopml-iris", "myorg", "myorg/loopml-iris", "myorg/sub/loopml-x", "myorg/team"]
+    assert traits["admin_groups"] == {"myorg/loopml-admins"}
 
 
 @pytest.mark.parametrize("oauth, named", [
@@ -73,13 +85,19 @@ def test_missing_provider_settings_are_named(tmp_path, oauth, named):
         authenticator_config(load_settings(data_dir=tmp_path, oauth=oauth))
 
 
-def test_members_of_any_project_group_may_log_in_and_others_may_not(tmp_path):
-    cls, traits = authenticator_config(settings_with(tmp_path, provider="generic", issuer="https://x"),
-                                       discover_endpoints=discover)
+def test_members_of_the_group_of_an_existing_project_may_log_in_and_others_may_not(tmp_path):
+    settings = settings_with(tmp_path, provider="generic", issuer="https://x")
+    db = Database(settings.database_url)
+    migrate(db.engine)
+    ProjectService(db).create(ProjectCreate(name="iris"))
+    cls, traits = authenticator_config(settings, discover_endpoints=discover)
     auth = cls(config=Config({cls.__name__: traits}))
-    allowed = asyncio.run(auth.check_allowed("alice", {"name": "alice", "admin": False, "groups": ["loopml-iris"]}))
-    refused = asyncio.run(auth.check_allowed("mallory", {"name": "mallory", "admin": False, "groups": ["staff"]}))
-    assert allowed and not refused
+
+    def allowed(name: str, *groups: str) -> bool:
+        return asyncio.run(auth.check_allowed(name, {"name": name, "admin": False, "groups": list(groups)}))
+
+    assert allowed("alice", "loopml-iris")
+    assert not allowed("mallory", "staff") and not allowed("bob", "loopml-ghost")  # no project ghost
 
 
 def test_the_hub_runs_the_platform_as_its_service_with_the_settings_and_least_scopes(tmp_path):

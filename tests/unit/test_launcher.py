@@ -624,3 +624,47 @@ def test_stop_marked_ends_what_a_dead_parent_left_in_other_sessions(tmp_path):
     psutil.wait_procs(children, timeout=5)
     assert not any(child.is_running() and child.status() != psutil.STATUS_ZOMBIE for child in children)
     assert _processes.stop_marked(str(tmp_path), timeout=5) == []
+
+
+# -- modes of the data dir -------------------------------------------------------------------
+
+SECRET_FILES = ("secrets.json", "client.json", "config.toml", "loopml.db", "loopml.db-wal", "ray/auth_token",
+                "run/state.json", "hub/jupyterhub_cookie_secret", "hub/jupyterhub.sqlite", "mlflow/mlflow.db",
+                "logs/platform.log")
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+def test_every_up_gives_an_existing_loose_data_dir_its_modes(settings: Settings, healthy_server: str) -> None:
+    running_instance(settings, healthy_server)
+    home = settings.home
+    for name in SECRET_FILES:
+        (home / name).parent.mkdir(exist_ok=True)
+        if not (home / name).exists():
+            (home / name).write_text("{}" if name.endswith(".json") else "# x\n")
+        (home / name).chmod(0o666)
+    for folder in (home, home / "ray", home / "run", home / "hub", home / "mlflow", home / "logs"):
+        folder.chmod(0o777)
+    try:
+        launcher.up(settings)
+        assert mode(home) == 0o700
+        assert {name: mode(home / name) for name in SECRET_FILES} == {name: 0o600 for name in SECRET_FILES}
+        assert {d: mode(home / d) for d in ("ray", "run", "hub", "mlflow", "logs")} == dict.fromkeys(
+            ("ray", "run", "hub", "mlflow", "logs"), 0o700)
+    finally:
+        launcher.down(home)
+
+
+def test_secure_modes_leaves_symlinks_and_project_folders_alone(tmp_path: Path) -> None:
+    home, outside = tmp_path / "home", tmp_path / "outside"
+    (home / "projects" / "demo").mkdir(parents=True)
+    outside.write_text("not the platform's")
+    outside.chmod(0o644)
+    (home / "linked.json").symlink_to(outside)
+    (home / "projects" / "demo").chmod(0o775)
+
+    run_state.secure_modes(home)
+
+    assert (mode(home), mode(outside), mode(home / "projects" / "demo")) == (0o700, 0o644, 0o775)

@@ -70,6 +70,45 @@ def test_a_down_sink_keeps_records_bounded_and_reports_the_dropped_count():
     assert sum(b["dropped"] for b in sink.batches) == 12  # reported once
 
 
+class TokenSink(Sink):
+    """A platform that takes only ``token`` (401 for any other) and refuses ``refused`` ids (403)."""
+
+    def __init__(self, token: str, refused: frozenset[int] = frozenset()) -> None:
+        super().__init__()
+        self.token, self.refused = token, refused
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.headers["authorization"] != f"Bearer {self.token}":
+            return httpx.Response(401, json={"message": "capture needs an endpoint's capture token"})
+        records = json.loads(request.content)["records"]
+        if any(r["i"] in self.refused for r in records):
+            return httpx.Response(403, json={"message": "another endpoint's records"})
+        self.batches.append(json.loads(request.content))
+        return httpx.Response(202, json={"stored": len(records)})
+
+
+def test_records_refused_for_a_stale_token_wait_for_the_new_one_and_other_refusals_are_dropped():
+    """A platform restarted with per-endpoint tokens answers the old token 401: the records
+    wait until reconfigure brings the new token (nothing lost); a 403 is final."""
+    async def scenario(sink):
+        capture = buffer(sink, batch=5, interval_s=0.02)
+        for i in range(12):
+            capture.add({"i": i})
+        await asyncio.sleep(0.15)
+        waiting = len(capture.queue)
+        capture.configure("http://platform/capture", "new-token", 1.0)
+        await asyncio.sleep(0.15)
+        capture.add({"i": 99})
+        await asyncio.sleep(0.15)
+        await capture.close()
+        return capture, waiting
+
+    sink = TokenSink("new-token", refused=frozenset({99}))
+    capture, waiting = asyncio.run(scenario(sink))
+    assert waiting == 12 and sink.ids == list(range(12))
+    assert capture.sent_total == 12 and capture.dropped_total == 1 and not capture.queue
+
+
 def test_close_sends_what_is_queued():
     async def scenario(sink):
         capture = buffer(sink, batch=100, interval_s=60)

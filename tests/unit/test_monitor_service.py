@@ -287,14 +287,89 @@ def test_an_unreadable_reference_leaves_the_rest_of_the_report(db, settings, end
     assert any("could not be read" in note and "did not answer" in note for note in report.notes)
 
 
-def test_the_mlflow_loader_reads_the_parquet_file_the_version_tag_names(tmp_path):
-    sample_file = tmp_path / "reference.parquet"
-    iris_reference().to_parquet(sample_file, index=False)
-    tags = {1: {MlflowReferences.TAG: sample_file.as_uri()}, 2: {}}
-    client = SimpleNamespace(get_model_version=lambda name, version: SimpleNamespace(tags=tags[int(version)]))
-    load = MlflowReferences(SimpleNamespace(client=client), "http://127.0.0.1:1")
+ROOT = "mlflow-artifacts:/1/r1/artifacts"
+OWN = "loopml/reference/iris/m-1.parquet"
+
+
+class FakeRegistry:
+    """Versions 1.. of MODEL with the given reference tags, logged by run ``r1`` of the
+    project's experiment (or ``run_of`` a version); runs ``r1`` (experiment ``demo``) and
+    ``b1`` (experiment ``bob``). ``fetched`` lists what the loader downloaded."""
+
+    def __init__(self, tags: dict[int, str | None], run_of: dict[int, str | None] | None = None) -> None:
+        self.tags, self.run_of = tags, run_of or {}
+        self.runs = {"r1": ("1", ROOT), "b1": ("2", "mlflow-artifacts:/2/b1/artifacts")}
+        self.client = self
+
+    def get_model_version(self, name, version):
+        tag = self.tags[int(version)]
+        return SimpleNamespace(tags={} if tag is None else {MlflowReferences.TAG: tag},
+                               run_id=self.run_of.get(int(version), "r1"))
+
+    def get_run(self, run_id):
+        experiment_id, root = self.runs[run_id]
+        return SimpleNamespace(info=SimpleNamespace(experiment_id=experiment_id, artifact_uri=root))
+
+    def get_experiment(self, experiment_id):
+        return SimpleNamespace(name={"1": "demo", "2": "bob"}[experiment_id])
+
+
+@pytest.fixture
+def fetched(tmp_path, monkeypatch) -> list[str]:
+    """What the loader downloads: ``runs:/r1/<OWN>`` gives the iris reference, nothing else exists."""
+    import mlflow.artifacts
+
+    calls: list[str] = []
+
+    def download(artifact_uri, dst_path, tracking_uri):
+        calls.append(artifact_uri)
+        assert artifact_uri == f"runs:/r1/{OWN}", artifact_uri
+        target = Path(dst_path) / "m-1.parquet"
+        iris_reference().to_parquet(target, index=False)
+        return str(target)
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", download)
+    return calls
+
+
+@pytest.mark.parametrize("tag", [f"runs:/r1/{OWN}", f"{ROOT}/{OWN}"], ids=["runs-uri", "artifact-root"])
+def test_the_mlflow_loader_reads_the_reference_artifact_of_the_versions_own_run(fetched, tag):
+    load = MlflowReferences(FakeRegistry({1: tag, 2: None}), "http://127.0.0.1:1")
     pd.testing.assert_frame_equal(load(MODEL, 1), iris_reference())
-    assert load(MODEL, 2) is None
+    assert load(MODEL, 2) is None and fetched == [f"runs:/r1/{OWN}"]  # always through runs:/ of that run
+
+
+@pytest.mark.parametrize(("tag", "run_id", "why"), [
+    ("file:///etc/passwd", "r1", "not an artifact of that run"),
+    ("http://169.254.169.254/latest/meta-data", "r1", "not an artifact of that run"),
+    ("https://evil.example/x.parquet", "r1", "not an artifact of that run"),
+    ("models:/demo.iris/1", "r1", "not an artifact of that run"),
+    (f"runs:/b1/{OWN}", "r1", "not an artifact of that run"),  # another run (of another project)
+    (f"runs:/r1x/{OWN}", "r1", "not an artifact of that run"),
+    (f"runs:/r1/../b1/{OWN}", "r1", "not an artifact of that run"),
+    (f"runs:/r1/a/%2e%2e/{OWN}", "r1", "not an artifact of that run"),
+    ("runs:/r1/", "r1", "not an artifact of that run"),
+    (f"{ROOT}/../../2/b1/artifacts/{OWN}", "r1", "not an artifact of that run"),
+    (f"mlflow-artifacts:/2/b1/artifacts/{OWN}", "r1", "not an artifact of that run"),
+    (f"{ROOT}x/{OWN}", "r1", "not an artifact of that run"),
+    (f"runs:/b1/{OWN}", "b1", "not of the model's project"),  # a version pointed at B's run
+    (f"runs:/r1/{OWN}", None, "without a run"),
+], ids=["file", "metadata-http", "https", "models-uri", "other-run", "run-prefix", "dotdot", "encoded-dotdot", "empty",
+        "root-dotdot", "other-run-root", "root-prefix", "run-of-other-project", "no-run"])
+def test_a_reference_tag_outside_the_versions_own_run_is_refused_and_never_fetched(fetched, tag, run_id, why):
+    load = MlflowReferences(FakeRegistry({1: tag}, run_of={1: run_id}), "http://127.0.0.1:1")
+    with pytest.raises(InvalidInput, match=why) as refused:
+        load(MODEL, 1)
+    assert fetched == [] and "loopml.reference" in refused.value.message and "runs:/" in refused.value.message
+
+
+def test_a_refused_reference_tag_is_a_note_of_the_report_not_an_error(db, settings, endpoints, captures, traffic,
+                                                                       fetched):
+    traffic.add(rows=sample(40)[0])
+    references = MlflowReferences(FakeRegistry({1: "http://169.254.169.254/x"}), "http://127.0.0.1:1")
+    report = MonitorService(db, settings, endpoints, None, captures, references=references).report("demo", "iris")
+    assert report.requests == 40 and report.drift == [] and fetched == []
+    assert any("could not be read" in note and "not an artifact of that run" in note for note in report.notes)
 
 
 # -- feedback and quality -------------------------------------------------------------------

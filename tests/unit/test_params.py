@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
 import nbformat
@@ -10,7 +12,7 @@ import pytest
 from nbformat import v4
 
 from loopml.errors import InvalidInput
-from loopml.executor.params import MAX_VALUE_CHARS, parameter_schema, validate_parameters
+from loopml.executor.params import MAX_CELL_CHARS, MAX_VALUE_CHARS, parameter_schema, validate_parameters
 
 # papermill's inspection finds the translator through the kernelspec, so every notebook
 # here names one (as notebooks saved by JupyterLab do).
@@ -196,3 +198,66 @@ def test_string_of_exactly_the_limit_is_accepted() -> None:
     text = "x" * MAX_VALUE_CHARS
 
     assert validate_parameters(notebook(), {"label": text}) == {"label": text}
+
+
+@pytest.mark.parametrize(
+    "parameters_cell",
+    ["a: a" + " " * 60_000 + "b = 1\n", "x = 1  #" + " " * 60_000 + "=\n", "a = [" + "[" * 150 + "]" * 150 + "]\n",
+     "a = 1\n" * 10_000],
+    ids=["papermill-regex-backtracking", "long-comment", "deep-brackets", "many-lines"],
+)
+def test_parameters_cell_under_the_limit_is_read_in_bounded_time(parameters_cell: str) -> None:
+    # papermill's regex takes minutes on the first of these; Python's parser, milliseconds
+    started = time.perf_counter()
+    with contextlib.suppress(InvalidInput):
+        parameter_schema(notebook(parameters_cell))
+
+    assert time.perf_counter() - started < 1.0
+
+
+def test_parameters_cell_over_the_limit_is_refused_naming_it() -> None:
+    attack = "a: a" + " " * 300_000 + "b"
+    started = time.perf_counter()
+    with pytest.raises(InvalidInput) as caught:
+        validate_parameters(notebook(attack), {"a": 1})
+
+    assert time.perf_counter() - started < 1.0
+    assert f"more than the limit of {MAX_CELL_CHARS}" in caught.value.message
+    assert caught.value.details == {"field": "notebook"}
+
+
+@pytest.mark.parametrize(
+    "parameters_cell, name, type_name, default, help_text",
+    [("epochs = 3  # how many passes\n", "epochs", "int", "3", "how many passes"),
+     ("size = None  # type: int the batch size\n", "size", "int", "None", "the batch size"),
+     ("%matplotlib inline\n!ls\nrate = 0.1\n", "rate", "float", "0.1", ""),
+     ("layers = [\n    64,  # first\n    32,\n]\n", "layers", "list", "[\n    64,  # first\n    32,\n]", ""),
+     ("opts = dict(depth=2)\n", "opts", "any", "dict(depth=2)", ""),
+     ("name = 'café'  # é\n", "name", "str", "'café'", "é")],
+    ids=["help-comment", "type-comment", "magics-skipped", "multi-line-value", "call-is-any", "non-ascii"],
+)
+def test_schema_reads_python_assignments(parameters_cell: str, name: str, type_name: str, default: str,
+                                         help_text: str) -> None:
+    parameter = parameter_schema(notebook(parameters_cell))[name]
+
+    assert (parameter.type_name, parameter.default, parameter.help) == (type_name, default, help_text)
+
+
+@pytest.mark.parametrize("parameters_cell", ["a, b = 1, 2\nx.y = 3\nif True:\n    z = 4\nw: int\n"],
+                         ids=["no-plain-names"])
+def test_schema_skips_what_is_no_plain_assignment(parameters_cell: str) -> None:
+    assert parameter_schema(notebook(parameters_cell)) == {}
+
+
+def test_invalid_python_parameters_cell_is_refused_naming_the_line() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        validate_parameters(notebook("a = 1\nb = (\n"), {"a": 2})
+
+    assert "the parameters cell is not valid Python (line 2" in caught.value.message
+
+
+def test_cell_of_another_language_defines_no_checkable_parameter() -> None:
+    nb = notebook("n <- 3\n")
+    nb.metadata = {"kernelspec": {"name": "ir", "language": "R", "display_name": "R"}}
+
+    assert parameter_schema(nb) == {}

@@ -1,5 +1,5 @@
 """The replica's model loading: scikit-learn's own predict on the numeric fast path, MLflow's
-pyfunc otherwise, with the same answers."""
+pyfunc otherwise, with the same answers; a model that can run code goes to the model host."""
 
 from __future__ import annotations
 
@@ -13,30 +13,49 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from loopml.serving.deployment import _predict, load
+from loopml.serving.loading import InProcess, SandboxOptions, load, load_local, raw_predict
+from loopml.serving.model_host import ModelHost
 from loopml.serving.protocols import ModelInput
 
 X, Y = load_wine(return_X_y=True, as_frame=True)
+MODEL = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, Y)
+
+
+def save(folder, **kwargs) -> str:
+    mlflow.sklearn.save_model(MODEL, str(folder), signature=infer_signature(X, MODEL.predict(X)), **kwargs)
+    return str(folder)
 
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory) -> str:
-    folder = tmp_path_factory.mktemp("model") / "wine"
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, Y)
-    mlflow.sklearn.save_model(model, str(folder), signature=infer_signature(X, model.predict(X)))
-    return str(folder)
+    return save(tmp_path_factory.mktemp("model") / "wine")
 
 
-def test_sklearn_model_gets_its_own_predict_and_answers_like_pyfunc(saved, tmp_path):
-    loaded = load(saved, str(tmp_path))
+def test_sklearn_model_gets_its_own_predict_and_answers_like_pyfunc(saved):
+    loaded = load_local(saved)
     assert loaded.fast is not None and loaded.signature.inputs.input_names() == list(X.columns)
     rows = X.values[:5]
-    fast = _predict(loaded, ModelInput(data=rows, columns=tuple(X.columns)))
-    slow = _predict(loaded, ModelInput(data=pd.DataFrame(rows, columns=X.columns), columns=tuple(X.columns)))
+    fast = raw_predict(loaded, ModelInput(data=rows, columns=tuple(X.columns)))
+    slow = raw_predict(loaded, ModelInput(data=pd.DataFrame(rows, columns=X.columns), columns=tuple(X.columns)))
     assert np.array_equal(fast, slow) and np.array_equal(fast, loaded.pyfunc.predict(X.iloc[:5]))
 
 
-def test_a_model_without_a_fast_path_goes_through_pyfunc(saved, tmp_path):
-    loaded = load(saved, str(tmp_path))._replace(fast=None)
-    answer = _predict(loaded, ModelInput(data=X.values[:3], columns=tuple(X.columns)))
+def test_a_model_without_a_fast_path_goes_through_pyfunc(saved):
+    loaded = load_local(saved)._replace(fast=None)
+    answer = raw_predict(loaded, ModelInput(data=X.values[:3], columns=tuple(X.columns)))
     assert list(answer) == list(loaded.pyfunc.predict(X.iloc[:3]))
+
+
+def test_skops_loads_in_process_and_pickle_in_the_host_with_the_same_answers(saved, tmp_path):
+    rows = ModelInput(data=X.values[:5], columns=tuple(X.columns))
+    expected = MODEL.predict(X.iloc[:5]).tolist()
+    data = load(saved, str(tmp_path / "skops"), SandboxOptions(isolation="off"))
+    assert isinstance(data, InProcess) and data.predict(rows) == expected
+    code = load(save(tmp_path / "pickled", serialization_format="pickle"), str(tmp_path / "pickle"),
+                SandboxOptions(isolation="off"))
+    try:
+        assert isinstance(code, ModelHost) and not code.in_process
+        assert code.predict(rows) == expected
+        assert code.signature.inputs.input_names() == list(X.columns)
+    finally:
+        code.close()
