@@ -180,8 +180,9 @@ def start_platform(home: Path) -> tuple[dict[str, Any], str]:
     return json.loads((home / "client.json").read_text()), f"http://127.0.0.1:{base + 1}"
 
 
-def register_model(mlflow_url: str):
-    """Train the wine model and register it with ``loopml.log_model``; returns (X, model, model URI)."""
+def register_model(mlflow_url: str, home: Path):
+    """Train the wine model and register it with ``loopml.log_model`` as the project's MLflow
+    user (as a workspace would); returns (X, model, model URI)."""
     import mlflow
     from sklearn.datasets import load_wine
     from sklearn.linear_model import LogisticRegression
@@ -190,7 +191,9 @@ def register_model(mlflow_url: str):
 
     import loopml
 
-    os.environ.update({"MLFLOW_TRACKING_URI": mlflow_url, "LOOPML_PROJECT": PROJECT,
+    from loopml.registry.mlflow_auth import project_env
+
+    os.environ.update({**project_env(home, mlflow_url, PROJECT), "LOOPML_PROJECT": PROJECT,
                        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
     X, y = load_wine(return_X_y=True, as_frame=True)
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
@@ -227,7 +230,8 @@ def serve_sandboxed(home: Path, X, model):
 
 
 def start_mlflow_serve(model_uri: str, mlflow_url: str, port: int, work: Path, logs: Path) -> Server:
-    env = {**platform_env(work), "MLFLOW_TRACKING_URI": mlflow_url}
+    env = {**platform_env(work), "MLFLOW_TRACKING_URI": mlflow_url,
+           **{k: v for k, v in os.environ.items() if k.startswith("MLFLOW_TRACKING_")}}
     argv = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
             "-h", "127.0.0.1", "-p", str(port)]
     return start_server("mlflow models serve", argv, env, work, logs)
@@ -578,7 +582,7 @@ def serve_wine(home: Path):
     Returns (Deployed, X, model, model URI, MLflow URL)."""
     print(f"starting the platform in {home}")
     client_config, mlflow_url = start_platform(home)
-    X, model, model_uri = register_model(mlflow_url)
+    X, model, model_uri = register_model(mlflow_url, home)
     print(f"registered {model_uri}; deploying it")
     return deploy(client_config), X, model, model_uri, mlflow_url
 

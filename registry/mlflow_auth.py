@@ -51,13 +51,13 @@ def enabled(settings: Settings) -> bool:
     """Whether ``up`` starts MLflow with authentication: ``mlflow_auth`` and a server loopml
     starts. ``up`` hands the answer to the platform service as ``LOOPML_MLFLOW_AUTH`` (which
     always gets ``mlflow_uri``, the address ``up`` chose)."""
-    return bool(getattr(settings, "mlflow_auth", True)) and not settings.mlflow_uri
+    return settings.mlflow_auth and not settings.mlflow_uri
 
 
 def in_use(settings: Settings) -> bool:
     """Whether the running instance's MLflow authenticates (in the platform service and the
     hub): ``mlflow_auth`` as ``up`` set it, and the auth config ``up`` wrote."""
-    return bool(getattr(settings, "mlflow_auth", True)) and (Path(settings.home) / "mlflow" / CONFIG_FILE).exists()
+    return settings.mlflow_auth and (Path(settings.home) / "mlflow" / CONFIG_FILE).exists()
 
 
 def project_user(project: str) -> str:
@@ -169,9 +169,20 @@ class ProjectAccess:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             self.auth.update_user_password(user, password)
-        self.auth.grant_user_permission(user, "experiment", str(experiment_id), "MANAGE")
+        self._grant(user, "experiment", str(experiment_id))
         models = self.registry.search_registered_models(filter_string=f"name LIKE '{project}.%'", max_results=1000)
         for model in models:
             if model.name.startswith(f"{project}."):
-                self.auth.grant_user_permission(user, "registered_model", model.name, "MANAGE")
+                self._grant(user, "registered_model", model.name)
         log.info("MLflow user %s: experiment %s and %d model(s)", user, experiment_id, len(models))
+
+    def _grant(self, user: str, kind: str, resource: str) -> None:
+        """MANAGE on ``resource`` for ``user``; a grant already there is left (the platform
+        grants MANAGE only, so it is that one)."""
+        from mlflow.exceptions import RestException
+
+        try:
+            self.auth.grant_user_permission(user, kind, resource, "MANAGE")
+        except RestException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise

@@ -34,7 +34,9 @@ import asyncio
 import json
 import logging
 import os
+import re
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -53,6 +55,7 @@ KV_NAMESPACE = "loopml"
 KV_KEY = b"admission-limits"
 REFRESH_S = 2.0
 RECHECK_S = 0.2
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")  # as the replica's (deployment.py)
 
 # A child of Serve's logger: in the proxy its records go to Serve's proxy log, beside the refusals.
 log = logging.getLogger(f"ray.serve.{__name__}")
@@ -133,7 +136,7 @@ class AdmissionGate:
         arrived = time.monotonic()
         self._refresh()
         if not self._keyed(scope, key) and not await self._keyed_after(scope, key, arrived):
-            await refuse(send, KEY_MESSAGE, None, 401, KEY_REASON)
+            await refuse(send, KEY_MESSAGE, None, 401, KEY_REASON, request_id=_request_id(scope))
             return
         found = self.limits.get(key)
         limit = self.limit if found is None else found.limit
@@ -197,12 +200,16 @@ class AdmissionGate:
         self.limits, self._read_at = limits, began
 
 
-async def refuse(send, message: str, retry_after_s: int | None, status: int = 503, reason: str = "overloaded") -> None:
-    """Answer ``status`` with ``{"message", "reason"}`` (and ``Retry-After`` unless ``None``)."""
+async def refuse(send, message: str, retry_after_s: int | None, status: int = 503, reason: str = "overloaded", *,
+                 request_id: str | None = None) -> None:
+    """Answer ``status`` with ``{"message", "reason"}`` (and ``Retry-After``, ``x-request-id``
+    unless ``None``)."""
     body = json.dumps({"message": message, "reason": reason}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if retry_after_s is not None:
         headers.append((b"retry-after", str(retry_after_s).encode()))
+    if request_id is not None:
+        headers.append((b"x-request-id", request_id.encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -228,6 +235,13 @@ class JsonRefusals:
             retry = _header(self.held, b"retry-after") or str(self.retry_after_s).encode()
             await refuse(self.send, self.text.decode(errors="replace").strip() or "the endpoint is unavailable",
                          int(retry) if retry.isdigit() else self.retry_after_s, self.held["status"])
+
+
+def _request_id(scope) -> str:
+    """The caller's ``x-request-id`` when the capture table could hold it, else a new one: what
+    Serve's proxy puts on the answers it forwards, for the gate's own."""
+    given = (_header(scope, b"x-request-id") or b"").decode("latin-1")
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
 
 def _header(message: dict[str, Any], name: bytes) -> bytes | None:

@@ -128,7 +128,8 @@ def test_a_workspace_kernel_of_demo_reaches_nothing_of_fraud(hub, fraud):
     alice_token = hub.api_token("alice")
     before = b_state(hub, fraud["bob"], fraud)
     url, kernel = _workspace_kernel(hub, alice_token)
-    ctx = {**_context(hub, fraud, [alice_token]), "legit": True}
+    ctx = {**_context(hub, fraud, [alice_token]), "legit": True,
+           "own_dirs": [str(hub.home / "projects" / "demo")]}
     code = (f"import json\nctx = json.loads({json.dumps(ctx)!r})\n"
             f"attacks = {{'__name__': 'attacks'}}\nexec(compile({Path(attacks.__file__).read_text()!r}, "
             "'attacks.py', 'exec'), attacks)\n"

@@ -112,7 +112,8 @@ def test_a_workspace_kernel_reaches_only_its_own_project(hub):
         assert len(found["pids"]) <= 10, found["pids"]  # the sandbox's own: server, kernel, their children
         assert not [k for k in found["env"] if k.startswith("RAY_")], found["env"]
         assert {k for k in found["env"] if k.startswith("LOOPML_")} <= {
-            "LOOPML_PROJECT", "LOOPML_URL", "LOOPML_TOKEN", "LOOPML_HUB_INSTANCE"}, found["env"]
+            "LOOPML_PROJECT", "LOOPML_URL", "LOOPML_TOKEN", "LOOPML_HUB_INSTANCE",
+            "LOOPML_JUPYTER_ROOT"}, found["env"]  # the last one set inside by loopml's server extension
         listed = found["projects"]["items"] if isinstance(found["projects"], dict) else found["projects"]
         assert [p["name"] for p in listed] == ["demo"]
         assert found["demo_jobs"] == 200

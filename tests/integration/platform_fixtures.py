@@ -20,6 +20,7 @@ import pytest
 from loopml._run_state import node_temp_dir
 from loopml.client import Client
 from loopml.launcher import free_port_block
+from loopml.registry import mlflow_auth
 
 LOOPML = str(Path(sys.executable).with_name("loopml"))
 MONITOR_INTERVAL_S = 2  # policies are evaluated this often in the test platform
@@ -48,6 +49,11 @@ class Platform:
 
     def state(self) -> dict:
         return json.loads((self.home / "run" / "state.json").read_text())
+
+    def mlflow_env(self, project: str) -> dict[str, str]:
+        """``MLFLOW_TRACKING_URI`` and project ``project``'s MLflow credentials, as its jobs,
+        workspaces and replicas get them."""
+        return mlflow_auth.project_env(self.home, self.state()["urls"]["mlflow"], project)
 
 
 def mlflow_admin_env(home: Path) -> dict[str, str]:

@@ -10,6 +10,7 @@ import uuid
 import httpx
 import mlflow
 import pytest
+import requests
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
@@ -34,9 +35,17 @@ def as_user(env: dict[str, str] | None, uri: str | None = None):
                 os.environ[name] = value
 
 
+def model_dir(folder):
+    """A folder MLflow registers as a model (an ``MLmodel`` file is all it looks for)."""
+    path = folder / "model"
+    path.mkdir(exist_ok=True)
+    (path / "MLmodel").write_text("flavors: {}\n")
+    return path
+
+
 def refused(call, *args, **kwargs) -> int:
     """The HTTP status MLflow refused ``call`` with (it must refuse)."""
-    with pytest.raises(MlflowException) as caught:
+    with pytest.raises((MlflowException, requests.HTTPError)) as caught:  # artifacts: the latter
         call(*args, **kwargs)
     text = str(caught.value)
     status = next((code for code in (401, 403) if str(code) in text or
@@ -63,7 +72,8 @@ def two_projects(platform, admin, tmp_path_factory):
             client.log_metric(run.info.run_id, "accuracy", 0.9)
             (folder / f"{key}.txt").write_text(f"data of {name}")
             client.log_artifact(run.info.run_id, str(folder / f"{key}.txt"))
-            version = mlflow.register_model(f"runs:/{run.info.run_id}/{key}.txt", f"{name}.m")
+            client.log_artifacts(run.info.run_id, str(model_dir(folder)), "model")
+            version = mlflow.register_model(f"runs:/{run.info.run_id}/model", f"{name}.m")
             client.set_terminated(run.info.run_id)
         made[key] = {"name": name, "env": env, "experiment": experiment.experiment_id,
                      "run": run.info.run_id, "artifact_uri": run.info.artifact_uri, "version": version.version}
@@ -80,7 +90,8 @@ def test_a_project_reads_and_writes_its_own_runs_artifacts_and_models(two_projec
         assert client.download_artifacts(a["run"], "a.txt", str(folder / "got")).endswith("a.txt")
         run = client.create_run(a["experiment"])
         client.log_artifact(run.info.run_id, str(folder / "a.txt"))
-        version = mlflow.register_model(f"runs:/{run.info.run_id}/a.txt", f"{a['name']}.m")
+        client.log_artifacts(run.info.run_id, str(model_dir(folder)), "model")
+        version = mlflow.register_model(f"runs:/{run.info.run_id}/model", f"{a['name']}.m")
         client.set_registered_model_alias(f"{a['name']}.m", "champion", version.version)
         assert client.get_model_version_by_alias(f"{a['name']}.m", "champion").version == version.version
         assert [m.name for m in client.search_registered_models()] == [f"{a['name']}.m"]
@@ -100,7 +111,7 @@ def test_a_project_gets_nothing_of_another_project(two_projects):
             "download B's artifact": refused(client.download_artifacts, b["run"], "b.txt", str(folder / "stolen")),
             "upload into B's run": refused(client.log_artifact, b["run"], str(folder / "a.txt")),
             "get B's model": refused(client.get_registered_model, model),
-            "new version of B's model": refused(client.create_model_version, model, f"runs:/{a['run']}/a.txt",
+            "new version of B's model": refused(client.create_model_version, model, f"runs:/{a['run']}/model",
                                                 a["run"]),
             "set B's alias": refused(client.set_registered_model_alias, model, "champion", b["version"]),
             "delete B's model": refused(client.delete_registered_model, model),

@@ -73,7 +73,8 @@ def test_a_plain_mlflow_process_loads_the_champion_and_predicts_the_same(platfor
         "print(json.dumps(model.predict(X.iloc[:10]).tolist()))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          cwd="/", env={"PATH": "/usr/bin:/bin", "HOME": str(platform.home)})
+                          cwd="/", env={"PATH": "/usr/bin:/bin", "HOME": str(platform.home),
+                                        **platform.mlflow_env(project)})  # a process of the project
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.strip().splitlines()[-1]) == printed["predictions"]
 
@@ -129,7 +130,7 @@ def test_log_model_interactively_opens_a_run_in_the_projects_experiment(platform
         "print(v.name, v.version, v.aliases[0])\n"
     )
     env = {"PATH": "/usr/bin:/bin", "HOME": str(platform.home), "LOOPML_PROJECT": project, "LOOPML_USER": "alice",
-           "MLFLOW_TRACKING_URI": platform.state()["urls"]["mlflow"]}
+           **platform.mlflow_env(project)}  # as a workspace of the project has them
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"{project}.tree 1 champion" in done.stdout.splitlines()

@@ -36,9 +36,10 @@ ATTACK_ROWS = [
 ]
 LEGIT_ROWS = ["legit_log_model", "legit_log_pyfunc", "legit_read_own_run", "legit_own_data"]
 
-# processes of the platform (not of the sandbox the code runs in)
+# processes of the platform, not of the sandbox the code runs in (a workspace kernel's parent
+# is its own jupyterhub-singleuser; another workspace's server shows in proc_environ)
 PLATFORM_PROCESS = re.compile(r"raylet|gcs_server|ray::|default_worker\.py|dashboard\.py|log_monitor|"
-                              r"mlflow(\.server| server)|gunicorn|uvicorn|jupyterhub|loopml(\.server| up)|"
+                              r"mlflow(\.server| server)|gunicorn|uvicorn|jupyterhub(?!-singleuser)|loopml(\.server| up)|"
                               r"-m loopml|haproxy|runtime_env/agent")
 # names of variables that hold (or point to) a key to the platform; RAY_AUTH_MODE only says "token"
 SECRET_NAME = re.compile(r"^RAY_(?!AUTH_MODE$).*(AUTH|TOKEN|ADDRESS|GCS|RAYLET|REDIS|NODE_MANAGER|SESSION)|"
@@ -116,14 +117,23 @@ def env_secrets(ctx, finds, results):
                               else "blocked: no Ray, admin or capture secret in os.environ")
 
 
-DATA_FILES = ["secrets.json", "ray/auth_token", "loopml.db", "client.json", "config.toml", "run/state.json"]
+DATA_FILES = ["secrets.json", "ray/auth_token", "loopml.db", "client.json", "config.toml", "run/state.json",
+              "mlflow/basic_auth.ini", "mlflow/basic_auth.db"]
+MLFLOW_ADMINS = ("admin", "loopml")  # MLflow's default admin name, and loopml's (both public knowledge)
 
 
 def data_dir(ctx, finds, results):
     home, read = ctx["home"], []
+    # a workspace's own project dir lies inside the data dir: the sandbox then shows the
+    # (empty) folders on the way down to it, and nothing else
+    own = {os.path.relpath(d, home).split(os.sep)[0] for d in ctx.get("own_dirs", ())
+           if os.path.commonpath([home, d]) == home}
     try:
         names = os.listdir(home)
-        read.append(f"listed {home} ({len(names)} entries)")
+        if set(names) - own:
+            read.append(f"listed {home} ({len(names)} entries: {sorted(names)[:5]})")
+        else:
+            listing = f"only the way to its own dir: {sorted(names)}"
     except OSError as exc:
         names = None
         listing = _short(exc)
@@ -141,7 +151,12 @@ def data_dir(ctx, finds, results):
                 if isinstance(value, str):
                     kind = finds.admin if "admin" in key and "mlflow" not in key else finds.tokens
                     kind[value] = f"secrets.json {key}"
-                    finds.mlflow[("admin", value)] = f"secrets.json {key}"
+                    for user in MLFLOW_ADMINS:
+                        finds.mlflow[(user, value)] = f"secrets.json {key}"
+                    # loopml's (open source) derivation of a project's MLflow password
+                    b_password = hmac.new(value.encode(), f"mlflow-project:{ctx['b_project']}".encode(),
+                                          hashlib.sha256).hexdigest()
+                    finds.mlflow[(f"project-{ctx['b_project']}", b_password)] = f"derived from secrets.json {key}"
         elif name == "ray/auth_token":
             finds.ray_token[text.strip()] = path
         elif name == "client.json":
@@ -150,7 +165,7 @@ def data_dir(ctx, finds, results):
             for token in re.findall(r'\[tokens\."([^"]+)"\]', text):
                 finds.tokens[token] = "config.toml [tokens]"
     results["data_dir"] = ("LEAKED: " + "; ".join(read) if read
-                           else f"blocked: cannot list {home} ({listing if names is None else 'empty'}) "
+                           else f"blocked: cannot list {home} ({listing if names is None or names else 'empty'}) "
                                 "nor read its files")
 
 
@@ -209,6 +224,10 @@ def proc_environ(ctx, finds, results):
                         pass
                 if label and "admin" in label:
                     finds.admin[value] = f"environ of pid {pid}"
+                if name.endswith("PASSWORD"):  # MLFLOW_TRACKING_PASSWORD, MLflow's MLFLOW_AUTH_ADMIN_PASSWORD
+                    users = re.findall(rb"MLFLOW_TRACKING_USERNAME=([^\0]*)", raw)
+                    for user in [u.decode() for u in users] or MLFLOW_ADMINS:
+                        finds.mlflow[(user, value)] = f"{name} in the environ of pid {pid}"
         if keys:
             what = PLATFORM_PROCESS.search(cmd)
             leaked.append(f"pid {pid} ({what.group(0) if what else cmd[:40]}): {', '.join(sorted(set(keys)))}")

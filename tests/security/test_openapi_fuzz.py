@@ -33,6 +33,7 @@ import hypothesis
 import pytest
 import schemathesis
 from loopml.errors import LoopMLError
+from loopml.registry.mlflow_auth import project_env
 from schemathesis.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -81,8 +82,10 @@ def seeded(platform, admin):
     a model version logged interactively; afterwards, nothing in it is left running."""
     project = _project(admin, "fuzz", max_concurrent_jobs=1)
     scratch = _project(admin, "fuzz-patch")
+    # logged as a workspace of the project would: with the project's MLflow user
+    mlflow_env = project_env(platform.home, platform.state()["urls"]["mlflow"], project)
     env = {"PATH": "/usr/bin:/bin", "HOME": str(platform.home), "LOOPML_PROJECT": project, "LOOPML_USER": "alice",
-           "MLFLOW_TRACKING_URI": platform.state()["urls"]["mlflow"]}
+           **mlflow_env}
     logging_model = subprocess.Popen([sys.executable, "-c", LOG_MODEL], env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True)
     try:

@@ -4,6 +4,7 @@ how a table of attack results is judged (shared by tests/security and tests/hub)
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 
 import httpx
@@ -12,10 +13,13 @@ from tests.security import attacks
 
 
 def mlflow_auth(platform) -> tuple[str, str] | None:
-    """The platform's own MLflow credentials, when MLflow asks for any: the test reads B's
-    state as the platform would (``mlflow_auth`` of the state file, once MLflow auth lands)."""
-    auth = platform.state().get("mlflow_auth")
-    return (auth["username"], auth["password"]) if auth else None
+    """The platform's own MLflow credentials (its admin user), when its MLflow authenticates:
+    the test reads B's state as the platform does."""
+    from loopml.registry import mlflow_auth as auth
+
+    if not (platform.home / "mlflow" / auth.CONFIG_FILE).exists():
+        return None
+    return auth.ADMIN_USER, json.loads((platform.home / "secrets.json").read_text())[auth.ADMIN_SECRET]
 
 
 def mlflow(platform, route: str, **params) -> httpx.Response:

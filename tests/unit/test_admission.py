@@ -231,6 +231,7 @@ def test_a_keyed_endpoint_without_its_key_is_refused_401_and_never_counted(autho
     refused, counted, after, gate = run(scenario())
     for recorder in refused:
         assert recorder.status == 401 and b"retry-after" not in recorder.headers
+        assert len(recorder.headers[b"x-request-id"]) == 32  # Serve's proxy adds it to forwarded answers only
         assert json.loads(recorder.body) == {"message": KEY_MESSAGE, "reason": "unauthorized"}
     assert counted == {"/p/ep": 1} and after.status == 200 and gate.inflight == {}
 
@@ -276,10 +277,25 @@ def test_many_keyless_requests_share_the_table_reads_they_wait_for():
         return refused, reads, gate
 
     refused, reads, gate = run(scenario())
-    assert {r.status for r in refused} == {401} and len(reads) == 2 and gate.inflight == {}
+    # the first read, then one for all 50 (and one more for those that arrived after it began)
+    assert {r.status for r in refused} == {401} and 2 <= len(reads) <= 3 and gate.inflight == {}
 
 
 def test_the_published_table_carries_limits_and_key_hashes_and_reads_an_older_one():
     assert _admission({"limit": 3, "key_hash": "ab"}) == Admission(3, "ab")
     assert _admission({"limit": 3, "key_hash": None}) == Admission(3, None)
     assert _admission(5) == Admission(5, None)  # a platform before key hashes published limits only
+
+
+def test_the_gates_401_carries_the_callers_request_id():
+    async def scenario():
+        gate, _ = keyed_gate(answering(200, b"{}"), {"/p/ep": Admission(4, key_hash(KEY))})
+        await first_read(gate)
+        mine, odd = Recorder(), Recorder()
+        await gate({**scope("/p/ep/x"), "headers": [(b"x-request-id", b"my-id.1")]}, receive, mine)
+        await gate({**scope("/p/ep/x"), "headers": [(b"x-request-id", b"no spaces")]}, receive, odd)
+        return mine, odd
+
+    mine, odd = run(scenario())
+    assert mine.status == 401 and mine.headers[b"x-request-id"] == b"my-id.1"
+    assert odd.status == 401 and len(odd.headers[b"x-request-id"]) == 32

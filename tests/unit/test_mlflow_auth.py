@@ -77,12 +77,17 @@ class FakeAuth:
 
         if user in self.existing:
             raise RestException({"error_code": "RESOURCE_ALREADY_EXISTS", "message": "exists"})
+        self.existing.add(user)
         self.calls.append(("create", user, password))
 
     def update_user_password(self, user, password):
         self.calls.append(("password", user, password))
 
     def grant_user_permission(self, user, kind, resource, permission):
+        from mlflow.exceptions import RestException
+
+        if ("grant", user, kind, resource, permission) in self.calls:  # as MLflow answers a second grant
+            raise RestException({"error_code": "RESOURCE_ALREADY_EXISTS", "message": "exists"})
         self.calls.append(("grant", user, kind, resource, permission))
 
 
@@ -95,7 +100,7 @@ class FakeRegistry:
 @pytest.mark.parametrize("existing", [set(), {"project-alpha"}])
 def test_provisioning_grants_the_project_its_experiment_and_its_models_only(tmp_path, existing):
     access = mlflow_auth.ProjectAccess(Settings(data_dir=tmp_path))
-    access.auth, access.registry = FakeAuth(existing), FakeRegistry()
+    access.auth, access.registry = FakeAuth(set(existing)), FakeRegistry()
     access.provision("alpha", "7")
     password = mlflow_auth.project_env(tmp_path, "x", "alpha")["MLFLOW_TRACKING_PASSWORD"]
     assert access.auth.calls == [
@@ -104,6 +109,23 @@ def test_provisioning_grants_the_project_its_experiment_and_its_models_only(tmp_
         ("grant", "project-alpha", "registered_model", "alpha.iris", "MANAGE"),
         ("grant", "project-alpha", "registered_model", "alpha.wine", "MANAGE"),
     ]
+    access.provision("alpha", "7")  # again, on the next start: nothing new, no error
+    assert len(access.auth.calls) == 5 and access.auth.calls[-1][0] == "password"
+
+
+def test_provisioning_when_mlflow_refuses_is_one_readable_error(tmp_path):
+    from mlflow.exceptions import RestException
+
+    from loopml.errors import Unavailable
+
+    class Refusing(FakeAuth):
+        def create_user(self, user, password):
+            raise RestException({"error_code": "PERMISSION_DENIED", "message": "Permission denied"})
+
+    access = mlflow_auth.ProjectAccess(Settings(data_dir=tmp_path))
+    access.auth, access.registry = Refusing(set()), FakeRegistry()
+    with pytest.raises(Unavailable, match="could not give project 'alpha' its MLflow user"):
+        access.provision("alpha", "7")
 
 
 @pytest.fixture
