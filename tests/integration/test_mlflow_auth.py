@@ -23,12 +23,18 @@ pytestmark = pytest.mark.integration
 def as_user(env: dict[str, str] | None, uri: str | None = None):
     """Plain MLflow clients in this block (``mlflow.*`` at ``env``'s or ``uri``'s server)
     authenticate with ``env`` (None: anonymously)."""
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    # MLflow keeps each run's artifact repository (with the credentials it was made with) in a
+    # process-wide cache: a block acts as a fresh process of its user, with none of it
+    tracking_utils._artifact_repos_cache.clear()
     names = ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
     saved = {name: os.environ.pop(name, None) for name in names}
     os.environ.update({name: env[name] for name in names} if env else {"MLFLOW_TRACKING_URI": uri})
     try:
         yield
     finally:
+        tracking_utils._artifact_repos_cache.clear()
         for name, value in saved.items():
             os.environ.pop(name, None)
             if value is not None:
