@@ -170,6 +170,9 @@ class ScheduleService:
                 if reason:
                     log.warning("schedule %s did not fire: %s", schedule_id, reason)
                     continue
+            with self.db.session() as session:  # deleted while its user's membership was checked
+                if session.get(ScheduleRow, schedule_id) is None:
+                    continue
             try:
                 job = self.jobs.submit(user, project, JobSubmit(**template), trigger=Trigger.SCHEDULE,
                                        schedule_id=schedule_id)
