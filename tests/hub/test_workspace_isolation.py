@@ -22,7 +22,7 @@ from loopml.executor.models import JobStatus
 from loopml.serving.service import app_name
 from tests.integration.notebooks import SLOW, TRAIN_AND_LOG
 from tests.security import attacks
-from tests.security.victim import (artifact_path, b_state, diff, mlflow, model_files, table, verdict,
+from tests.security.victim import (artifact_path, b_state, diff, mlflow, model_files, platform_secrets, table, verdict,
                                    wait_captures, wait_status)
 
 A, B, B_MODEL, B_ENDPOINT = "demo", "fraud", "iris", "ws-ep"
@@ -58,15 +58,7 @@ def fraud(hub):
 
 def _context(hub, b: dict, tokens: list[str]) -> dict:
     state, home = hub.state(), hub.home
-    secrets = {hub.admin_token: "admin token",
-               hmac.new(hub.admin_token.encode(), b"loopml-capture", hashlib.sha256).hexdigest(): "capture token"}
-    secrets.update({t: "hub token of a user" for t in tokens})
-    if (home / "ray" / "auth_token").exists():
-        secrets[(home / "ray" / "auth_token").read_text().strip()] = "Ray token"
-    if (home / "secrets.json").exists():
-        for key, value in json.loads((home / "secrets.json").read_text()).items():
-            if isinstance(value, str):
-                secrets.setdefault(value, f"platform secret {key!r}")
+    secrets = platform_secrets(home, hub.admin_token, {t: "hub token of a user" for t in tokens})
     return {
         "home": str(home), "gcs": state["urls"]["ray_address"], "dashboard": state["urls"]["ray"],
         "mlflow": state["urls"]["mlflow"], "api": hub.platform_url.rstrip("/") + "/api/v1",

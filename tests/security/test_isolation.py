@@ -31,7 +31,7 @@ from loopml.executor.models import JobStatus
 from loopml.serving.service import app_name
 from tests.integration.notebooks import SLOW, TRAIN_AND_LOG, notebook
 from tests.security import attacks
-from tests.security.victim import (artifact_path, b_state, diff, mlflow, model_files, table, verdict,
+from tests.security.victim import (artifact_path, b_state, diff, mlflow, model_files, platform_secrets, table, verdict,
                                    wait_captures, wait_status)
 
 ATTACKS_SOURCE = Path(attacks.__file__).read_text()
@@ -75,16 +75,9 @@ def attack_context(platform, b: dict) -> dict:
     """What the attacker is assumed to know: every address and name, and (to recognise them,
     never to use them) the sha256 of each secret of the platform."""
     state, home = platform.state(), platform.home
-    secrets = {platform.admin_token: "admin token", platform.alice_token: "token of alice (the submitter)",
-               platform.bob_token: "token of bob",
-               hmac.new(platform.admin_token.encode(), b"loopml-capture", hashlib.sha256).hexdigest(): "capture token"}
-    ray_token = home / "ray" / "auth_token"
-    if ray_token.exists():
-        secrets[ray_token.read_text().strip()] = "Ray token"
-    if (home / "secrets.json").exists():
-        for key, value in json.loads((home / "secrets.json").read_text()).items():
-            if isinstance(value, str):
-                secrets.setdefault(value, f"platform secret {key!r}")
+    secrets = platform_secrets(home, platform.admin_token,
+                               {platform.alice_token: "token of alice (the submitter)",
+                                platform.bob_token: "token of bob"})
     return {
         "home": str(home), "gcs": state["urls"]["ray_address"], "dashboard": state["urls"]["ray"],
         "mlflow": state["urls"]["mlflow"], "api": platform.url.rstrip("/") + "/api/v1",

@@ -12,6 +12,22 @@ import httpx
 from tests.security import attacks
 
 
+def platform_secrets(home, admin_token: str, tokens: dict[str, str]) -> dict[str, str]:
+    """Every secret of the platform at data dir ``home`` (the admin token, ``tokens``, the old
+    all-endpoints capture token, the Ray token, ``secrets.json``), each with its label."""
+    import hmac
+
+    secrets = {admin_token: "admin token", **tokens,
+               hmac.new(admin_token.encode(), b"loopml-capture", hashlib.sha256).hexdigest(): "capture token"}
+    if (home / "ray" / "auth_token").exists():
+        secrets[(home / "ray" / "auth_token").read_text().strip()] = "Ray token"
+    if (home / "secrets.json").exists():
+        for key, value in json.loads((home / "secrets.json").read_text()).items():
+            if isinstance(value, str):
+                secrets.setdefault(value, f"platform secret {key!r}")
+    return secrets
+
+
 def mlflow_auth(platform) -> tuple[str, str] | None:
     """The platform's own MLflow credentials (its admin user), when its MLflow authenticates:
     the test reads B's state as the platform does."""
