@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import threading
 import uuid
 
 from croniter import CroniterBadDateError, croniter
@@ -80,6 +81,9 @@ class ScheduleService:
         self.db = db
         self.jobs = jobs
         self.projects = projects
+        # held while a schedule is checked and its job submitted, and by delete: once delete
+        # returns, no job of that schedule is still on its way in
+        self._firing = threading.Lock()
 
     def _pause_reason(self, user: str, project: str) -> str | None:
         """Why ``user``'s schedules in ``project`` must not fire, or None."""
@@ -124,7 +128,7 @@ class ScheduleService:
             return to_schedule(self._row(session, project, schedule_id))
 
     def delete(self, project: str, schedule_id: str) -> None:
-        with self.db.session() as session:
+        with self._firing, self.db.session() as session:
             session.delete(self._row(session, project, schedule_id))
 
     @staticmethod
@@ -170,12 +174,13 @@ class ScheduleService:
                 if reason:
                     log.warning("schedule %s did not fire: %s", schedule_id, reason)
                     continue
-            with self.db.session() as session:  # deleted while its user's membership was checked
-                if session.get(ScheduleRow, schedule_id) is None:
-                    continue
             try:
-                job = self.jobs.submit(user, project, JobSubmit(**template), trigger=Trigger.SCHEDULE,
-                                       schedule_id=schedule_id)
+                with self._firing:
+                    with self.db.session() as session:  # deleted since it was found due
+                        if session.get(ScheduleRow, schedule_id) is None:
+                            continue
+                    job = self.jobs.submit(user, project, JobSubmit(**template), trigger=Trigger.SCHEDULE,
+                                           schedule_id=schedule_id)
             except TooMany as full:  # the run is skipped, not retried: retries would pile up behind the queue
                 log.warning("schedule %s skipped its run: %s", schedule_id, full.message)
                 job = None

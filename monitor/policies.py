@@ -277,9 +277,11 @@ def predict_sandboxed(uri: str, features: pd.DataFrame, settings) -> list[Any]:
 
     # a models:/ URI is resolved by the registry of the platform's own MLflow server (left to
     # MLflow, it would ask the process's default registry: a local ./mlflow.db)
-    name, _, version = uri.removeprefix("models:/").rpartition("/")
-    client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-    source = client.get_model_version_download_uri(name, version)
+    source = uri
+    if uri.startswith("models:/"):
+        name, _, version = uri.removeprefix("models:/").rpartition("/")
+        client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
+        source = client.get_model_version_download_uri(name, version)
     with tempfile.TemporaryDirectory(prefix="loopml-challenger-") as folder:
         local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=folder,
                                                     tracking_uri=settings.tracking_uri)

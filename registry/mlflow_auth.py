@@ -43,6 +43,7 @@ PROJECT_USER_PREFIX = "project-"
 APP_NAME = "loopml-auth"  # the ``mlflow.app`` entry point of :mod:`loopml.registry.mlflow_app`
 CONFIG_FILE = "basic_auth.ini"
 AUTH_DB = "basic_auth.db"
+AUTH_CACHE_TTL_S = 600
 ADMIN_SECRET, PROJECT_KEY, FLASK_SECRET = "mlflow_admin_password", "mlflow_project_key", "mlflow_flask_secret"
 USERNAME_VAR, PASSWORD_VAR = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
 
@@ -81,19 +82,28 @@ def admin_password(home: Path) -> str:
     return stored_secret(home, ADMIN_SECRET)
 
 
-def server_env(home: Path) -> dict[str, str]:
+def server_env(home: Path, database_uri: str | None = None) -> dict[str, str]:
     """The environment that makes ``mlflow server --app-name loopml-auth`` authenticate:
-    writes ``<home>/mlflow/basic_auth.ini`` (0600; no secret in it) and returns its path, the
-    bootstrap admin password and the Flask session key. The caller creates ``<home>/mlflow``."""
+    writes ``<home>/mlflow/basic_auth.ini`` (0600) and returns its path, the bootstrap admin
+    password and the Flask session key. The caller creates ``<home>/mlflow``.
+
+    The users and grants live in ``database_uri`` when one is given (the tracking store's
+    database server: MLflow's auth tables have their own Alembic version table, so they sit
+    beside the tracking tables), else in ``<home>/mlflow/basic_auth.db``. MLflow reads that
+    URI from this file only, so a server URL's password is in it: the file is the data dir's,
+    which no sandbox sees, like ``secrets.json``."""
     store = Path(home) / "mlflow"
     config = store / CONFIG_FILE
     write_private(config, "\n".join([
         "[mlflow]",
         "default_permission = NO_PERMISSIONS",
-        f"database_uri = sqlite:///{store / AUTH_DB}",
+        f"database_uri = {(database_uri or f'sqlite:///{store / AUTH_DB}').replace('%', '%%')}",
         f"admin_username = {ADMIN_USER}",
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
         "grant_default_workspace_access = false",
+        # a credential check is a scrypt hash (~0.1 s of CPU): checked once, then cached (keyed
+        # by an HMAC of the password; MLflow drops a user's entries when the user changes)
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}",
         "",
     ]))
     stored_secret(home, PROJECT_KEY)  # generated here, once, before the platform and the hub read it

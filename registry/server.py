@@ -65,5 +65,5 @@ def mlflow_server_command(home: Path, port: int, backend_uri: str | None = None,
     env = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_BACKEND_STORE_URI": backend}
     if auth:
         argv += ["--app-name", mlflow_auth.APP_NAME]
-        env.update(mlflow_auth.server_env(home))
+        env.update(mlflow_auth.server_env(home, backend if backend_uri else None))
     return argv, env
