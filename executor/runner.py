@@ -4,7 +4,7 @@ It runs wherever Ray places it and shares no disk with the platform: the noteboo
 arrives as an argument, progress, log lines and output snapshots go back to the
 dispatcher actor, and the executed notebook is the task's return value.
 
-Speed: a Ray worker is reused for many tasks, so after each attempt it starts the
+Speed: a Ray worker is reused for many tasks, so while each attempt runs it starts the
 kernel for the next one (``warm`` kernels). A warm kernel is only used by a job whose
 worker environment is the one it was started in (same GPUs, same thread limits), and
 it is never reused: every job gets a fresh kernel process. Kernels run in their sandbox
@@ -195,6 +195,8 @@ def run_attempt(spec: dict[str, Any], dispatcher, secret: str) -> dict[str, Any]
     private = tempfile.mkdtemp(prefix="loopml-job-")  # the runner's own: the kernel does not see it
     output_path = os.path.join(private, "_output.ipynb")
     km = kernels.take(kernel_name, isolation, hide) if warm else kernels.start(kernel_name, isolation, hide)
+    if warm:  # the next job's kernel starts while this one runs: ready when that job comes
+        kernels.prestart_soon(kernel_name, isolation, hide)
     try:
         kernels.prepare(km, spec["env"])
         error = None
@@ -232,5 +234,5 @@ def run_attempt(spec: dict[str, Any], dispatcher, secret: str) -> dict[str, Any]
     finally:
         kernels.stop(km)
         shutil.rmtree(private, ignore_errors=True)
-        if warm:
+        if warm:  # unless it is already there or on its way
             kernels.prestart_soon(kernel_name, isolation, hide)

@@ -337,7 +337,9 @@ def _ray_child(ctx: dict, address: str, env: dict[str, str], timeout: float) -> 
 
 
 def ray_rows(ctx, finds, results):
-    env = _own_env()
+    # Ray retries a refused connection for a minute or more; a driver with a valid token
+    # connects in a few seconds, so the attacker need not wait that long
+    env = {**_own_env(), "RAY_gcs_server_port_wait_time_s": "5"}
     tries = [(f"address={ctx['gcs']!r}, own environment", ctx["gcs"], env)]
     address = env.get("RAY_ADDRESS") or "auto"
     tries.append((f"address={address!r} (RAY_ADDRESS/auto), own environment", address, env))
@@ -347,7 +349,7 @@ def ray_rows(ctx, finds, results):
                       {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}))
     why = []
     for label, address, child_env in tries:
-        out = _ray_child(ctx, address, child_env, timeout=30)
+        out = _ray_child(ctx, address, child_env, timeout=20)
         if out.get("connected"):
             results["ray_connect"] = f"LEAKED: ray.init connected as a driver ({label})"
             for row in RAY_DRIVER_ROWS:
