@@ -41,7 +41,7 @@ PROBE = notebook(
     "try:\n"
     "    # a driver with a valid token connects in a few seconds; a refused one retries for a minute\n"
     "    driver = subprocess.run([sys.executable, '-c', ray_init, ray_address], capture_output=True, text=True,\n"
-    "                            timeout=20, env={**os.environ, 'RAY_gcs_server_port_wait_time_s': '5'})\n"
+    "                            timeout=12, env={**os.environ, 'RAY_gcs_server_port_wait_time_s': '5'})\n"
     "    seen['ray_connected'] = driver.returncode == 0 or 'CONNECTED' in driver.stdout\n"
     "except subprocess.TimeoutExpired:\n"
     "    seen['ray_connected'] = False\n"

@@ -35,7 +35,7 @@ PROBE = notebook(
     "        join = ('import ray; ray.init(address=%r, log_to_driver=False); '\n"
     "                'print(\"JOINED\", ray.cluster_resources())' % self.ray_address)\n"
     "        try:\n"
-    "            ray = subprocess.run([sys.executable, '-c', join], capture_output=True, text=True, timeout=15,\n"
+    "            ray = subprocess.run([sys.executable, '-c', join], capture_output=True, text=True, timeout=12,\n"
     "                                 env={**os.environ, 'RAY_gcs_server_port_wait_time_s': '5'})\n"
     "            ray = {'rc': ray.returncode, 'out': (ray.stdout + ray.stderr)[-400:]}\n"
     "        except subprocess.TimeoutExpired:\n"

@@ -124,7 +124,7 @@ def test_down_with_work_in_flight_loses_nothing_and_leaves_no_process(pg_platfor
     alice = pg_platform.client()
     deployed = alice.deploy(project, f"{MODEL}/1", "open")
     served = {"project": project, "name": "open", "url": deployed.endpoint.url, "key": deployed.key}
-    running = alice.submit(project, SLOW, parameters={"seconds": 25}, max_retries=1)
+    running = alice.submit(project, SLOW, parameters={"seconds": 10}, max_retries=1)
     kernel_pid(alice, project, running.id)
     with Traffic(served, threads=2) as traffic:
         wait_for(lambda: len(traffic.answered) >= 20, timeout=30)

@@ -349,7 +349,7 @@ def ray_rows(ctx, finds, results):
                       {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}))
     why = []
     for label, address, child_env in tries:
-        out = _ray_child(ctx, address, child_env, timeout=20)
+        out = _ray_child(ctx, address, child_env, timeout=12)
         if out.get("connected"):
             results["ray_connect"] = f"LEAKED: ray.init connected as a driver ({label})"
             for row in RAY_DRIVER_ROWS:
