@@ -14,11 +14,11 @@ from loopml._cli_util import (
     echo_fields,
     echo_json,
     echo_table,
-    fmt_time,
     json_option,
     project_option,
     resolve_project,
 )
+from loopml.cli_common import Listing, fmt_time
 from loopml.serving.models import MAX_REPLICAS, Deployed, Endpoint
 
 
@@ -82,7 +82,7 @@ def _echo_deployed(deployed: Deployed) -> None:
 @click.pass_context
 def deploy(ctx: click.Context, model: str, endpoint_name: str, project: str | None, public: bool,
            replicas: int | None, autoscale: str | None, canary: float | None, custom: dict[str, float],
-           as_json: bool) -> None:
+           as_json: bool) -> Deployed | None:
     """Serve MODEL (NAME@ALIAS, NAME/VERSION, or NAME for NAME@champion) at an endpoint.
 
     Prints the URL, its request routes and, when the endpoint is created with a key, the key:
@@ -94,8 +94,9 @@ def deploy(ctx: click.Context, model: str, endpoint_name: str, project: str | No
                                        resources={"custom": custom} if custom else None)
     if as_json:
         echo_json(deployed)
-        return
+        return None
     _echo_deployed(deployed)
+    return deployed
 
 
 @click.group("endpoints")
@@ -107,18 +108,19 @@ def endpoints_group() -> None:
 @project_option
 @json_option
 @click.pass_context
-def list_endpoints(ctx: click.Context, project: str | None, as_json: bool) -> None:
+def list_endpoints(ctx: click.Context, project: str | None, as_json: bool) -> Listing | None:
     """The project's endpoints with the version each serves."""
     project = resolve_project(ctx, project)
     endpoints = client_from(ctx).endpoints(project)
     if as_json:
         echo_json(endpoints)
-        return
+        return None
     echo_table(
         ("NAME", "MODEL", "STATUS", "ACCESS", "REPLICAS", "URL"),
         ((e.name, version_text(e), e.status, "public" if e.public else "key", scaling_text(e), e.url)
          for e in endpoints),
     )
+    return Listing(project, endpoints)
 
 
 @endpoints_group.command("show")
@@ -126,13 +128,13 @@ def list_endpoints(ctx: click.Context, project: str | None, as_json: bool) -> No
 @project_option
 @json_option
 @click.pass_context
-def show_endpoint(ctx: click.Context, name: str, project: str | None, as_json: bool) -> None:
+def show_endpoint(ctx: click.Context, name: str, project: str | None, as_json: bool) -> Endpoint | None:
     """Endpoint NAME: version, routes, status and its history."""
     project = resolve_project(ctx, project)
     endpoint = client_from(ctx).endpoint(project, name)
     if as_json:
         echo_json(endpoint)
-        return
+        return None
     invocations, infer = routes(endpoint)
     echo_fields([
         ("endpoint", endpoint.name),
@@ -152,6 +154,7 @@ def show_endpoint(ctx: click.Context, name: str, project: str | None, as_json: b
         click.echo("history:")
         for entry in endpoint.history:
             click.echo(f"  {fmt_time(entry.at)}  {entry.user}  {entry.action}")
+    return endpoint
 
 
 @endpoints_group.command("update")
@@ -165,19 +168,20 @@ def show_endpoint(ctx: click.Context, name: str, project: str | None, as_json: b
 @json_option
 @click.pass_context
 def update_endpoint(ctx: click.Context, name: str, project: str | None, replicas: int | None, autoscale: str | None,
-                    canary_percent: float | None, rotate_key: bool, as_json: bool) -> None:
+                    canary_percent: float | None, rotate_key: bool, as_json: bool) -> Deployed | None:
     """Change endpoint NAME's scaling, canary share or key without restarting it."""
     project = resolve_project(ctx, project)
     deployed = client_from(ctx).update_endpoint(project, name, replicas=replicas, autoscale=autoscale,
                                                 canary_percent=canary_percent, rotate_key=rotate_key)
     if as_json:
         echo_json(deployed)
-        return
+        return None
     endpoint = deployed.endpoint
     click.echo(f"endpoint {name}: {version_text(endpoint)}, replicas {scaling_text(endpoint)}")
     if deployed.key is not None:
         click.echo(f"key: {deployed.key}")
         click.echo("warning: the key is shown only once; the previous key no longer works")
+    return deployed
 
 
 @endpoints_group.command("promote")
@@ -185,14 +189,15 @@ def update_endpoint(ctx: click.Context, name: str, project: str | None, replicas
 @project_option
 @json_option
 @click.pass_context
-def promote_endpoint(ctx: click.Context, name: str, project: str | None, as_json: bool) -> None:
+def promote_endpoint(ctx: click.Context, name: str, project: str | None, as_json: bool) -> Endpoint | None:
     """End endpoint NAME's canary: its version takes all traffic."""
     project = resolve_project(ctx, project)
     endpoint = client_from(ctx).promote_endpoint(project, name)
     if as_json:
         echo_json(endpoint)
-        return
+        return None
     click.echo(f"endpoint {name} now serves {version_text(endpoint)}")
+    return endpoint
 
 
 @endpoints_group.command("rollback")
@@ -200,14 +205,15 @@ def promote_endpoint(ctx: click.Context, name: str, project: str | None, as_json
 @project_option
 @json_option
 @click.pass_context
-def rollback_endpoint(ctx: click.Context, name: str, project: str | None, as_json: bool) -> None:
+def rollback_endpoint(ctx: click.Context, name: str, project: str | None, as_json: bool) -> Endpoint | None:
     """Drop endpoint NAME's canary, or go back to the version it served before."""
     project = resolve_project(ctx, project)
     endpoint = client_from(ctx).rollback_endpoint(project, name)
     if as_json:
         echo_json(endpoint)
-        return
+        return None
     click.echo(f"endpoint {name} now serves {version_text(endpoint)}")
+    return endpoint
 
 
 @endpoints_group.command("delete")

@@ -13,13 +13,13 @@ from typing import Any
 import click
 
 from loopml._cli_util import (
+    caller_of,
     client_from,
     echo_fields,
     echo_json,
     echo_table,
     job_models_text,
     fmt_progress,
-    fmt_time,
     job_options,
     json_option,
     outcome,
@@ -30,13 +30,15 @@ from loopml._cli_util import (
     resources_text,
     wait_with_progress,
 )
+from loopml.cli_common import Ended, Listing, fmt_time
 from loopml.executor.models import Job, JobStatus
 
 NOTEBOOK = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
-def _finish(ctx: click.Context, project: str, job: Job, wait: bool, as_json: bool, submitted: str) -> None:
-    """Print a just-created job, or wait for it; with ``wait`` exit 0 only if it SUCCEEDED."""
+def _finish(ctx: click.Context, project: str, job: Job, wait: bool, as_json: bool, submitted: str) -> Job | None:
+    """Print a just-created job, or wait for it; with ``wait`` exit 0 only if it SUCCEEDED
+    (:class:`Ended` with the job otherwise). Returns the job (``None`` with ``--json``)."""
     if wait:
         click.echo(submitted, err=True)
         job = wait_with_progress(ctx, project, job)
@@ -44,16 +46,32 @@ def _finish(ctx: click.Context, project: str, job: Job, wait: bool, as_json: boo
             echo_json(job)
         else:
             click.echo(outcome(job))
-        ctx.exit(0 if job.status is JobStatus.SUCCEEDED else 1)
+        if job.status is not JobStatus.SUCCEEDED:
+            raise Ended(1, None if as_json else job)
+        return None if as_json else job
     if as_json:
         echo_json(job)
-    else:
-        click.echo(submitted)
-        click.echo(f"follow it with `loopml jobs show {job.id} -P {project}`")
+        return None
+    click.echo(submitted)
+    click.echo(f"follow it with `loopml jobs show {job.id} -P {project}`")
+    return job
+
+
+def _notebook_to_submit(ctx: click.Context, notebook: Path | None,
+                        parameters: dict[str, str]) -> tuple[Path | dict[str, Any], str | None] | None:
+    """``(notebook, default job name)`` to submit: NOTEBOOK, or what the :class:`Caller` supplies
+    (the magic: the cell, the kernel's notebook; ``None``: nothing to submit). From the shell a
+    missing NOTEBOOK is a usage error."""
+    caller = caller_of(ctx)
+    if caller is not None and caller.notebook is not None:
+        return caller.notebook(notebook, parameters)
+    if notebook is None:
+        raise click.MissingParameter(ctx=ctx, param=next(p for p in ctx.command.params if p.name == "notebook"))
+    return notebook, None
 
 
 @click.command()
-@click.argument("notebook", type=NOTEBOOK)
+@click.argument("notebook", type=NOTEBOOK, required=False, metavar="NOTEBOOK")
 @project_option
 @params_option
 @job_options
@@ -63,7 +81,7 @@ def _finish(ctx: click.Context, project: str, job: Job, wait: bool, as_json: boo
 @click.pass_context
 def submit(
     ctx: click.Context,
-    notebook: Path,
+    notebook: Path | None,
     project: str | None,
     parameters: dict[str, str],
     cpus: float | None,
@@ -75,19 +93,24 @@ def submit(
     name: str | None,
     wait: bool,
     as_json: bool,
-) -> None:
+) -> Job | None:
     """Run NOTEBOOK as a job on the cluster."""
+    chosen = _notebook_to_submit(ctx, notebook, parameters)
+    if chosen is None:
+        return None
+    source, default_name = chosen
     project = resolve_project(ctx, project)
     job = client_from(ctx).submit(
         project,
-        notebook,
+        source,
         parameters=parameters,
         resources=resources_from(cpus, gpus, memory_mb, custom),
         timeout_s=timeout_s,
         max_retries=max_retries,
-        name=name,
+        name=name or default_name,
     )
-    _finish(ctx, project, job, wait, as_json, f"submitted job {job.id} ({job.name}) to project {project}: {job.status.value}")
+    return _finish(ctx, project, job, wait, as_json,
+                   f"submitted job {job.id} ({job.name}) to project {project}: {job.status.value}")
 
 
 @click.group("jobs")
@@ -106,13 +129,14 @@ def jobs_group() -> None:
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="How many jobs, newest first.")
 @json_option
 @click.pass_context
-def list_jobs(ctx: click.Context, project: str | None, status: str | None, limit: int, as_json: bool) -> None:
+def list_jobs(ctx: click.Context, project: str | None, status: str | None, limit: int,
+              as_json: bool) -> Listing | None:
     """The project's jobs, newest first."""
     project = resolve_project(ctx, project)
     jobs = client_from(ctx).jobs(project, status=status, limit=limit)
     if as_json:
         echo_json(jobs)
-        return
+        return None
     echo_table(
         ("ID", "NAME", "STATUS", "PROGRESS", "ATTEMPT", "TRIGGER", "CREATED"),
         (
@@ -120,6 +144,7 @@ def list_jobs(ctx: click.Context, project: str | None, status: str | None, limit
             for j in jobs
         ),
     )
+    return Listing(project, jobs, status.upper() if status else None)
 
 
 @jobs_group.command("show")
@@ -127,13 +152,13 @@ def list_jobs(ctx: click.Context, project: str | None, status: str | None, limit
 @project_option
 @json_option
 @click.pass_context
-def show_job(ctx: click.Context, job_id: str, project: str | None, as_json: bool) -> None:
+def show_job(ctx: click.Context, job_id: str, project: str | None, as_json: bool) -> Job | None:
     """Everything about one job."""
     project = resolve_project(ctx, project)
     job = client_from(ctx).job(project, job_id)
     if as_json:
         echo_json(job)
-        return
+        return None
     error = job.error
     echo_fields(
         [
@@ -162,6 +187,7 @@ def show_job(ctx: click.Context, job_id: str, project: str | None, as_json: bool
             ("exception", f"{error.ename}: {error.evalue}" if error and error.ename else None),
         ]
     )
+    return job
 
 
 @jobs_group.command("logs")
@@ -199,14 +225,15 @@ def job_output(ctx: click.Context, job_id: str, project: str | None, path: Path 
 @project_option
 @json_option
 @click.pass_context
-def cancel_job(ctx: click.Context, job_id: str, project: str | None, as_json: bool) -> None:
+def cancel_job(ctx: click.Context, job_id: str, project: str | None, as_json: bool) -> Job | None:
     """Cancel a queued or running job."""
     project = resolve_project(ctx, project)
     job = client_from(ctx).cancel(project, job_id)
     if as_json:
         echo_json(job)
-    else:
-        click.echo(outcome(job))
+        return None
+    click.echo(outcome(job))
+    return job
 
 
 @jobs_group.command("requeue")
@@ -218,11 +245,11 @@ def cancel_job(ctx: click.Context, job_id: str, project: str | None, as_json: bo
 @click.pass_context
 def requeue_job(
     ctx: click.Context, job_id: str, project: str | None, parameters: dict[str, str], wait: bool, as_json: bool
-) -> None:
+) -> Job | None:
     """Run a job again as a new job; -p values override the original parameters."""
     project = resolve_project(ctx, project)
     job = client_from(ctx).requeue(project, job_id, parameters=parameters)
-    _finish(ctx, project, job, wait, as_json, f"requeued job {job_id} as job {job.id}: {job.status.value}")
+    return _finish(ctx, project, job, wait, as_json, f"requeued job {job_id} as job {job.id}: {job.status.value}")
 
 
 @click.group("schedules")

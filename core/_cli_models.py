@@ -15,11 +15,11 @@ from loopml._cli_util import (
     echo_fields,
     echo_json,
     echo_table,
-    fmt_time,
     json_option,
     project_option,
     resolve_project,
 )
+from loopml.cli_common import Listing, fmt_time
 from loopml.registry.models import Model, ModelVersion
 
 MAX_COLUMNS = 6
@@ -87,17 +87,18 @@ def models_group() -> None:
 @project_option
 @json_option
 @click.pass_context
-def list_models(ctx: click.Context, project: str | None, as_json: bool) -> None:
+def list_models(ctx: click.Context, project: str | None, as_json: bool) -> Listing | None:
     """The project's registered models with their aliases."""
     project = resolve_project(ctx, project)
     models = client_from(ctx).models(project)
     if as_json:
         echo_json(models)
-        return
+        return None
     echo_table(
         ("NAME", "LATEST", "ALIASES", "UPDATED"),
         ((m.name, m.latest_version, aliases_text(m.aliases), fmt_time(m.updated_at)) for m in models),
     )
+    return Listing(project, models)
 
 
 @models_group.command("show")
@@ -105,13 +106,13 @@ def list_models(ctx: click.Context, project: str | None, as_json: bool) -> None:
 @project_option
 @json_option
 @click.pass_context
-def show_model(ctx: click.Context, name: str, project: str | None, as_json: bool) -> None:
+def show_model(ctx: click.Context, name: str, project: str | None, as_json: bool) -> Model | None:
     """Model NAME's versions side by side, newest first: lineage, metrics and params."""
     project = resolve_project(ctx, project)
     model = client_from(ctx).model(project, name)
     if as_json:
         echo_json(model)
-        return
+        return None
     echo_fields([
         ("model", model.registered_name),
         ("aliases", aliases_text(model.aliases) or "-"),
@@ -119,24 +120,26 @@ def show_model(ctx: click.Context, name: str, project: str | None, as_json: bool
     ])
     if not model.versions:
         click.echo("no versions")
-        return
+        return model
     shown = model.versions[:MAX_COLUMNS]
     click.echo()
     echo_table(("VERSION", *(str(v.version) for v in shown)), version_rows(shown))
     hidden = len(model.versions) - len(shown)
     if hidden:
         click.echo(f"({hidden} older version{'s' if hidden > 1 else ''} not shown; --json prints all)")
+    return model
 
 
-def _echo_alias_change(model: Model, alias: str, version: int, as_json: bool) -> None:
+def _echo_alias_change(model: Model, alias: str, version: int, as_json: bool) -> Model | None:
     if as_json:
         echo_json(model)
-        return
+        return None
     previous = _moved(model, alias, version)
     if previous == version:
         click.echo(f"version {version} of {model.registered_name} is still {alias}")
     else:
         click.echo(f"version {version} of {model.registered_name} is now {alias} (was {previous or 'none'})")
+    return model
 
 
 @models_group.command("promote")
@@ -145,10 +148,10 @@ def _echo_alias_change(model: Model, alias: str, version: int, as_json: bool) ->
 @project_option
 @json_option
 @click.pass_context
-def promote(ctx: click.Context, name: str, version: int, project: str | None, as_json: bool) -> None:
+def promote(ctx: click.Context, name: str, version: int, project: str | None, as_json: bool) -> Model | None:
     """Make VERSION of model NAME the champion (it stops being challenger)."""
     project = resolve_project(ctx, project)
-    _echo_alias_change(client_from(ctx).promote(project, name, version), "champion", version, as_json)
+    return _echo_alias_change(client_from(ctx).promote(project, name, version), "champion", version, as_json)
 
 
 @models_group.command("alias")
@@ -158,10 +161,11 @@ def promote(ctx: click.Context, name: str, version: int, project: str | None, as
 @project_option
 @json_option
 @click.pass_context
-def set_alias(ctx: click.Context, name: str, alias: str, version: int, project: str | None, as_json: bool) -> None:
+def set_alias(ctx: click.Context, name: str, alias: str, version: int, project: str | None,
+              as_json: bool) -> Model | None:
     """Point ALIAS of model NAME at VERSION (lowercase; 'latest' and 'v<n>' are MLflow's)."""
     project = resolve_project(ctx, project)
-    _echo_alias_change(client_from(ctx).set_alias(project, name, alias, version), alias, version, as_json)
+    return _echo_alias_change(client_from(ctx).set_alias(project, name, alias, version), alias, version, as_json)
 
 
 @models_group.command("unalias")
@@ -170,16 +174,17 @@ def set_alias(ctx: click.Context, name: str, alias: str, version: int, project: 
 @project_option
 @json_option
 @click.pass_context
-def delete_alias(ctx: click.Context, name: str, alias: str, project: str | None, as_json: bool) -> None:
+def delete_alias(ctx: click.Context, name: str, alias: str, project: str | None, as_json: bool) -> Model | None:
     """Remove ALIAS from model NAME."""
     project = resolve_project(ctx, project)
     model = client_from(ctx).delete_alias(project, name, alias)
     if as_json:
         echo_json(model)
-        return
+        return None
     previous = _moved(model, alias, None)
     was = f" (was on version {previous})" if previous else ""
     click.echo(f"removed alias {alias} from {model.registered_name}{was}")
+    return model
 
 
 COMMANDS = (models_group,)

@@ -19,11 +19,11 @@ from loopml._cli_util import (
     echo_fields,
     echo_json,
     echo_table,
-    fmt_time,
     json_option,
     project_option,
     resolve_project,
 )
+from loopml.cli_common import LabelsSent, fmt_time
 from loopml.errors import InvalidInput
 from loopml.monitor.models import MonitorReport
 
@@ -125,7 +125,8 @@ def _echo_report(report: MonitorReport) -> None:
               help="How far back: a number and s, m, h or d (e.g. 15m, 24h, 7d; at most 30d).")
 @json_option
 @click.pass_context
-def monitor(ctx: click.Context, endpoint: str, project: str | None, window: str, as_json: bool) -> None:
+def monitor(ctx: click.Context, endpoint: str, project: str | None, window: str,
+            as_json: bool) -> MonitorReport | None:
     """ENDPOINT's traffic, latency, drift and quality over the last --window, with trends.
 
     ENDPOINT is NAME or PROJECT/NAME. Drift compares the served version's inputs with its
@@ -135,8 +136,9 @@ def monitor(ctx: click.Context, endpoint: str, project: str | None, window: str,
     report = client_from(ctx).monitor(project, name, window)
     if as_json:
         echo_json(report)
-        return
+        return None
     _echo_report(report)
+    return report
 
 
 def _label(text: str) -> Any:
@@ -197,7 +199,7 @@ def read_labels(path: Path) -> list[dict[str, Any]]:
 @project_option
 @json_option
 @click.pass_context
-def feedback(ctx: click.Context, endpoint: str, file: Path, project: str | None, as_json: bool) -> None:
+def feedback(ctx: click.Context, endpoint: str, file: Path, project: str | None, as_json: bool) -> LabelsSent | None:
     """Send true labels for ENDPOINT's requests from FILE, a CSV with the header request_id,label.
 
     Request ids are the x-request-id headers of the endpoint's answers; labels that read as
@@ -217,6 +219,7 @@ def feedback(ctx: click.Context, endpoint: str, file: Path, project: str | None,
         more = f" and {len(result.unknown) - SHOWN_UNKNOWN} more" if len(result.unknown) > SHOWN_UNKNOWN else ""
         click.echo(f"warning: {len(result.unknown)} request ids have no captured request of {project}/{name}: "
                    f"{shown}{more}", err=True)
+    return None if as_json else LabelsSent(project, name, result)
 
 
 COMMANDS = (monitor, feedback)

@@ -16,14 +16,16 @@ from loopml._cli_util import (
     echo_fields,
     echo_json,
     echo_table,
-    fmt_time,
     json_option,
     params_option,
     project_option,
     resolve_project,
     wait_with_progress,
 )
+from loopml.cli_common import Ended, Listing, fmt_time
 from loopml.errors import NotFound
+from loopml.executor.models import Job, JobStatus
+from loopml.monitor.models import Policy
 
 
 @click.command("requeue")
@@ -35,7 +37,7 @@ from loopml.errors import NotFound
 @json_option
 @click.pass_context
 def requeue(ctx: click.Context, endpoint: str, project: str | None, parameters: dict[str, str],
-            alert_id: str | None, wait: bool, as_json: bool) -> None:
+            alert_id: str | None, wait: bool, as_json: bool) -> Job | None:
     """Run the training job of the version ENDPOINT serves again (-p overrides parameters).
 
     The version it registers becomes the challenger, scored against the champion on the
@@ -45,12 +47,15 @@ def requeue(ctx: click.Context, endpoint: str, project: str | None, parameters: 
     requeued = client_from(ctx).requeue_endpoint(project, name, parameters=parameters, alert_id=alert_id)
     if as_json and not wait:
         echo_json(requeued)
-        return
+        return None
     click.echo(f"requeued the training job of {name} as job {requeued.job.id} (alert {requeued.alert.id})")
-    if wait:
-        job = wait_with_progress(ctx, project, requeued.job)
-        click.echo(f"job {job.id}: {job.status.value}")
-        ctx.exit(0 if job.status.value == "SUCCEEDED" else 1)
+    if not wait:
+        return requeued.job
+    job = wait_with_progress(ctx, project, requeued.job)
+    click.echo(f"job {job.id}: {job.status.value}")
+    if job.status is not JobStatus.SUCCEEDED:
+        raise Ended(1, job)
+    return job
 
 
 @click.command("policy")
@@ -70,7 +75,7 @@ def requeue(ctx: click.Context, endpoint: str, project: str | None, parameters: 
 @json_option
 @click.pass_context
 def policy(ctx: click.Context, endpoint: str, project: str | None, parameters: dict[str, str], as_json: bool,
-           **changes: Any) -> None:
+           **changes: Any) -> Policy | None:
     """Show ENDPOINT's monitoring policy, or change the options given (others are kept)."""
     project, name = endpoint_ref(ctx, endpoint, project)
     client = client_from(ctx)
@@ -87,10 +92,11 @@ def policy(ctx: click.Context, endpoint: str, project: str | None, parameters: d
         shown = client.policy(project, name)
     if as_json:
         echo_json(shown)
-        return
+        return None
     echo_fields([("endpoint", f"{project}/{name}"), *shown.spec.model_dump().items(),
                  ("last requeue", fmt_time(shown.last_requeue_at)), ("updated by", shown.updated_by),
                  ("updated", fmt_time(shown.updated_at))])
+    return shown
 
 
 @click.command("alerts")
@@ -99,17 +105,19 @@ def policy(ctx: click.Context, endpoint: str, project: str | None, parameters: d
 @click.option("--open", "only_open", is_flag=True, help="Only open alerts.")
 @json_option
 @click.pass_context
-def alerts(ctx: click.Context, project: str | None, endpoint: str | None, only_open: bool, as_json: bool) -> None:
+def alerts(ctx: click.Context, project: str | None, endpoint: str | None, only_open: bool,
+           as_json: bool) -> Listing | None:
     """Alerts of the project's endpoints, newest first, with the job and challenger each led to."""
     project = resolve_project(ctx, project)
     found = client_from(ctx).alerts(project, endpoint=endpoint, status="open" if only_open else None)
     if as_json:
         echo_json(found)
-        return
+        return None
     echo_table(("ID", "ENDPOINT", "KIND", "VALUE", "STATUS", "ACTION", "JOB", "CHALLENGER", "RESULT", "OPENED"),
                ((a.id[:8], a.endpoint, a.kind, f"{a.value:.3g}", a.status, a.action, a.job_id,
                  a.produced_version, (a.evaluation or {}).get("winner") or (a.evaluation or {}).get("result"),
                  fmt_time(a.opened_at)) for a in found))
+    return Listing(project, found)
 
 
 COMMANDS = (requeue, policy, alerts)

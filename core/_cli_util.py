@@ -6,9 +6,7 @@ httpx, pydantic and tqdm.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
-import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -16,19 +14,32 @@ from typing import Any, TypeVar
 import click
 from pydantic import BaseModel
 
+from loopml.cli_common import PROJECT_ENV, Caller, Ended, default_project
 from loopml.client import Client
+from loopml.errors import InvalidInput
 from loopml.executor.models import Job, JobStatus, Resources
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-PROJECT_ENV = "LOOPML_PROJECT"
+
+def caller_of(ctx: click.Context) -> Caller | None:
+    """The :class:`Caller` the magic injected as the root context's ``obj``, if any."""
+    obj = ctx.find_root().obj
+    return obj if isinstance(obj, Caller) else None
+
+
+def has_injected_client(ctx: click.Context) -> bool:
+    """Whether the caller gave the client (a test's :class:`Client`, the magic's :class:`Caller`)."""
+    return isinstance(ctx.find_root().obj, (Client, Caller))
 
 
 def client_from(ctx: click.Context) -> Client:
     """The client of this invocation: the root context's ``obj`` if it is a :class:`Client`
-    (tests and the magics inject one), else one built from the client config, closed with
-    the context."""
+    (tests inject one) or a :class:`Caller`'s (the magic's), else one built from the client
+    config, closed with the context."""
     root = ctx.find_root()
+    if isinstance(root.obj, Caller):
+        return root.obj.client
     if not isinstance(root.obj, Client):
         root.obj = Client()
         root.call_on_close(root.obj.close)
@@ -42,19 +53,10 @@ def resolve_project(ctx: click.Context, project: str | None) -> str:
     """
     if project:
         return project
-    if os.environ.get(PROJECT_ENV):
-        return os.environ[PROJECT_ENV]
-    names = client_from(ctx).project_names()
-    if len(names) == 1:
-        return names[0]
-    if not names:
-        raise click.UsageError(
-            "you are not a member of any project: ask a platform admin to add you, then pass -P/--project",
-            ctx=ctx,
-        )
-    raise click.UsageError(
-        f"you can use several projects ({', '.join(names)}): pass -P/--project or set {PROJECT_ENV}", ctx=ctx
-    )
+    try:
+        return default_project(client_from(ctx))
+    except InvalidInput as exc:
+        raise click.UsageError(exc.message, ctx=ctx) from None
 
 
 def project_option(f: F) -> F:
@@ -161,13 +163,6 @@ def echo_fields(fields: Iterable[tuple[str, Any]]) -> None:
         click.echo(f"{label + ':':<{width + 1}} {value}")
 
 
-def fmt_time(value: dt.datetime | None) -> str | None:
-    """Local time to the second, or ``None``."""
-    if value is None:
-        return None
-    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
 def fmt_progress(job: Job) -> str:
     return f"{job.progress.cells_done}/{job.progress.cells_total}"
 
@@ -198,15 +193,18 @@ def resources_text(resources: Resources) -> str:
 
 
 def wait_with_progress(ctx: click.Context, project: str, job: Job) -> Job:
-    """Wait for ``job`` with a progress bar on stderr (cells done / total and the status).
+    """Wait for ``job`` with a progress bar on stderr (cells done / total and the status; none
+    when the :class:`Caller` asks for none).
 
-    Ctrl-C stops waiting, not the job: it says so and exits 130.
+    Ctrl-C stops waiting, not the job: it says so and exits 130 (:class:`Ended` with the job).
     """
     from tqdm import tqdm
 
     client = client_from(ctx)
+    caller = caller_of(ctx)
     bar_format = "{desc}{n_fmt}/{total_fmt} cells |{bar:24}| {elapsed}{postfix}"
-    with tqdm(total=job.progress.cells_total or None, file=sys.stderr, bar_format=bar_format) as bar:
+    with tqdm(total=job.progress.cells_total or None, file=sys.stderr, bar_format=bar_format,
+              disable=caller is not None and not caller.progress) as bar:
 
         def update(current: Job) -> None:
             if current.progress.cells_total and bar.total != current.progress.cells_total:
@@ -225,4 +223,4 @@ def wait_with_progress(ctx: click.Context, project: str, job: Job) -> Job:
                 f"stopped waiting; job {job.id} keeps running (`loopml jobs cancel {job.id} -P {project}` stops it)",
                 err=True,
             )
-            raise click.exceptions.Exit(130) from None
+            raise Ended(130, job) from None

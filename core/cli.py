@@ -10,6 +10,10 @@ endpoint commands in :mod:`loopml._cli_endpoints`, ``monitor`` and ``feedback`` 
   ``error: <message>`` on stderr and exit code 1, never a traceback; usage errors exit 2;
 - ``-P/--project`` defaults to ``$LOOPML_PROJECT``, else the caller's only project;
 - ``--json`` prints the pydantic model(s) as ``model_dump(mode="json")``;
+- the callback returns what it computed (the job, the model, a :class:`~loopml.cli_common.Listing`…;
+  ``None`` with ``--json``) besides printing it: the ``%loopml`` magic runs this same tree
+  (:mod:`loopml.jupyter_ext.magics`) with a :class:`~loopml.cli_common.Caller` as ``obj`` and
+  renders that result as a panel;
 - startup stays light: ray, mlflow, papermill, pandas, fastapi and sqlalchemy are imported
   only inside the commands that need them (``tests/unit/test_cli.py`` checks this).
 """
@@ -17,7 +21,7 @@ endpoint commands in :mod:`loopml._cli_endpoints`, ``monitor`` and ``feedback`` 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
@@ -28,9 +32,21 @@ from loopml._cli_models import COMMANDS as MODEL_COMMANDS
 from loopml._cli_demo import COMMANDS as DEMO_COMMANDS
 from loopml._cli_monitor import COMMANDS as MONITOR_COMMANDS
 from loopml._cli_policies import COMMANDS as POLICY_COMMANDS
-from loopml._cli_util import client_from, echo_fields, echo_json, echo_table, fmt_time, json_option, resolve_project
+from loopml._cli_util import (
+    client_from,
+    echo_fields,
+    echo_json,
+    echo_table,
+    has_injected_client,
+    json_option,
+    resolve_project,
+)
+from loopml.cli_common import fmt_time
 from loopml.errors import InvalidInput, LoopMLError
 from loopml.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from loopml.projects import Project  # imports FastAPI and SQLAlchemy: not at CLI startup
 
 
 class CLIError(click.ClickException):
@@ -162,7 +178,7 @@ def status(ctx: click.Context, data_dir: Path | None, as_json: bool) -> None:
     platform: dict[str, Any] | None = None
     problem: str | None = None
     try:
-        if isinstance(ctx.find_root().obj, Client) or data_dir is None:
+        if has_injected_client(ctx) or data_dir is None:
             platform = client_from(ctx).status()
         else:  # the platform of that data dir: its client.json (LOOPML_URL/LOOPML_TOKEN still win)
             try:
@@ -285,12 +301,12 @@ def update_project(ctx: click.Context, name: str, add: tuple[str, ...], remove: 
 @click.argument("name", required=False)
 @json_option
 @click.pass_context
-def show_project(ctx: click.Context, name: str | None, as_json: bool) -> None:
+def show_project(ctx: click.Context, name: str | None, as_json: bool) -> Project | None:
     """One project (default: $LOOPML_PROJECT, else your only project)."""
     project = client_from(ctx).project(resolve_project(ctx, name))
     if as_json:
         echo_json(project)
-        return
+        return None
     echo_fields(
         [
             ("name", project.name),
@@ -300,3 +316,4 @@ def show_project(ctx: click.Context, name: str | None, as_json: bool) -> None:
             ("created", fmt_time(project.created_at)),
         ]
     )
+    return project

@@ -10,17 +10,18 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import weakref
 
+from loopml import cli_common
+from loopml.cli_common import PROJECT_ENV
 from loopml.client import Client
-from loopml.errors import InvalidInput, LoopMLError
+from loopml.errors import LoopMLError
 from loopml.settings import read_client_config
 
 log = logging.getLogger(__name__)
 
-PROJECT_ENV = "LOOPML_PROJECT"
+__all__ = ["PROJECT_ENV", "default_project", "mlflow_ui_url", "workspace_client"]
 
 _shared: tuple[tuple[str, str], Client] | None = None
 _shared_lock = threading.Lock()
@@ -55,18 +56,9 @@ def default_project(client: Client) -> str:
     """``$LOOPML_PROJECT`` if set, else the caller's only project (one request).
 
     :class:`~loopml.errors.InvalidInput` naming the choices when the caller has several
-    projects, or saying so when it has none.
+    projects, or saying so when it has none (the CLI's rule, :func:`loopml.cli_common.default_project`).
     """
-    if os.environ.get(PROJECT_ENV):
-        return os.environ[PROJECT_ENV]
-    names = client.project_names()
-    if len(names) == 1:
-        return names[0]
-    if not names:
-        raise InvalidInput("you are not a member of any project: ask a platform admin to add you, "
-                           "then pass project=...", field="project")
-    raise InvalidInput(f"you can use several projects ({', '.join(names)}): pass project=... "
-                       f"or set {PROJECT_ENV}", field="project", choices=names)
+    return cli_common.default_project(client, how="pass project=...")
 
 
 def mlflow_ui_url(client: Client) -> str | None:

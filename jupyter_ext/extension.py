@@ -32,7 +32,7 @@ from pathlib import Path
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool
 
-from loopml.jupyter_ext._magic_args import ROOT_ENV
+from loopml.jupyter_ext.notebook_files import ROOT_ENV
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,17 @@
-"""``%loopml`` and ``%%loopml``: the CLI's subcommands in a notebook, answered with panels.
+"""``%loopml`` and ``%%loopml``: the ``loopml`` command in a notebook, answered with panels.
 
-The grammar is :data:`~loopml.jupyter_ext._magic_args.USAGE` (what ``%loopml help``
-prints; parsing lives in :mod:`loopml.jupyter_ext._magic_args`); the option names are the
-CLI's, ``-P/--project`` defaults to ``$LOOPML_PROJECT``, else your only project, and ENDPOINT
-is ``NAME`` or ``PROJECT/NAME``.
+The grammar is the CLI's click tree (:data:`loopml.cli.main`), so every command, option and
+help text is the CLI's: ``%loopml <command> --help`` prints it, ``%loopml`` alone prints the
+root help. The magic runs the command with its output captured and returns the panel of its
+result (:data:`PANELS`); where a panel shows what the command printed (:data:`SHOWN_BY_PANEL`)
+the text is left out, else it is printed too, and a command without a panel (``jobs logs``,
+``alerts``, ``policy``, anything with ``--json``) just prints its text.
 
-Every subcommand takes ``-P PROJECT`` and ``-h``. ``%loopml submit`` without NOTEBOOK submits
-the notebook this kernel runs, as last saved. ``--wait`` blocks until the job ends (what a
-notebook run as a job needs), prints how it ended and returns the final panel.
+Beyond the CLI: ``%%loopml submit [options]`` runs the cell as a job; ``%loopml submit``
+without NOTEBOOK submits the notebook this kernel runs, as last saved (inside a job it says
+it skipped that). ``--wait`` blocks until the job ends, prints how it ended and returns the
+final panel, whatever the job's status. ``up`` and ``down`` start and stop processes on this
+machine: the magic refuses them in one line.
 
 Errors: a bad argument or a platform error prints ONE line ``loopml: <what is wrong>`` on
 stderr and the magic returns ``None``, never a traceback. Inside a loopml job (a notebook
@@ -17,28 +21,33 @@ whose traceback is that one line, so the job stops at the step that failed.
 
 from __future__ import annotations
 
-import argparse
+import functools
+import io
 import os
+import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any
 
+import click
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
+from loopml.cli import main
+from loopml.cli_common import Caller
 from loopml.errors import LoopMLError
-from loopml.jupyter_ext._magic_args import (
-    USAGE,
-    MagicUsageError,
-    HelpShown,
-    cell_notebook,
-    current_notebook,
-    endpoint_ref,
-    parse_line,
-    usage,
-)
+from loopml.jupyter_ext.notebook_files import cell_notebook, current_notebook
 
-__all__ = ["USAGE", "LoopmlMagicError", "LoopmlMagics", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = ["PANELS", "SHOWN_BY_PANEL", "LoopmlMagicError", "LoopmlMagics", "load_ipython_extension",
+           "unload_ipython_extension"]
+
+PROG = "%loopml"
+
+NOT_IN_A_KERNEL = {
+    "up": "`loopml up` starts the platform's processes on this machine: run it in a terminal, not in a kernel",
+    "down": "`loopml down` stops the platform's processes on this machine: run it in a terminal, not in a kernel",
+}
 
 
 class LoopmlMagicError(Exception):
@@ -56,12 +65,129 @@ def _in_job() -> bool:
     return bool(os.environ.get("LOOPML_JOB_ID"))
 
 
+def command_path(args: Sequence[str]) -> str:
+    """``"jobs list"`` for ``["jobs", "list", "--status", "failed"]``: the leading words that
+    name commands of the click tree (its groups take no options but ``--help``)."""
+    command: click.Command = main
+    path = []
+    for word in args:
+        if not isinstance(command, click.Group) or word not in command.commands:
+            break
+        command = command.commands[word]
+        path.append(word)
+    return " ".join(path)
+
+
+# -- panels: a command's result as the widget that shows it --------------------------------
+
+
+def _refreshed(panel):
+    panel.refresh()
+    return panel
+
+
+def _job_panel(client, job):
+    from loopml.jupyter_ext.panels import JobPanel
+
+    return _refreshed(JobPanel(job.id, client, job.project))
+
+
+def _jobs_panel(client, listing):
+    from loopml.jupyter_ext.panels import JobsPanel
+
+    return _refreshed(JobsPanel(client, listing.project, status=listing.status))
+
+
+def _model_panel(client, model):
+    from loopml.jupyter_ext.panels import ModelsPanel
+
+    project = model.registered_name.removesuffix(f".{model.name}")  # registered as <project>.<name>
+    return _refreshed(ModelsPanel(model.name, client, project))
+
+
+def _models_panel(client, listing):
+    from loopml.jupyter_ext.panels import ModelsPanel
+
+    return _refreshed(ModelsPanel(None, client, listing.project))
+
+
+def _endpoint_panel(client, endpoint):
+    from loopml.jupyter_ext.panels import EndpointPanel
+
+    return _refreshed(EndpointPanel(endpoint.name, client, endpoint.project))
+
+
+def _deployed_panel(client, deployed):
+    panel = _endpoint_panel(client, deployed.endpoint)
+    panel.key = deployed.key  # a new key is in no other answer: the magic's caller reads it here
+    if deployed.key is not None:
+        print(f"endpoint {deployed.endpoint.name} has a new key: read it now from this panel's .key; "
+              "it is not shown again")
+    return panel
+
+
+def _endpoints_panel(client, listing):
+    from loopml.jupyter_ext.panels import EndpointPanel
+    from loopml.jupyter_ext.panels.dashboard import EndpointPicker
+
+    return _refreshed(EndpointPicker(lambda name: EndpointPanel(name, client, listing.project), client,
+                                     listing.project))
+
+
+def _monitor_panel(client, report):
+    from loopml.jupyter_ext.panels import MonitorPanel
+
+    return _refreshed(MonitorPanel(report.endpoint, client, report.project, window=report.window))
+
+
+def _labelled_panel(client, sent):
+    from loopml.jupyter_ext.panels import MonitorPanel
+
+    return _refreshed(MonitorPanel(sent.endpoint, client, sent.project))
+
+
+def _dashboard(client, project):
+    from loopml.jupyter_ext.panels import dashboard
+
+    return dashboard(project=project.name, client=client)
+
+
+PANELS: Mapping[str, Callable[[Any, Any], Any]] = {
+    "submit": _job_panel,
+    "jobs list": _jobs_panel,
+    "jobs show": _job_panel,
+    "jobs cancel": _job_panel,
+    "jobs requeue": _job_panel,
+    "requeue": _job_panel,
+    "models list": _models_panel,
+    "models show": _model_panel,
+    "models promote": _model_panel,
+    "models alias": _model_panel,
+    "models unalias": _model_panel,
+    "deploy": _deployed_panel,
+    "endpoints list": _endpoints_panel,
+    "endpoints show": _endpoint_panel,
+    "endpoints update": _deployed_panel,
+    "endpoints promote": _endpoint_panel,
+    "endpoints rollback": _endpoint_panel,
+    "monitor": _monitor_panel,
+    "feedback": _labelled_panel,
+    "projects show": _dashboard,
+}
+"""Command path -> the panel of its result; the other commands answer with their text."""
+
+SHOWN_BY_PANEL = frozenset({"jobs list", "jobs show", "models list", "models show", "endpoints list",
+                            "endpoints show", "monitor", "projects show", "deploy", "endpoints update"})
+"""Commands whose text the panel shows (or, for a new key, must not land in the notebook):
+the magic leaves it out."""
+
+
 # -- the magics ---------------------------------------------------------------------------
 
 
 @magics_class
 class LoopmlMagics(Magics):
-    """``%loopml`` / ``%%loopml`` (see the module docstring for the grammar).
+    """``%loopml`` / ``%%loopml`` (see the module docstring).
 
     ``client_factory`` makes the platform client on first use (default:
     :func:`loopml.jupyter_ext.context.workspace_client`); the client is kept for the
@@ -86,13 +212,11 @@ class LoopmlMagics(Magics):
 
     @line_cell_magic
     def loopml(self, line: str, cell: str | None = None) -> Any:
-        """Run a loopml subcommand and return its panel; ``%loopml help`` lists them."""
+        """Run a ``loopml`` command and return its panel; ``%loopml --help`` lists them."""
         try:
             return self._run(line, cell)
-        except HelpShown:
-            return None
-        except MagicUsageError as exc:
-            return self._fail(str(exc))
+        except click.ClickException as exc:  # usage errors, and the CLI's own one-line errors
+            return self._fail(exc.format_message())
         except LoopMLError as exc:
             return self._fail(exc.message)
         except OSError as exc:
@@ -106,233 +230,73 @@ class LoopmlMagics(Magics):
         return None
 
     def _run(self, line: str, cell: str | None) -> Any:
-        ns = parse_line(line)
-        if ns is None or ns.command == "help":
-            print(usage(ns.topic if ns is not None else None), end="")
-            return None
-        if cell is not None and ns.command != "submit":
-            raise MagicUsageError("%%loopml runs a cell as a job: use %%loopml submit [options]")
-        handler = getattr(self, f"_{ns.command}_{ns.action}" if getattr(ns, "action", None) else f"_{ns.command}")
-        return handler(ns, cell) if ns.command == "submit" else handler(ns)
+        try:
+            args = shlex.split(line, posix=True) or ["--help"]
+        except ValueError as exc:
+            raise click.UsageError(f"cannot split the line: {exc}") from None
+        path = command_path(args)
+        if cell is not None and path != "submit":
+            raise click.UsageError("%%loopml runs a cell as a job: use %%loopml submit [options]")
+        if path in NOT_IN_A_KERNEL and not {"-h", "--help"} & set(args):
+            raise click.UsageError(NOT_IN_A_KERNEL[path])
+        caller = Caller(connect=lambda: self.client, notebook=functools.partial(self._notebook, cell), progress=False)
+        out, err = io.StringIO(), io.StringIO()
+        try:
+            with redirect_stdout(out), redirect_stderr(err):
+                result = _invoke(args, caller)
+        except BaseException:
+            _echo(out.getvalue(), err.getvalue())  # what it did before failing
+            raise
+        make_panel = PANELS.get(path) if result is not None else None
+        _echo("" if make_panel and path in SHOWN_BY_PANEL else out.getvalue(), err.getvalue())
+        return make_panel(caller.client, result) if make_panel else None
 
-    def _project(self, ns: argparse.Namespace, project: str | None = None) -> str:
-        from loopml.jupyter_ext.context import default_project
-
-        return project or ns.project or default_project(self.client)
-
-    # -- jobs ---------------------------------------------------------------------------
-
-    def _submit(self, ns: argparse.Namespace, cell: str | None):
-        from loopml._cli_util import resources_from
-
-        parameters = dict(ns.parameters)
-        name = ns.name
+    def _notebook(self, cell: str | None, given: Path | None,
+                  parameters: Mapping[str, str]) -> tuple[Path | dict[str, Any], str | None] | None:
+        """What ``submit`` sends: the cell, NOTEBOOK, or the notebook this kernel runs as last saved."""
         if cell is not None:
-            if ns.notebook:
-                raise MagicUsageError("%%loopml submit runs the cell: give no NOTEBOOK "
-                                      "(or use %loopml submit NOTEBOOK)")
-            notebook: Any = cell_notebook(cell, parameters)
-            name = name or self._cell_job_name()
-        elif ns.notebook:
-            notebook = Path(ns.notebook).expanduser()
-        elif _in_job():  # this notebook runs as a job already: submitting it again would never end
-            print(f"loopml: skipped: this notebook already runs as job {os.environ['LOOPML_JOB_ID']}")
+            if given is not None:
+                raise click.UsageError("%%loopml submit runs the cell: give no NOTEBOOK (or use %loopml submit NOTEBOOK)")
+            return cell_notebook(cell, parameters), self._cell_job_name()
+        if given is not None:
+            return given, None
+        if _in_job():  # this notebook runs as a job already: submitting it again would never end
+            click.echo(f"loopml: skipped: this notebook already runs as job {os.environ['LOOPML_JOB_ID']}")
             return None
-        else:
-            notebook = current_notebook(os.environ, self.shell.user_ns, Path.cwd())
-            print(f"submitting {notebook.name} as last saved")
-        project = self._project(ns)
-        job = self.client.submit(project, notebook, parameters=parameters,
-                                 resources=resources_from(ns.cpus, ns.gpus, ns.memory_mb, dict(ns.custom)),
-                                 timeout_s=ns.timeout_s, max_retries=ns.max_retries, name=name)
-        return self._job_panel(job.id, project, ns.wait)
+        notebook = current_notebook(os.environ, self.shell.user_ns, Path.cwd())
+        click.echo(f"submitting {notebook.name} as last saved")
+        return notebook, None
 
     def _cell_job_name(self) -> str:
         try:
             return f"{current_notebook(os.environ, self.shell.user_ns, Path.cwd()).name} (cell)"
-        except MagicUsageError:
+        except LoopMLError:
             return "notebook cell"
 
-    def _job_panel(self, job_id: str, project: str, wait: bool = False):
-        from loopml._cli_util import outcome
-        from loopml.jupyter_ext.panels import JobPanel
 
-        if wait:
-            try:
-                print(outcome(self.client.wait(project, job_id)))
-            except KeyboardInterrupt:
-                print(f"loopml: stopped waiting; job {job_id} keeps running", file=sys.stderr)
-        panel = JobPanel(job_id, self.client, project)
-        panel.refresh()
-        return panel
+def _invoke(args: list[str], caller: Caller) -> Any:
+    """Run the click tree on ``args`` as ``%loopml``; the command's result, also when it exits
+    with a status (``--wait`` on a job that failed), ``None`` after ``--help`` or the help a
+    group without its command prints (``%loopml jobs``)."""
+    try:
+        with main.make_context(PROG, list(args), obj=caller) as ctx:
+            return main.invoke(ctx)
+    except click.exceptions.NoArgsIsHelpError as exc:
+        click.echo(exc.format_message())
+        return None
+    except click.exceptions.Exit as exc:
+        return getattr(exc, "result", None)
 
-    def _jobs_list(self, ns: argparse.Namespace):
-        from loopml.jupyter_ext.panels import JobsPanel
 
-        project = self._project(ns)
-        self.client.jobs(project, status=ns.status, limit=1)  # a bad project is an error line, not a red panel
-        panel = JobsPanel(self.client, project, status=ns.status)
-        panel.refresh()
-        return panel
-
-    def _jobs_show(self, ns: argparse.Namespace):
-        project = self._project(ns)
-        self.client.job(project, ns.job_id)
-        return self._job_panel(ns.job_id, project)
-
-    def _jobs_logs(self, ns: argparse.Namespace) -> None:
-        text = self.client.logs(self._project(ns), ns.job_id)
-        print(text, end="" if text.endswith("\n") else "\n")
-
-    def _jobs_cancel(self, ns: argparse.Namespace):
-        project = self._project(ns)
-        self.client.cancel(project, ns.job_id)
-        return self._job_panel(ns.job_id, project)
-
-    def _jobs_requeue(self, ns: argparse.Namespace):
-        project = self._project(ns)
-        job = self.client.requeue(project, ns.job_id, parameters=dict(ns.parameters))
-        print(f"requeued job {ns.job_id} as job {job.id}")
-        return self._job_panel(job.id, project, ns.wait)
-
-    # -- models -------------------------------------------------------------------------
-
-    def _models_panel(self, project: str, name: str | None):
-        from loopml.jupyter_ext.panels import ModelsPanel
-
-        panel = ModelsPanel(name, self.client, project)
-        panel.refresh()
-        return panel
-
-    def _models_list(self, ns: argparse.Namespace):
-        project = self._project(ns)
-        self.client.models(project)
-        return self._models_panel(project, None)
-
-    def _models_show(self, ns: argparse.Namespace):
-        project = self._project(ns)
-        self.client.model(project, ns.name)
-        return self._models_panel(project, ns.name)
-
-    def _promote(self, ns: argparse.Namespace):
-        from loopml._cli_models import _moved
-
-        project = self._project(ns)
-        model = self.client.promote(project, ns.name, ns.version)
-        previous = _moved(model, "champion", ns.version)
-        if previous == ns.version:
-            print(f"version {ns.version} of {model.registered_name} is still champion")
-        else:
-            print(f"version {ns.version} of {model.registered_name} is now champion (was {previous or 'none'})")
-        return self._models_panel(project, ns.name)
-
-    _models_promote = _promote
-
-    # -- endpoints ----------------------------------------------------------------------
-
-    def _endpoint_panel(self, project: str, name: str, key: str | None = None):
-        from loopml.jupyter_ext.panels import EndpointPanel
-
-        panel = EndpointPanel(name, self.client, project)
-        panel.key = key  # a new key is in no other answer: the magic's caller reads it here
-        panel.refresh()
-        if key is not None:
-            print(f"endpoint {name} has a new key: read it now from this panel's .key; it is not shown again")
-        return panel
-
-    def _deploy(self, ns: argparse.Namespace):
-        from loopml._cli_endpoints import version_text
-
-        project = self._project(ns)
-        deployed = self.client.deploy(project, ns.model, ns.endpoint_name, public=ns.public, replicas=ns.replicas,
-                                      canary=ns.canary, autoscale=ns.autoscale,
-                                      resources={"custom": dict(ns.custom)} if ns.custom else None)
-        endpoint = deployed.endpoint
-        print(f"endpoint {endpoint.name} serves {version_text(endpoint)} at {endpoint.url}")
-        return self._endpoint_panel(project, endpoint.name, deployed.key)
-
-    def _endpoints_list(self, ns: argparse.Namespace):
-        from loopml.jupyter_ext.panels import EndpointPanel
-        from loopml.jupyter_ext.panels.dashboard import EndpointPicker
-
-        project = self._project(ns)
-        self.client.endpoints(project)
-        picker = EndpointPicker(lambda name: EndpointPanel(name, self.client, project), self.client, project)
-        picker.refresh()
-        return picker
-
-    def _endpoints_show(self, ns: argparse.Namespace):
-        project = self._project(ns)
-        self.client.endpoint(project, ns.name)
-        return self._endpoint_panel(project, ns.name)
-
-    def _endpoints_update(self, ns: argparse.Namespace):
-        project = self._project(ns)
-        deployed = self.client.update_endpoint(project, ns.name, replicas=ns.replicas, autoscale=ns.autoscale,
-                                               canary_percent=ns.canary, rotate_key=ns.rotate_key)
-        return self._endpoint_panel(project, ns.name, deployed.key)
-
-    def _endpoints_promote(self, ns: argparse.Namespace):
-        project = self._project(ns)
-        self.client.promote_endpoint(project, ns.name)
-        return self._endpoint_panel(project, ns.name)
-
-    def _endpoints_rollback(self, ns: argparse.Namespace):
-        from loopml._cli_endpoints import version_text
-
-        project = self._project(ns)
-        endpoint = self.client.rollback_endpoint(project, ns.name)
-        print(f"endpoint {ns.name} now serves {version_text(endpoint)}")
-        return self._endpoint_panel(project, ns.name)
-
-    _rollback = _endpoints_rollback
-
-    def _endpoints_delete(self, ns: argparse.Namespace) -> None:
-        self.client.delete_endpoint(self._project(ns), ns.name)
-        print(f"deleted endpoint {ns.name}")
-
-    # -- monitoring ---------------------------------------------------------------------
-
-    def _monitor_panel(self, project: str, name: str, window: str = "1h"):
-        from loopml.jupyter_ext.panels import MonitorPanel
-
-        panel = MonitorPanel(name, self.client, project, window=window)
-        panel.refresh()
-        return panel
-
-    def _monitor(self, ns: argparse.Namespace):
-        owner, name = endpoint_ref(ns.endpoint, ns.project)
-        project = self._project(ns, owner)
-        self.client.monitor(project, name, ns.window)  # an unknown endpoint or bad window is an error line
-        return self._monitor_panel(project, name, ns.window)
-
-    def _feedback(self, ns: argparse.Namespace):
-        from loopml._cli_monitor import SHOWN_UNKNOWN, read_labels
-
-        items = read_labels(Path(ns.file).expanduser())
-        owner, name = endpoint_ref(ns.endpoint, ns.project)
-        project = self._project(ns, owner)
-        result = self.client.feedback(project, name, items)
-        print(f"{name}: {result.accepted} accepted, {result.updated} updated, {result.unchanged} unchanged, "
-              f"{len(result.unknown)} unknown")
-        if result.unknown:
-            shown = ", ".join(result.unknown[:SHOWN_UNKNOWN])
-            more = f" and {len(result.unknown) - SHOWN_UNKNOWN} more" if len(result.unknown) > SHOWN_UNKNOWN else ""
-            print(f"loopml: warning: {len(result.unknown)} request ids have no captured request of "
-                  f"{project}/{name}: {shown}{more}", file=sys.stderr)
-        return self._monitor_panel(project, name)
-
-    def _requeue(self, ns: argparse.Namespace):
-        owner, name = endpoint_ref(ns.endpoint, ns.project)
-        project = self._project(ns, owner)
-        requeued = self.client.requeue_endpoint(project, name, parameters=dict(ns.parameters), alert_id=ns.alert_id)
-        print(f"requeued the training job of {name} as job {requeued.job.id} (alert {requeued.alert.id})")
-        return self._job_panel(requeued.job.id, project, ns.wait)
-
-    def _dashboard(self, ns: argparse.Namespace):
-        from loopml.jupyter_ext.panels import dashboard
-
-        return dashboard(project=self._project(ns), client=self.client)
+def _echo(out: str, err: str) -> None:
+    """Show a command's captured output: its text on stdout, its warnings as ``loopml: warning: …``
+    on stderr, its other notes (``submitted job …`` under ``--wait``) on stdout."""
+    notes = [line for line in err.splitlines(keepends=True) if not line.startswith("warning:")]
+    warnings = [f"loopml: {line}" for line in err.splitlines(keepends=True) if line.startswith("warning:")]
+    if notes or out:
+        print("".join(notes) + out, end="", flush=True)
+    if warnings:
+        print("".join(warnings), end="", file=sys.stderr, flush=True)
 
 
 def load_ipython_extension(ipython) -> None:

@@ -7,7 +7,6 @@ escaped parts.
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -42,11 +41,6 @@ def esc(value: Any) -> str:
     if value is None:
         return MISSING
     return html.escape(str(value))
-
-
-def fmt_time(value: dt.datetime | None) -> str | None:
-    """Local time to the second, or ``None`` (shown as a dash)."""
-    return None if value is None else value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def fmt_num(value: float | None, digits: int = 3) -> str | None:

@@ -6,11 +6,12 @@ import ipywidgets
 import traitlets
 
 from loopml._client_wire import api_path
+from loopml.cli_common import fmt_time
 from loopml.client import API_PREFIX, Client
 from loopml.executor.models import Job, JobStatus
 from loopml.jupyter_ext import context
 from loopml.jupyter_ext.panels._base import Panel, close_tree, set_trait
-from loopml.jupyter_ext.panels._html import Raw, esc, fmt_time, link, status_badge
+from loopml.jupyter_ext.panels._html import Raw, esc, link, status_badge
 
 LOG_LINES = 50
 

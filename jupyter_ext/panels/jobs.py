@@ -5,10 +5,11 @@ from __future__ import annotations
 import ipywidgets
 
 from loopml._client_wire import job_status
+from loopml.cli_common import fmt_time
 from loopml.client import Client
 from loopml.executor.models import Job, JobStatus
 from loopml.jupyter_ext.panels._base import Panel, set_trait
-from loopml.jupyter_ext.panels._html import Raw, esc, fmt_time, status_badge, table
+from loopml.jupyter_ext.panels._html import Raw, esc, status_badge, table
 
 HEADERS = ("id", "name", "status", "progress", "user", "created")
 LIMIT = 50

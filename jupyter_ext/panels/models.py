@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import ipywidgets
 
+from loopml.cli_common import fmt_time
 from loopml.client import Client
 from loopml.errors import InvalidInput
 from loopml.jupyter_ext.panels._base import Panel, set_trait
-from loopml.jupyter_ext.panels._html import Raw, colored, esc, fmt_num, fmt_time, link, table
+from loopml.jupyter_ext.panels._html import Raw, colored, esc, fmt_num, link, table
 from loopml.registry.models import Model, ModelSummary, ModelVersion
 from loopml.registry.service import CHALLENGER, CHAMPION
 

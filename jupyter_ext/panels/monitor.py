@@ -8,10 +8,11 @@ from collections import deque
 
 import ipywidgets
 
+from loopml.cli_common import fmt_time
 from loopml.client import Client
 from loopml.errors import NotFound
 from loopml.jupyter_ext.panels._base import Panel, close_tree, set_trait, wide_layout
-from loopml.jupyter_ext.panels._html import Raw, colored, esc, fmt_num, fmt_time, table
+from loopml.jupyter_ext.panels._html import Raw, colored, esc, fmt_num, table
 from loopml.jupyter_ext.panels._svg import bar_chart, line_chart
 from loopml.jupyter_ext.panels.job import JobPanel
 from loopml.monitor.models import Alert, MonitorReport, parse_window

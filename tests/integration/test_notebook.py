@@ -1,7 +1,9 @@
-"""The ``%loopml`` magics in real IPython kernels against the real platform: each magic runs and
-returns its panel, whose state (status, progress, values) is what the platform says; a bad
-argument or a platform error is one line on stderr; and a kernel of a Jupyter server started
-the way a workspace starts it has the magics without ``%load_ext`` and submits its notebook."""
+"""The ``%loopml`` magics in real IPython kernels against the real platform: the magic's grammar
+is the CLI's click tree (every command path prints click's help); each magic runs and returns
+its panel, whose state (status, progress, values) is what the platform says, or the CLI's
+text where no panel fits; a bad argument or a platform error is one line on stderr; and a
+kernel of a Jupyter server started the way a workspace starts it has the magics without
+``%load_ext`` and submits its notebook."""
 
 from __future__ import annotations
 
@@ -14,12 +16,14 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import click
 import httpx
 import pytest
 from jupyter_client import BlockingKernelClient, KernelManager
 from jupyter_core.paths import jupyter_config_path
 from sklearn.datasets import load_iris
 
+from loopml.cli import main
 from loopml.executor.models import JobStatus
 from loopml.launcher import free_port_block
 from tests.integration.notebooks import TRAIN, TRAIN_AND_LOG, write
@@ -77,6 +81,12 @@ class Kernel:
         marker = f"@@{uuid.uuid4().hex}@@"
         ran = self.ok(f"import json as _json\nprint({marker!r} + _json.dumps({expression}, default=str))")
         return json.loads(ran.stdout.split(marker, 1)[1])
+
+
+def answer(kernel: Kernel, line: str) -> tuple[Ran, str]:
+    """Run ``%loopml <line>`` as ``_r = …``: what it printed, and the type of what it returned."""
+    ran = kernel.ok(f"_r = %loopml {line}")
+    return ran, kernel.value("type(_r).__name__")
 
 
 def job_state(panel: str) -> str:
@@ -143,7 +153,7 @@ def test_submit_jobs_and_logs(kernel, alice, project, workdir):
 
     assert kernel.ok(f"%loopml jobs show {job.id}").widget
     assert kernel.value(job_state("_"))["id"] == job.id
-    assert kernel.ok("%loopml jobs --status succeeded").widget
+    assert kernel.ok("%loopml jobs list --status succeeded").widget
     assert kernel.value("[j.id for j in _.jobs]") == [j.id for j in alice.jobs(project, status="SUCCEEDED")]
     assert "label 'magic'" in kernel.ok(f"%loopml jobs logs {job.id}").stdout
 
@@ -151,6 +161,14 @@ def test_submit_jobs_and_logs(kernel, alice, project, workdir):
     requeued = alice.job(project, kernel.value("q.job_id"))
     assert requeued.parent_id == job.id and requeued.parameters["C"] == 2.0
     assert requeued.status is JobStatus.SUCCEEDED and f"requeued job {job.id} as job {requeued.id}" in ran.stdout
+
+    ran, kind = answer(kernel, f"jobs output {job.id} -o executed.ipynb")
+    assert (ran.stdout, kind) == ("executed.ipynb\n", "NoneType") and (workdir / "executed.ipynb").is_file()
+    ran, kind = answer(kernel, "schedules list")
+    assert ran.stdout.split() == ["ID", "NAME", "CRON", "NEXT", "RUN", "LAST", "RUN", "LAST", "JOB", "USER", "STATE"]
+    assert kind == "NoneType"
+    ran, kind = answer(kernel, f"jobs show {job.id} --json")
+    assert json.loads(ran.stdout)["id"] == job.id and kind == "NoneType"
 
 
 def _send(url: str, key: str, count: int) -> list[tuple[str, int]]:
@@ -173,20 +191,30 @@ def test_models_deploy_monitor_feedback_requeue_rollback(kernel, alice, project,
     kernel.ok("%loopml submit train.ipynb -p C=0.05 --cpus 0.5 --wait")
     first = kernel.value("_.job_id")
 
-    assert kernel.ok("%loopml models").widget
+    assert kernel.ok("%loopml models list").widget
     assert kernel.value("[m.name for m in _.models]") == [m.name for m in alice.models(project)] != []
-    assert kernel.ok("%loopml models iris").widget
+    assert kernel.ok("%loopml models show iris").widget
     assert kernel.value("_.model.aliases") == alice.model(project, "iris").aliases == {"champion": 1}
-    ran = kernel.ok("%loopml promote iris 1")
+    ran = kernel.ok("%loopml models promote iris 1")
     assert ran.widget and f"version 1 of {project}.iris is still champion" in ran.stdout
+    ran, kind = answer(kernel, "models alias iris staging 1")
+    assert kind == "ModelsPanel" and ran.stdout == f"version 1 of {project}.iris is now staging (was none)\n"
+    assert kernel.value("_r.model.aliases") == alice.model(project, "iris").aliases == {"champion": 1, "staging": 1}
+    ran, kind = answer(kernel, "models unalias iris staging")
+    assert kind == "ModelsPanel" and ran.stdout == f"removed alias staging from {project}.iris (was on version 1)\n"
 
     ran = kernel.ok("ep = %loopml deploy iris@champion --endpoint ep\nep")
-    assert ran.widget and "endpoint ep serves" in ran.stdout and "read it now from this panel's .key" in ran.stdout
+    assert ran.widget and ran.stdout == "endpoint ep has a new key: read it now from this panel's .key; it is not shown again\n"
     served = kernel.value("dict(version=ep.endpoint.version, url=ep.endpoint.url, key=ep.key)")
     assert served["version"] == alice.endpoint(project, "ep").version == 1
     labels = _send(served["url"], served["key"], 20)
-    assert kernel.ok("%loopml endpoints").widget and kernel.value("_.names") == ["ep"]
-    assert kernel.ok("%loopml endpoints ep").widget and kernel.value("_.endpoint.name") == "ep"
+    assert kernel.ok("%loopml endpoints list").widget and kernel.value("_.names") == ["ep"]
+    assert kernel.ok("%loopml endpoints show ep").widget and kernel.value("_.endpoint.name") == "ep"
+    ran, kind = answer(kernel, "policy ep --no-drift --min-samples 1000")  # a policy that never fires here
+    shown = dict(line.split(":", 1) for line in ran.stdout.splitlines())
+    assert kind == "NoneType" and shown["endpoint"].strip() == f"{project}/ep"
+    assert (shown["min_samples"].strip(), shown["drift"].strip()) == ("1000", "False")
+    assert alice.policy(project, "ep").spec.min_samples == 1000
 
     wait_for(lambda: alice.monitor(project, "ep", "15m").requests >= 20, timeout=60, every=0.5)
     (workdir / "labels.csv").write_text("request_id,label\n" + "".join(f"{i},{y}\n" for i, y in labels))
@@ -204,32 +232,66 @@ def test_models_deploy_monitor_feedback_requeue_rollback(kernel, alice, project,
     assert retrained.status is JobStatus.SUCCEEDED and retrained.parent_id == first
     assert kernel.value(job_state("r"))["job_status"] == "SUCCEEDED"
     assert alice.model(project, "iris").aliases == {"champion": 1, "challenger": 2}
+    ran, kind = answer(kernel, "alerts --endpoint ep")
+    alerts = alice.alerts(project, endpoint="ep")
+    assert kind == "NoneType" and ran.stdout.startswith("ID ") and alerts
+    assert all(alert.id[:8] in ran.stdout for alert in alerts) and retrained.id in ran.stdout
 
     assert kernel.ok("%loopml deploy iris/2 --endpoint ep --canary 25").widget
     assert kernel.value("dict(v=_.endpoint.version, c=_.endpoint.canary_version, key=_.key)") == {
         "v": 1, "c": 2, "key": None}
-    ran = kernel.ok("%loopml rollback ep")
+    ran = kernel.ok("%loopml endpoints rollback ep")
     assert ran.widget and "endpoint ep now serves" in ran.stdout
     assert kernel.value("dict(v=_.endpoint.version, c=_.endpoint.canary_version)") == {"v": 1, "c": None}
     assert alice.endpoint(project, "ep").canary_version is None
 
-    assert kernel.ok("%loopml dashboard").widget and kernel.value("len(_.children)") == 4
+    assert kernel.ok("%loopml projects show").widget and kernel.value("len(_.children)") == 4
     assert "deleted endpoint ep" in kernel.ok("%loopml endpoints delete ep").stdout
     assert alice.endpoints(project) == []
 
 
 BAD = [
-    pytest.param("%loopml sumbit x.ipynb", "loopml: unknown subcommand 'sumbit' (did you mean 'submit'?", id="typo"),
-    pytest.param("%loopml submit --cpus lots", "loopml: submit: argument --cpus: invalid float value", id="option"),
-    pytest.param("%loopml submit missing.ipynb", "loopml: notebook 'missing.ipynb' does not exist", id="no-file"),
+    pytest.param("%loopml sumbit x.ipynb", "loopml: No such command 'sumbit'. Did you mean 'submit'?", id="typo"),
+    pytest.param("%loopml submit --cpus lots", "loopml: Invalid value for '--cpus': 'lots' is not a valid float.",
+                 id="option"),
+    pytest.param("%loopml submit missing.ipynb",
+                 "loopml: Invalid value for 'NOTEBOOK': File 'missing.ipynb' does not exist.", id="no-file"),
     pytest.param("%loopml submit", "loopml: this kernel runs no saved notebook", id="no-session"),
+    pytest.param("%loopml jobs show", "loopml: Missing argument 'ID'.", id="missing-argument"),
     pytest.param("%loopml jobs show nope", "loopml: ", id="unknown-job"),
-    pytest.param("%loopml models nope", "loopml: ", id="unknown-model"),
+    pytest.param("%loopml models show nope", "loopml: ", id="unknown-model"),
     pytest.param("%loopml monitor nope --window 2x", "loopml: ", id="bad-window"),
     pytest.param("%loopml feedback ep missing.csv", "loopml: missing.csv: no such file", id="no-labels-file"),
-    pytest.param("%loopml jobs -P someone-elses", "loopml: ", id="foreign-project"),
+    pytest.param("%loopml jobs list -P someone-elses", "loopml: ", id="foreign-project"),
+    pytest.param("%loopml up --no-hub", "loopml: `loopml up` starts the platform's processes on this machine",
+                 id="up"),
     pytest.param("%%loopml deploy iris --endpoint x\nprint(1)", "loopml: %%loopml runs a cell as a job", id="cell"),
 ]
+
+
+def command_paths(group: click.Group, prefix: tuple[str, ...] = ()):
+    for name, command in sorted(group.commands.items()):
+        path = (*prefix, name)
+        yield " ".join(path), command
+        if isinstance(command, click.Group):
+            yield from command_paths(command, path)
+
+
+def test_every_command_path_prints_clicks_help(kernel):
+    """One cell asks ``%loopml <path> --help`` for every command path of the CLI (and the root)."""
+    paths = {"": main, **dict(command_paths(main))}
+    assert "jobs output" in paths and "models alias" in paths and "endpoints update" in paths
+    kernel.ok("import contextlib as _cl, io as _io\n_helps = {}\n"
+              f"for _path in {sorted(paths)!r}:\n"
+              "    with _cl.redirect_stdout(_io.StringIO()) as _out:\n"
+              "        _returned = get_ipython().run_line_magic('loopml', f'{_path} --help')\n"
+              "    _helps[_path] = (_out.getvalue(), _returned is None)", timeout=60)
+    helps = kernel.value("_helps")
+    for path, command in paths.items():
+        text, returned_none = helps[path]
+        usage = f"Usage: %loopml {path} [OPTIONS]".replace("  ", " ")
+        first = " ".join(command.help.split("\n\n")[0].split())  # click rewraps the first paragraph
+        assert text.startswith(usage) and first in " ".join(text.split()) and returned_none, (path, text)
 
 
 @pytest.mark.parametrize(("code", "line"), BAD)

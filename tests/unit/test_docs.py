@@ -5,10 +5,10 @@ What "documented" means here (the docs are README.md and docs/*.md):
 
 - **CLI**: each command path of ``loopml.cli.main``, groups included and walked recursively
   (``jobs``, ``jobs list``, ``endpoints update``…), appears as the text ``loopml <path>``.
-- **Magics**: each subcommand of the ``%loopml`` parser and each action of its groups
-  (``jobs list``, ``models promote``…) appears after ``%loopml`` or ``%%loopml``. In a usage
-  line, as in ``USAGE``, ``[list]`` is an optional word and ``show|cancel`` are alternatives.
-  Every line of the grammar in ``USAGE`` is also in docs/notebook.md, verbatim.
+- **Magics**: the magic's grammar is the CLI's click tree. Each command the magic answers
+  with a panel (``PANELS`` in jupyter_ext/magics.py) appears in docs/notebook.md as
+  ``%loopml <path>``, and every ``%loopml <words>`` written in the docs is a command of the
+  CLI (``show|cancel`` are alternatives, ``[word]`` an optional word).
 - **REST**: each route of the app's OpenAPI is a table row ``| METHOD | `path` |`` in
   docs/rest-api.md, its path relative to ``/api/v1``; parameter names (``{id}`` for
   ``{job_id}``) and a query string do not matter. Each such row is a route of the app. The
@@ -24,7 +24,6 @@ What "documented" means here (the docs are README.md and docs/*.md):
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import re
@@ -85,29 +84,12 @@ def test_every_cli_subcommand_is_documented():
 # -- magics -----------------------------------------------------------------------------------
 
 
-def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    # argparse keeps its subparsers in a private action; the grammar has no other index of them
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return dict(action.choices)
-    return {}
-
-
-def magic_paths() -> list[str]:
-    from loopml.jupyter_ext._magic_args import build_parser
-
-    paths = []
-    for name, parser in _subcommands(build_parser()).items():
-        paths.append(name)
-        paths += [f"{name} {action}" for action in _subcommands(parser)]
-    return paths
-
-
 MAGIC_LINE = re.compile(r"%%?loopml((?:[ \t]+[\w\[\]|-]+){1,2})")
 
 
 def documented_magics(text: str) -> set[str]:
-    """``%loopml`` subcommands written in ``text``, with ``[word]`` and ``a|b`` expanded."""
+    """``%loopml`` commands written in ``text`` (their first one or two words), with ``[word]``
+    and ``a|b`` expanded."""
     found: set[str] = set()
     for match in MAGIC_LINE.finditer(text):
         words = [[w for w in word.strip("[]").split("|") if w] for word in match.group(1).split()]
@@ -118,24 +100,31 @@ def documented_magics(text: str) -> set[str]:
     return found
 
 
-def test_every_magic_is_documented():
-    paths = magic_paths()
-    assert "submit" in paths and "jobs requeue" in paths and "endpoints update" in paths
-    documented = documented_magics(all_docs())
-    missing = [f"`%loopml {path}`" for path in paths if path not in documented]
+def test_every_panel_of_the_magic_is_documented():
+    from loopml.jupyter_ext.magics import PANELS
+
+    documented = documented_magics((DOCS / "notebook.md").read_text())
+    missing = [f"`%loopml {path}`" for path in PANELS if path not in documented]
     assert not missing, missing_report(
-        "magic(s)", missing, "docs/notebook.md (the grammar, from USAGE in jupyter_ext/_magic_args.py) and "
-        "docs/user-guide.md, written as `%loopml <subcommand>`")
+        "magic panel(s)", missing, "the table of docs/notebook.md (which panel each command returns), "
+        "written as `%loopml <command>`")
 
 
-def test_the_magics_grammar_in_the_notebook_doc_is_the_usage():
-    from loopml.jupyter_ext._magic_args import USAGE
+def test_every_magic_in_the_docs_is_a_command_of_the_cli():
+    from loopml.cli import main
 
-    notebook = (DOCS / "notebook.md").read_text()
-    grammar = [line.rstrip() for line in USAGE.splitlines() if line.startswith(("%", " ")) and line.strip()]
-    missing = [line for line in grammar if line not in notebook]
-    assert not missing, (f"docs/notebook.md's Magics block lacks these lines of USAGE "
-                         f"(jupyter_ext/_magic_args.py): {missing}; copy USAGE's grammar into it")
+    paths = set(command_paths(main))
+    stale = []
+    for written in sorted(documented_magics(all_docs())):
+        first, _, second = written.partition(" ")
+        command = main.commands.get(first)
+        if first.startswith("-"):
+            continue
+        if command is None or (isinstance(command, click.Group) and second and not second.startswith("-")
+                               and written not in paths):
+            stale.append(f"`%loopml {written}`")
+    assert not stale, (f"the docs write magics that are no command of the CLI (the magic's only grammar): "
+                       f"{', '.join(stale)}; write them as `loopml --help` lists them")
 
 
 # -- REST -------------------------------------------------------------------------------------

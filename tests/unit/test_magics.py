@@ -1,5 +1,8 @@
-"""The ``%loopml`` magics without a platform: parsing, the one error line, the ``%%loopml submit``
-notebook, finding the kernel's notebook, and the server extension's kernel autoload."""
+"""The ``%loopml`` magics without a platform: the click tree as their grammar, the one error
+line, what each command answers with, the ``%%loopml submit`` notebook, finding the kernel's
+notebook, and the server extension's kernel autoload.
+
+The platform is the CLI tests' in-process fake REST API behind a real :class:`Client`."""
 
 from __future__ import annotations
 
@@ -8,139 +11,227 @@ import tomllib
 from pathlib import Path
 from types import SimpleNamespace
 
+import click
+import httpx
 import nbformat
 import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 import loopml
-from loopml.errors import NotFound
+from loopml.cli import main
+from loopml.client import Client
+from loopml.errors import InvalidInput
 from loopml.executor.params import parameter_schema
-from loopml.jupyter_ext import _magic_args, extension, magics
-from loopml.jupyter_ext._magic_args import (
-    ROOT_ENV,
-    SUBCOMMANDS,
-    USAGE,
-    HelpShown,
-    MagicUsageError,
-    cell_notebook,
-    current_notebook,
-    endpoint_ref,
-    parse_line,
-)
-from loopml.jupyter_ext.magics import LoopmlMagicError, LoopmlMagics
+from loopml.jupyter_ext import extension, magics
+from loopml.jupyter_ext.magics import PANELS, SHOWN_BY_PANEL, LoopmlMagicError, LoopmlMagics, command_path
+from loopml.jupyter_ext.notebook_files import ROOT_ENV, cell_notebook, current_notebook
+from tests.unit.payloads import job_json
+from tests.unit.test_cli import FakePlatform
 
 REPO = Path(__file__).resolve().parents[2]
 
-PARSED = [
-    pytest.param("submit", {"command": "submit", "notebook": None, "parameters": [], "wait": False}, id="submit-this"),
-    pytest.param("submit nb.ipynb -p C=0.1 -p s=a=b --cpus 0.5 --gpus 1 --memory 512 --resource node=1 "
-                 "--timeout 30 --retries 2 --name n --wait -P p",
-                 {"notebook": "nb.ipynb", "parameters": [("C", "0.1"), ("s", "a=b")], "cpus": 0.5, "gpus": 1.0,
-                  "memory_mb": 512, "custom": [("node", 1.0)], "timeout_s": 30.0, "max_retries": 2, "name": "n",
-                  "wait": True, "project": "p"}, id="submit-all-options"),
-    pytest.param("jobs", {"command": "jobs", "action": "list", "status": None}, id="jobs-lists"),
-    pytest.param("jobs -P p --status running", {"action": "list", "project": "p", "status": "RUNNING"},
-                 id="jobs-options-list"),
-    pytest.param("jobs abc", {"action": "show", "job_id": "abc"}, id="jobs-id-shows"),
-    pytest.param("jobs requeue abc -p C=1 --wait", {"action": "requeue", "job_id": "abc", "parameters": [("C", "1")],
-                                                    "wait": True}, id="jobs-requeue"),
-    pytest.param("jobs logs abc", {"action": "logs", "job_id": "abc"}, id="jobs-logs"),
-    pytest.param("jobs cancel abc", {"action": "cancel", "job_id": "abc"}, id="jobs-cancel"),
-    pytest.param("models", {"command": "models", "action": "list"}, id="models-lists"),
-    pytest.param("models iris", {"action": "show", "name": "iris"}, id="models-name-shows"),
-    pytest.param("models promote iris 2", {"action": "promote", "name": "iris", "version": 2}, id="models-promote"),
-    pytest.param("promote iris 2", {"command": "promote", "name": "iris", "version": 2}, id="promote"),
-    pytest.param("deploy iris@champion --endpoint iris --public --replicas 2 --canary 10",
-                 {"model": "iris@champion", "endpoint_name": "iris", "public": True, "replicas": 2, "canary": 10.0},
-                 id="deploy"),
-    pytest.param("deploy iris --endpoint iris --resource node2=0.1 --resource fast=1",
-                 {"custom": [("node2", 0.1), ("fast", 1.0)]}, id="deploy-resources"),
-    pytest.param("endpoints", {"command": "endpoints", "action": "list"}, id="endpoints-lists"),
-    pytest.param("endpoints iris", {"action": "show", "name": "iris"}, id="endpoints-name-shows"),
-    pytest.param("endpoints update iris --autoscale 1:3 --rotate-key",
-                 {"action": "update", "autoscale": "1:3", "rotate_key": True}, id="endpoints-update"),
-    pytest.param("endpoints delete iris", {"action": "delete", "name": "iris"}, id="endpoints-delete"),
-    pytest.param("rollback iris", {"command": "rollback", "name": "iris"}, id="rollback"),
-    pytest.param("monitor p/iris --window 15m", {"endpoint": "p/iris", "window": "15m"}, id="monitor"),
-    pytest.param("monitor iris", {"window": "1h"}, id="monitor-default-window"),
-    pytest.param("feedback iris 'my labels.csv'", {"endpoint": "iris", "file": "my labels.csv"}, id="feedback-quoted"),
-    pytest.param("requeue iris -p C=2 --alert a1 --wait", {"endpoint": "iris", "parameters": [("C", "2")],
-                                                            "alert_id": "a1", "wait": True}, id="requeue"),
-    pytest.param("dashboard -P p", {"command": "dashboard", "project": "p"}, id="dashboard"),
-    pytest.param("help monitor", {"command": "help", "topic": "monitor"}, id="help-topic"),
+
+def command_paths(group: click.Group, prefix: tuple[str, ...] = ()):
+    for name, command in sorted(group.commands.items()):
+        path = (*prefix, name)
+        yield " ".join(path)
+        if isinstance(command, click.Group):
+            yield from command_paths(command, path)
+
+
+@pytest.mark.parametrize(("args", "path"), [
+    pytest.param([], "", id="nothing"),
+    pytest.param(["--help"], "", id="root-help"),
+    pytest.param(["jobs", "list", "--status", "failed"], "jobs list", id="leaf"),
+    pytest.param(["jobs"], "jobs", id="group"),
+    pytest.param(["models", "show", "list"], "models show", id="an-argument-named-like-a-command"),
+    pytest.param(["sumbit", "x"], "", id="unknown"),
+])
+def test_command_path(args, path):
+    assert command_path(args) == path
+
+
+def test_every_panel_belongs_to_a_command_of_the_cli():
+    paths = set(command_paths(main))
+    assert set(PANELS) <= paths and SHOWN_BY_PANEL <= set(PANELS)
+
+
+# -- the magic in a shell ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def shell(monkeypatch):
+    """A shell with ``%loopml`` on a real client of the fake platform; panels are stand-ins
+    (``(path, result)``), so what each command hands the magic can be checked."""
+    for name in ("LOOPML_JOB_ID", "LOOPML_PROJECT", "JPY_SESSION_NAME"):
+        monkeypatch.delenv(name, raising=False)
+    platform = FakePlatform(projects=["p"])
+    client = Client("http://fake", "tok", transport=httpx.MockTransport(platform))
+    ip = InteractiveShell.instance()
+    ip.register_magics(LoopmlMagics(ip, client_factory=lambda: client))
+    for path in PANELS:
+        monkeypatch.setitem(PANELS, path, lambda client, result, path=path: (path, result))
+    yield SimpleNamespace(ip=ip, platform=platform, line=lambda line: ip.run_line_magic("loopml", line))
+    magics.unload_ipython_extension(ip)
+    client.close()
+
+
+@pytest.fixture
+def notebook(tmp_path) -> Path:
+    path = tmp_path / "train.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")]), path)
+    return path
+
+
+ERRORS = [
+    pytest.param("sumbit x", "loopml: No such command 'sumbit'. Did you mean 'submit'?", id="misspelt-command"),
+    pytest.param("frobnicate", "loopml: No such command 'frobnicate'.", id="unknown-command"),
+    pytest.param("jobs lis", "loopml: No such command 'lis'. Did you mean 'list'?", id="misspelt-subcommand"),
+    pytest.param("submit --bogus", "loopml: No such option '--bogus'.", id="unknown-option"),
+    pytest.param("jobs list --statu x", "loopml: No such option '--statu'. Did you mean '--status'?",
+                 id="misspelt-option"),
+    pytest.param("submit --cpus many", "loopml: Invalid value for '--cpus': 'many' is not a valid float.",
+                 id="bad-option-value"),
+    pytest.param("submit -p C", "loopml: Invalid value for '-p' / '--param': 'C' is not KEY=VALUE",
+                 id="param-without-value"),
+    pytest.param("submit missing.ipynb", "loopml: Invalid value for 'NOTEBOOK': File 'missing.ipynb' does not exist.",
+                 id="missing-notebook"),
+    pytest.param("jobs show", "loopml: Missing argument 'ID'.", id="missing-argument"),
+    pytest.param("deploy iris", "loopml: Missing option '--endpoint'.", id="missing-option"),
+    pytest.param("models promote iris 0", "loopml: Invalid value for 'VERSION': 0 is not in the range x>=1.",
+                 id="out-of-range"),
+    pytest.param("jobs list --status done", "loopml: Invalid value for '--status': 'done' is not one of",
+                 id="bad-choice"),
+    pytest.param("submit 'a.ipynb", "loopml: cannot split the line: No closing quotation", id="unbalanced-quote"),
+    pytest.param("models show nope -P p", "loopml: no route GET /projects/p/models/nope", id="platform-error"),
+    pytest.param("up", "loopml: `loopml up` starts the platform's processes on this machine: run it in a "
+                 "terminal, not in a kernel", id="up"),
+    pytest.param("down --data-dir /tmp/x", "loopml: `loopml down` stops the platform's processes on this machine",
+                 id="down"),
 ]
 
 
-@pytest.mark.parametrize(("line", "expected"), PARSED)
-def test_parse(line, expected):
-    parsed = vars(parse_line(line))
-    assert {key: parsed[key] for key in expected} == expected
+@pytest.mark.parametrize(("line", "expected"), ERRORS)
+def test_errors_print_one_line_and_return_none(shell, capsys, line, expected):
+    assert shell.line(line) is None
+    captured = capsys.readouterr()
+    assert captured.err.startswith(expected), captured.err
+    assert captured.err.count("\n") == 1 and "Traceback" not in captured.err and captured.out == ""
 
 
-BAD = [
-    pytest.param("sumbit", "unknown subcommand 'sumbit' (did you mean 'submit'? try: submit, jobs,", id="misspelt"),
-    pytest.param("frobnicate", "unknown subcommand 'frobnicate' (try: submit,", id="unknown"),
-    pytest.param("submit --cpus many", "submit: argument --cpus: invalid float value: 'many'", id="not-a-number"),
-    pytest.param("submit -p C", "submit: argument -p/--param: 'C' is not KEY=VALUE", id="param-without-value"),
-    pytest.param("submit --resource gpu=lots", "amount of 'gpu' is not a number: 'lots'", id="resource-amount"),
-    pytest.param("submit --retries 11", "submit: argument --retries: 11 is more than 10", id="retries-range"),
-    pytest.param("submit a.ipynb b.ipynb", "submit: unrecognized arguments: b.ipynb", id="extra-argument"),
-    pytest.param("submit --bogus", "submit: unrecognized arguments: --bogus", id="unknown-option"),
-    pytest.param("submit 'a.ipynb", "cannot split the line: No closing quotation", id="unbalanced-quote"),
-    pytest.param("jobs show", "jobs show: the following arguments are required: ID", id="missing-id"),
-    pytest.param("jobs list --status done", "'done' is not one of QUEUED, RUNNING, SUCCEEDED", id="bad-status"),
-    pytest.param("promote iris 0", "promote: argument VERSION: 0 is less than 1", id="version-zero"),
-    pytest.param("promote iris latest", "promote: argument VERSION: 'latest' is not a whole number", id="version-word"),
-    pytest.param("deploy iris", "deploy: the following arguments are required: --endpoint", id="deploy-no-endpoint"),
-    pytest.param("deploy iris --endpoint e --canary 100", "between 0 and 100 (exclusive)", id="canary-range"),
-    pytest.param("deploy iris --endpoint e --replicas 0", "deploy: argument --replicas: 0 is less than 1",
-                 id="replicas-range"),
-    pytest.param("feedback iris", "feedback: the following arguments are required: FILE", id="feedback-no-file"),
-    pytest.param("deploy iris --endpoint e --resource node2", "deploy: argument --resource: 'node2' is not "
-                 "KEY=VALUE", id="deploy-resource-without-amount"),
-]
+def test_a_platform_error_names_what_the_platform_said(shell, capsys):
+    shell.platform.fail = (403, {"message": "user 'alice' is not a member of project 'q'", "reason": "forbidden"})
+    assert shell.line("jobs list -P q") is None
+    assert capsys.readouterr().err == "loopml: user 'alice' is not a member of project 'q'\n"
 
 
-@pytest.mark.parametrize(("line", "message"), BAD)
-def test_bad_arguments_are_one_line(line, message):
-    with pytest.raises(MagicUsageError) as caught:
-        parse_line(line)
-    assert message in str(caught.value) and "\n" not in str(caught.value)
+def test_inside_a_job_an_error_raises_its_one_line(shell, monkeypatch):
+    monkeypatch.setenv("LOOPML_JOB_ID", "j0")
+    with pytest.raises(LoopmlMagicError) as caught:
+        shell.line("jobs show")
+    assert caught.value._render_traceback_() == ["loopml: Missing argument 'ID'."]
 
 
-def test_empty_line_and_help():
-    assert parse_line("   ") is None
-    with pytest.raises(HelpShown):
-        parse_line("submit -h")
-    assert _magic_args.usage() == USAGE
-    for name in SUBCOMMANDS:  # the usage documents every subcommand
-        assert f"%loopml {name}" in USAGE or f"%%loopml {name}" in USAGE
+@pytest.mark.parametrize(("line", "first"), [
+    pytest.param("", "Usage: %loopml [OPTIONS] COMMAND [ARGS]...", id="nothing-is-the-root-help"),
+    pytest.param("--help", "Usage: %loopml [OPTIONS] COMMAND [ARGS]...", id="root-help"),
+    pytest.param("jobs", "Usage: %loopml jobs [OPTIONS] COMMAND [ARGS]...", id="group-alone"),
+    pytest.param("jobs list -h", "Usage: %loopml jobs list [OPTIONS]", id="leaf-help"),
+    pytest.param("up --help", "Usage: %loopml up [OPTIONS]", id="up-help-is-still-help"),
+])
+def test_help_prints_clicks_help_and_returns_none(shell, capsys, line, first):
+    assert shell.line(line) is None
+    captured = capsys.readouterr()
+    assert captured.out.startswith(first + "\n") and captured.err == ""
 
 
-def test_help_of_a_subcommand_prints_its_options(capsys):
-    assert _magic_args.usage("deploy") == ""
+def test_a_view_returns_its_panel_without_the_text(shell, capsys):
+    shell.platform.polls = [job_json("j1", project="p", status="RUNNING")]
+    path, job = shell.line("jobs show j1 -P p")
+    assert (path, job.id, job.project) == ("jobs show", "j1", "p")
+    assert capsys.readouterr().out == ""
+
+
+def test_an_action_returns_its_panel_and_prints_what_it_did(shell, capsys):
+    path, job = shell.line("jobs cancel j1 -P p")
+    assert (path, job.status.value) == ("jobs cancel", "CANCELLED")
+    assert capsys.readouterr().out == "job j1 CANCELLED (0/0 cells)\n"
+
+
+def test_a_list_hands_its_project_and_filter_to_the_panel(shell):
+    path, listing = shell.line("jobs list --status succeeded")  # the only project: p
+    assert (path, listing.project, listing.status, listing.items) == ("jobs list", "p", "SUCCEEDED", [])
+
+
+@pytest.mark.parametrize("line", ["jobs logs j1 -P p", "jobs show j1 -P p --json", "projects list"])
+def test_a_command_without_a_panel_prints_its_text(shell, capsys, line):
+    shell.platform.polls = [job_json("j1", project="p")]
+    assert shell.line(line) is None
     out = capsys.readouterr().out
-    assert "usage: %loopml deploy" in out and "--endpoint NAME" in out and "--canary PCT" in out
+    assert out == {"jobs logs j1 -P p": "line 1\nline 2\n"}.get(line, out) and out
 
 
-@pytest.mark.parametrize(("endpoint", "project", "expected"), [
-    pytest.param("iris", None, (None, "iris"), id="name"),
-    pytest.param("iris", "p", ("p", "iris"), id="name-with-P"),
-    pytest.param("q/iris", None, ("q", "iris"), id="project-slash-name"),
-    pytest.param("q/iris", "q", ("q", "iris"), id="same-project-twice"),
-])
-def test_endpoint_ref(endpoint, project, expected):
-    assert endpoint_ref(endpoint, project) == expected
+def test_submit_wait_prints_how_the_job_ended_and_returns_its_panel_even_when_it_failed(shell, notebook, capsys):
+    shell.platform.polls = [job_json(status="RUNNING", done=1, total=2),
+                            job_json(status="FAILED", done=1, total=2, message="cell 2 raised")]
+    path, job = shell.line(f"submit {notebook} -P p --wait")
+    assert (path, job.status.value) == ("submit", "FAILED")
+    captured = capsys.readouterr()
+    assert captured.out == ("submitted job j1 (train.ipynb) to project p: QUEUED\n"
+                            "job j1 FAILED (1/2 cells): cell 2 raised\n")
+    assert captured.err == ""  # no progress bar: the panel shows progress
 
 
-@pytest.mark.parametrize(("endpoint", "project", "message"), [
-    pytest.param("q/iris", "p", "is in project 'q' but -P says 'p'", id="clash"),
-    pytest.param("/iris", None, "use NAME or PROJECT/NAME", id="no-project"),
-    pytest.param("q/a/b", None, "use NAME or PROJECT/NAME", id="two-slashes"),
-])
-def test_endpoint_ref_errors(endpoint, project, message):
-    with pytest.raises(MagicUsageError, match=message):
-        endpoint_ref(endpoint, project)
+def test_cell_magic_submits_the_cell(shell):
+    shell.platform.polls = [job_json(status="SUCCEEDED")]
+    path, job = shell.ip.run_cell_magic("loopml", "submit -P p -p C=0.5 --cpus 2 --wait", "print(C)\n")
+    assert (path, job.id) == ("submit", "j1")
+    body = shell.platform.body(0)
+    assert ["".join(c["source"]) for c in body["notebook"]["cells"]] == ["C = 0.5", "print(C)"]
+    assert (body["parameters"], body["resources"], body["name"]) == ({"C": "0.5"}, {"cpus": 2.0}, "notebook cell")
+
+
+def test_cell_magic_runs_only_submit_and_only_the_cell(shell, notebook, capsys):
+    assert shell.ip.run_cell_magic("loopml", "jobs list", "x = 1") is None
+    assert capsys.readouterr().err == "loopml: %%loopml runs a cell as a job: use %%loopml submit [options]\n"
+    assert shell.ip.run_cell_magic("loopml", f"submit {notebook} -P p", "x = 1") is None
+    assert "give no NOTEBOOK" in capsys.readouterr().err
+
+
+def test_submit_without_a_path_sends_the_saved_notebook(shell, notebook, monkeypatch, capsys):
+    monkeypatch.setenv("JPY_SESSION_NAME", str(notebook))
+    path, job = shell.line("submit -P p")
+    assert path == "submit" and "".join(shell.platform.body(0)["notebook"]["cells"][0]["source"]) == "x = 1"
+    assert capsys.readouterr().out.startswith("submitting train.ipynb as last saved\nsubmitted job j1")
+
+
+def test_submit_without_a_path_in_a_console_says_so(shell, capsys):
+    assert shell.line("submit -P p") is None
+    assert capsys.readouterr().err.startswith("loopml: this kernel runs no saved notebook (a console?)")
+
+
+def test_inside_a_job_submitting_the_current_notebook_is_skipped_not_recursive(shell, monkeypatch, capsys):
+    monkeypatch.setenv("LOOPML_JOB_ID", "j0")
+    assert shell.line("submit -P p") is None
+    assert "already runs as job j0" in capsys.readouterr().out and shell.platform.requests == []
+
+
+def test_the_cli_still_needs_a_notebook():
+    with pytest.raises(click.MissingParameter) as caught:
+        main(["submit", "-P", "p"], standalone_mode=False)
+    assert caught.value.format_message() == "Missing argument 'NOTEBOOK'."
+
+
+def test_feedback_warnings_go_to_stderr(shell, tmp_path, capsys, monkeypatch):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("request_id,label\nr1,1\n")
+    monkeypatch.setattr(Client, "feedback", lambda self, project, name, items: SimpleNamespace(
+        accepted=0, updated=0, unchanged=0, unknown=["r1"]))
+    path, sent = shell.line(f"feedback q/ep {labels}")
+    assert (path, sent.project, sent.endpoint) == ("feedback", "q", "ep")
+    captured = capsys.readouterr()
+    assert captured.out == "ep: 0 accepted, 0 updated, 0 unchanged, 1 unknown\n"
+    assert captured.err == "loopml: warning: 1 request ids have no captured request of q/ep: r1\n"
 
 
 # -- %%loopml submit: the cell as a notebook ------------------------------------------------
@@ -165,7 +256,7 @@ def test_cell_notebook_without_parameters_is_one_cell():
 
 
 def test_cell_notebook_refuses_a_parameter_that_is_no_identifier():
-    with pytest.raises(MagicUsageError, match="'learning-rate' is not a Python identifier"):
+    with pytest.raises(InvalidInput, match="'learning-rate' is not a Python identifier"):
         cell_notebook("x = 1", {"learning-rate": "0.1"})
 
 
@@ -204,91 +295,9 @@ def test_current_notebook(tree, environ, user_ns, cwd):
 ])
 def test_current_notebook_errors(tree, environ, message):
     root, _ = tree
-    with pytest.raises(MagicUsageError) as caught:
+    with pytest.raises(InvalidInput) as caught:
         current_notebook(environ, {}, root / "sub")
     assert message in str(caught.value)
-
-
-# -- the magic in a shell: one line on stderr, a raised line inside a job ---------------------
-
-
-class FakeClient:
-    """The platform answering every lookup with NotFound; records submits."""
-
-    def __init__(self):
-        self.submitted = []
-
-    def job(self, project, job_id):
-        raise NotFound(f"job {job_id!r} does not exist in project {project!r}")
-
-    def submit(self, project, notebook, **options):
-        self.submitted.append((project, notebook, options))
-        return SimpleNamespace(id="j1")
-
-
-@pytest.fixture
-def shell(monkeypatch):
-    monkeypatch.delenv("LOOPML_JOB_ID", raising=False)
-    ip = InteractiveShell.instance()
-    fake = FakeClient()
-    found = LoopmlMagics(ip, client_factory=lambda: fake)
-    ip.register_magics(found)
-    monkeypatch.setattr(found, "_job_panel", lambda job_id, project, wait=False: ("JobPanel", job_id, project, wait))
-    yield SimpleNamespace(ip=ip, client=fake)
-    magics.unload_ipython_extension(ip)
-
-
-@pytest.mark.parametrize(("line", "expected"), [
-    pytest.param("sumbit x", "loopml: unknown subcommand 'sumbit' (did you mean 'submit'?", id="usage"),
-    pytest.param("jobs show nope -P p", "loopml: job 'nope' does not exist in project 'p'", id="platform"),
-    pytest.param("submit missing.ipynb -P p --cpus x", "loopml: submit: argument --cpus: invalid float", id="option"),
-])
-def test_errors_print_one_line_and_return_none(shell, capsys, line, expected):
-    assert shell.ip.run_line_magic("loopml", line) is None
-    captured = capsys.readouterr()
-    assert captured.err.startswith(expected) and captured.err.count("\n") == 1 and "Traceback" not in captured.err
-
-
-def test_inside_a_job_an_error_raises_its_one_line(shell, monkeypatch):
-    monkeypatch.setenv("LOOPML_JOB_ID", "j0")
-    with pytest.raises(LoopmlMagicError) as caught:
-        shell.ip.run_line_magic("loopml", "jobs show nope -P p")
-    assert caught.value._render_traceback_() == ["loopml: job 'nope' does not exist in project 'p'"]
-
-
-def test_inside_a_job_submitting_the_current_notebook_is_skipped_not_recursive(shell, monkeypatch, capsys):
-    monkeypatch.setenv("LOOPML_JOB_ID", "j0")
-    assert shell.ip.run_line_magic("loopml", "submit -P p") is None
-    assert "already runs as job j0" in capsys.readouterr().out and shell.client.submitted == []
-
-
-def test_cell_magic_submits_the_cell(shell):
-    result = shell.ip.run_cell_magic("loopml", "submit -P p -p C=0.5 --cpus 2 --wait", "print(C)\n")
-    assert result == ("JobPanel", "j1", "p", True)
-    [(project, notebook, options)] = shell.client.submitted
-    assert project == "p" and [c.source for c in notebook.cells] == ["C = 0.5", "print(C)"]
-    assert options == {"parameters": {"C": "0.5"}, "resources": {"cpus": 2.0}, "timeout_s": None, "max_retries": 0,
-                       "name": "notebook cell"}
-
-
-def test_cell_magic_runs_only_submit(shell, capsys):
-    assert shell.ip.run_cell_magic("loopml", "jobs", "x = 1") is None
-    assert capsys.readouterr().err == "loopml: %%loopml runs a cell as a job: use %%loopml submit [options]\n"
-    assert shell.ip.run_cell_magic("loopml", "submit nb.ipynb -P p", "x = 1") is None
-    assert "give no NOTEBOOK" in capsys.readouterr().err
-
-
-def test_submit_without_a_path_sends_the_saved_notebook(shell, tree, monkeypatch, capsys):
-    root, nb = tree
-    monkeypatch.setenv("JPY_SESSION_NAME", str(nb))
-    assert shell.ip.run_line_magic("loopml", "submit -P p")[:2] == ("JobPanel", "j1")
-    assert shell.client.submitted[0][1] == nb
-    assert capsys.readouterr().out == "submitting train.ipynb as last saved\n"
-
-
-def test_help_prints_usage(shell, capsys):
-    assert shell.ip.run_line_magic("loopml", "") is None
-    assert capsys.readouterr().out == USAGE
 
 
 def test_load_registers_line_and_cell_magic_and_unload_removes_them():
