@@ -66,6 +66,8 @@ class LoopMLGroup(click.Group):
             return super().invoke(ctx)
         except LoopMLError as exc:
             raise CLIError(_one_line(exc.message)) from exc
+        except BrokenPipeError:  # `loopml ... | head`: click ends quietly on a closed pipe
+            raise
         except OSError as exc:  # e.g. jobs output -o into a read-only folder
             raise CLIError(_one_line(str(exc))) from exc
 

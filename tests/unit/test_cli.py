@@ -267,3 +267,18 @@ def test_help_and_jobs_list_do_not_import_heavy_packages():
     check = subprocess.run([sys.executable, "-c", LAZY_CHECK % (HEAVY,)], capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stderr
     assert "ID  NAME" in check.stdout
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    """`loopml ... | head`: output into a pipe nobody reads any more is no error line."""
+    import os
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line is written
+    try:
+        done = subprocess.run([str(Path(sys.executable).with_name("loopml")), "status", "--data-dir", str(tmp_path)],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert "Broken pipe" not in done.stderr and "error:" not in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
