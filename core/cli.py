@@ -21,6 +21,7 @@ endpoint commands in :mod:`loopml._cli_endpoints`, ``monitor`` and ``feedback`` 
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any
 
 import click
@@ -85,6 +86,16 @@ def main() -> None:
 for _command in (*JOB_COMMANDS, *MODEL_COMMANDS, *ENDPOINT_COMMANDS, *MONITOR_COMMANDS, *POLICY_COMMANDS,
                  *DEMO_COMMANDS):
     main.add_command(_command)
+
+
+def command_paths(group: click.Group = main, prefix: tuple[str, ...] = ()) -> Iterator[tuple[str, click.Command]]:
+    """Every command path below ``group`` (``"jobs"``, ``"jobs list"``, …) with its command,
+    groups before their commands, in name order."""
+    for name, command in sorted(group.commands.items()):
+        path = (*prefix, name)
+        yield " ".join(path), command
+        if isinstance(command, click.Group):
+            yield from command_paths(command, path)
 
 
 def _settings(**flags: Any) -> Settings:

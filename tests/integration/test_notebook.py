@@ -16,14 +16,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import click
 import httpx
 import pytest
 from jupyter_client import BlockingKernelClient, KernelManager
 from jupyter_core.paths import jupyter_config_path
 from sklearn.datasets import load_iris
 
-from loopml.cli import main
+from loopml.cli import command_paths, main
 from loopml.executor.models import JobStatus
 from loopml.launcher import free_port_block
 from tests.integration.notebooks import TRAIN, TRAIN_AND_LOG, write
@@ -269,17 +268,10 @@ BAD = [
 ]
 
 
-def command_paths(group: click.Group, prefix: tuple[str, ...] = ()):
-    for name, command in sorted(group.commands.items()):
-        path = (*prefix, name)
-        yield " ".join(path), command
-        if isinstance(command, click.Group):
-            yield from command_paths(command, path)
-
 
 def test_every_command_path_prints_clicks_help(kernel):
     """One cell asks ``%loopml <path> --help`` for every command path of the CLI (and the root)."""
-    paths = {"": main, **dict(command_paths(main))}
+    paths = {"": main, **dict(command_paths())}
     assert "jobs output" in paths and "models alias" in paths and "endpoints update" in paths
     kernel.ok("import contextlib as _cl, io as _io\n_helps = {}\n"
               f"for _path in {sorted(paths)!r}:\n"

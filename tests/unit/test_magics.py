@@ -18,7 +18,7 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 import loopml
-from loopml.cli import main
+from loopml.cli import command_paths, main
 from loopml.client import Client
 from loopml.errors import InvalidInput
 from loopml.executor.params import parameter_schema
@@ -30,13 +30,6 @@ from tests.unit.test_cli import FakePlatform
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-def command_paths(group: click.Group, prefix: tuple[str, ...] = ()):
-    for name, command in sorted(group.commands.items()):
-        path = (*prefix, name)
-        yield " ".join(path)
-        if isinstance(command, click.Group):
-            yield from command_paths(command, path)
 
 
 @pytest.mark.parametrize(("args", "path"), [
@@ -52,7 +45,7 @@ def test_command_path(args, path):
 
 
 def test_every_panel_belongs_to_a_command_of_the_cli():
-    paths = set(command_paths(main))
+    paths = {path for path, _ in command_paths()}
     assert set(PANELS) <= paths and SHOWN_BY_PANEL <= set(PANELS)
 
 
