@@ -68,7 +68,7 @@ def current_user(request: Request) -> User:
     """FastAPI dependency: the caller, or 401 with how to authenticate.
 
     The token comes from ``Authorization``; with the hub, a browser session cookie works too
-    (see :mod:`loopml.hub_config.service_auth`, which checks its XSRF token).
+    (see :mod:`loopml.server.service_auth`, which checks its XSRF token).
     """
     token = bearer_token(request)
     sessions = getattr(request.app.state, "sessions", None)

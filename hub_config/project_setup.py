@@ -15,7 +15,7 @@ log = logging.getLogger(__name__)
 
 class ProjectSetup(ProjectHooks):
     """Project hooks of the platform service. ``experiment`` creates a project's MLflow
-    experiment (idempotent); ``hub`` is the :class:`~loopml.hub_config.service_auth.HubClient`
+    experiment (idempotent); ``hub`` is the :class:`~loopml.server.service_auth.HubClient`
     when the platform runs as the hub's service."""
 
     def __init__(self, settings: Settings, experiment: Callable[[str], object], hub=None) -> None:

@@ -8,7 +8,7 @@ Python client and the magics work with no setup:
 - ``LOOPML_URL``: the platform service, through the hub's proxy,
 - ``LOOPML_TOKEN``: the workspace's own hub token (the same as ``JUPYTERHUB_API_TOKEN``),
   which may access the platform service, in this project only (see
-  :func:`loopml.hub_config.service_auth.workspace_projects`), and nothing else of the hub.
+  :func:`loopml.server.service_auth.workspace_projects`), and nothing else of the hub.
 
 A server without a name, or for a project the user is not a member of, is refused before
 anything starts, with a page that says why.
@@ -34,7 +34,7 @@ from tornado import web
 from traitlets import Unicode
 
 from loopml import sandbox
-from loopml._processes import MARKER
+from loopml.launcher.processes import MARKER
 from loopml.auth import User
 from loopml.db import Database
 from loopml.errors import InvalidInput, LoopMLError, NotFound

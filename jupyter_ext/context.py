@@ -13,8 +13,8 @@ import logging
 import threading
 import weakref
 
-from loopml import cli_common
-from loopml.cli_common import PROJECT_ENV
+from loopml.cli import common as cli_common
+from loopml.cli.common import PROJECT_ENV
 from loopml.client import Client
 from loopml.errors import LoopMLError
 from loopml.settings import read_client_config
@@ -56,7 +56,7 @@ def default_project(client: Client) -> str:
     """``$LOOPML_PROJECT`` if set, else the caller's only project (one request).
 
     :class:`~loopml.errors.InvalidInput` naming the choices when the caller has several
-    projects, or saying so when it has none (the CLI's rule, :func:`loopml.cli_common.default_project`).
+    projects, or saying so when it has none (the CLI's rule, :func:`loopml.cli.common.default_project`).
     """
     return cli_common.default_project(client, how="pass project=...")
 

@@ -35,7 +35,7 @@ import click
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 
 from loopml.cli import main
-from loopml.cli_common import Caller
+from loopml.cli.common import Caller
 from loopml.errors import LoopMLError
 from loopml.jupyter_ext.notebook_files import cell_notebook, current_notebook
 

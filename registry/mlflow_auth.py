@@ -31,8 +31,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from loopml._processes import write_private
-from loopml._run_state import stored_secret
+from loopml.launcher.processes import write_private
+from loopml.launcher.run_state import stored_secret
 from loopml.errors import Unavailable
 from loopml.settings import Settings
 

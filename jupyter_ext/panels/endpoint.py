@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipywidgets
 
-from loopml.cli_common import fmt_time
+from loopml.cli.common import fmt_time
 from loopml.client import Client
 from loopml.jupyter_ext.panels._base import Panel, set_trait, wide_layout
 from loopml.jupyter_ext.panels._html import esc, link, table

@@ -6,7 +6,7 @@ import ipywidgets
 import traitlets
 
 from loopml._client_wire import api_path
-from loopml.cli_common import fmt_time
+from loopml.cli.common import fmt_time
 from loopml.client import API_PREFIX, Client
 from loopml.executor.models import Job, JobStatus
 from loopml.jupyter_ext import context

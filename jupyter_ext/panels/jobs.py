@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipywidgets
 
 from loopml._client_wire import job_status
-from loopml.cli_common import fmt_time
+from loopml.cli.common import fmt_time
 from loopml.client import Client
 from loopml.executor.models import Job, JobStatus
 from loopml.jupyter_ext.panels._base import Panel, set_trait

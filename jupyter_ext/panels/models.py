@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipywidgets
 
-from loopml.cli_common import fmt_time
+from loopml.cli.common import fmt_time
 from loopml.client import Client
 from loopml.errors import InvalidInput
 from loopml.jupyter_ext.panels._base import Panel, set_trait

@@ -8,7 +8,7 @@ from collections import deque
 
 import ipywidgets
 
-from loopml.cli_common import fmt_time
+from loopml.cli.common import fmt_time
 from loopml.client import Client
 from loopml.errors import NotFound
 from loopml.jupyter_ext.panels._base import Panel, close_tree, set_trait, wide_layout

@@ -8,7 +8,7 @@ import os
 import httpx
 from sklearn.datasets import load_iris
 
-from loopml._ray_local import ray_auth_headers
+from loopml.launcher.ray_local import ray_auth_headers
 from loopml.executor.models import JobStatus
 from tests.integration.notebooks import TRAIN_AND_LOG
 

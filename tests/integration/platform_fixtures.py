@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loopml._run_state import node_temp_dir
+from loopml.launcher.run_state import node_temp_dir
 from loopml.client import Client
 from loopml.launcher import free_port_block
 from loopml.registry import mlflow_auth

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
-from loopml._ray_local import ray_auth_headers
+from loopml.launcher.ray_local import ray_auth_headers
 from loopml.errors import Forbidden
 from loopml.executor.models import JobStatus
 from loopml.serving.service import app_name

@@ -13,7 +13,7 @@ import warnings
 
 import pytest
 
-from loopml.app import create_app
+from loopml.server.app import create_app
 from loopml.auth import StaticTokenAuthenticator, User
 from loopml.db import Database, migrate
 from loopml.errors import InvalidInput, Unavailable
@@ -23,7 +23,7 @@ from loopml.hub_config.admin.actions import check_user_name, parse_quota
 from loopml.hub_config.admin.pages import templates
 from loopml.hub_config.admin.recent_logs import RecentLogs, redact
 from loopml.hub_config.admin.sections import job_filters, resource_text, traffic
-from loopml.hub_config.service_auth import BrowserSessions
+from loopml.server.service_auth import BrowserSessions
 from loopml.monitor.models import Alert
 from loopml.projects import ProjectCreate, ProjectService
 from loopml.serving.models import Endpoint

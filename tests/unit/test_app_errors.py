@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from loopml.app import create_app
+from loopml.server.app import create_app
 from loopml.auth import StaticTokenAuthenticator
 from loopml.monitor.ingest import CaptureService, capture_tokens
 from loopml.settings import load_settings

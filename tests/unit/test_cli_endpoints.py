@@ -324,7 +324,7 @@ def test_deploy_canary_and_promote_rollback_commands():
     assert rolled.exit_code == 0
     assert transport_calls == ["POST /api/v1/projects/demo/endpoints/iris-api/promote",
                                "POST /api/v1/projects/demo/endpoints/iris-api/rollback"]
-    from loopml._cli_endpoints import version_text
+    from loopml.cli.endpoints import version_text
     from loopml.serving.models import Endpoint
 
     assert version_text(Endpoint(**with_canary)).endswith("+ canary v3 at 20%")

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from loopml._cli_util import job_models_text
+from loopml.cli.util import job_models_text
 from loopml.client import Client
 from loopml.errors import Forbidden, InvalidInput, NotFound
 from loopml.executor.models import Job

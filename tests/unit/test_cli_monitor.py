@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from loopml import client as client_module
-from loopml._cli_monitor import sparkline
+from loopml.cli.monitor import sparkline
 from loopml.client import Client
 from loopml.errors import InvalidInput
 

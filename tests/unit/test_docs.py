@@ -136,7 +136,7 @@ IN_TEXT = re.compile(rf"\b({'|'.join(METHODS)})\s+`?(/[^\s`|),]*)")
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     """The platform app with default settings (building it starts no service)."""
-    from loopml.app import create_app
+    from loopml.server.app import create_app
     from loopml.settings import load_settings
 
     with pytest.MonkeyPatch.context() as patch:

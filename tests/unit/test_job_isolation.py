@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 from loopml import launcher, sandbox
-from loopml.app import create_app
+from loopml.server.app import create_app
 from loopml.auth import StaticTokenAuthenticator
 from loopml.errors import Unavailable
 from loopml.settings import load_settings

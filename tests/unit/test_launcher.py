@@ -23,7 +23,8 @@ import httpx
 import psutil
 import pytest
 
-from loopml import _processes, _ray_local, _run_state as run_state, launcher
+from loopml import launcher
+from loopml.launcher import processes as _processes, ray_local as _ray_local, run_state
 from loopml.errors import Conflict, InvalidInput, Unavailable
 from loopml.registry.server import mlflow_server_command
 from loopml.settings import ProjectSeed, Settings, TokenUser, load_settings
@@ -434,7 +435,7 @@ def test_status_shows_the_driver_env(settings: Settings, healthy_server: str) ->
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # raised by Ray's own modules on import
 def test_ray_still_reads_the_cluster_switch_the_way_ray_start_worker_nodes_assume() -> None:
-    """:mod:`loopml._ray_start` swaps ``ray_constants`` in ``ray start``'s module only."""
+    """:mod:`loopml.launcher.ray_start` swaps ``ray_constants`` in ``ray start``'s module only."""
     import inspect
 
     import ray._private.services as services

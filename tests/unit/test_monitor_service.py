@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_iris
 
-from loopml.app import create_app
+from loopml.server.app import create_app
 from loopml.auth import StaticTokenAuthenticator
 from loopml.db import Database, migrate, utcnow
 from loopml.errors import InvalidInput, NotFound

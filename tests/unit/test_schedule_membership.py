@@ -89,7 +89,7 @@ def test_a_schedule_of_a_user_who_left_the_hub_group_never_fires_and_resumes_whe
 
 
 def test_the_cli_shows_a_paused_schedule_and_why(monkeypatch):
-    from loopml import _cli_jobs
+    from loopml.cli import jobs as _cli_jobs
     from loopml.cli import main
     from loopml.executor.models import Schedule
 

@@ -17,10 +17,10 @@ from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from itsdangerous import URLSafeTimedSerializer
 
-from loopml.app import _install_error_handlers
+from loopml.server.app import _install_error_handlers
 from loopml.auth import User, current_user
-from loopml.hub_config import service_auth
-from loopml.hub_config.service_auth import (
+from loopml.server import service_auth
+from loopml.server.service_auth import (
     SESSION_COOKIE,
     STATE_COOKIE,
     BrowserSessions,

@@ -9,7 +9,7 @@ import warnings
 
 import pytest
 
-from loopml.app import _without_credentials, create_app
+from loopml.server.app import _without_credentials, create_app
 from loopml.auth import StaticTokenAuthenticator
 from loopml.settings import load_settings
 

@@ -10,7 +10,7 @@ import pytest
 
 from loopml.db import Database, migrate
 from loopml.errors import Forbidden
-from loopml.hub_config.service_auth import HubTokenAuthenticator, workspace_projects
+from loopml.server.service_auth import HubTokenAuthenticator, workspace_projects
 from loopml.projects import ProjectCreate, ProjectService, ProjectUpdate
 
 SERVICE = "access:services!service=loopml"

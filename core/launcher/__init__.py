@@ -28,7 +28,7 @@ loopback. ``up`` sets it for the Ray head (whose raylet hands it to workers, job
 kernels), for worker nodes of :func:`start_ray_worker_node` and for the platform service;
 any other driver needs it too, or its ``ray.init`` dials the network address, where nothing
 listens. In that mode plain ``ray start --address`` refuses to start a worker node, so
-worker nodes start through :mod:`loopml._ray_start`. A cluster joined with ``ray_address``
+worker nodes start through :mod:`loopml.launcher.ray_start`. A cluster joined with ``ray_address``
 is not ours: nothing is set for it.
 
 Ray token authentication. Ray 2.60 runs a cluster with token auth when a token exists, and a
@@ -63,7 +63,7 @@ from typing import Any
 import psutil
 from pydantic import BaseModel, Field
 
-from loopml._processes import (
+from loopml.launcher.processes import (
     MARKER,
     ProcessRecord,
     check_ports,
@@ -76,9 +76,9 @@ from loopml._processes import (
     stop_record,
     wait_http,
 )
-from loopml._ray_local import RayPorts, head_command, node_env, shutdown_serve, wait_ray
-from loopml._ray_worker import RayWorkerNode, start_ray_worker_node
-from loopml._run_state import (
+from loopml.launcher.ray_local import RayPorts, head_command, node_env, shutdown_serve, wait_ray
+from loopml.launcher.ray_worker import RayWorkerNode, start_ray_worker_node
+from loopml.launcher.run_state import (
     COMPONENTS,
     START_ORDER,
     STATE_FILE,

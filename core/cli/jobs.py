@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from loopml._cli_util import (
+from loopml.cli.util import (
     caller_of,
     client_from,
     echo_fields,
@@ -30,7 +30,7 @@ from loopml._cli_util import (
     resources_text,
     wait_with_progress,
 )
-from loopml.cli_common import Ended, Listing, fmt_time
+from loopml.cli.common import Ended, Listing, fmt_time
 from loopml.executor.models import Job, JobStatus
 
 NOTEBOOK = click.Path(exists=True, dir_okay=False, path_type=Path)

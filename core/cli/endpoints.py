@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import click
 
-from loopml._cli_util import (
+from loopml.cli.util import (
     custom_resources,
     client_from,
     echo_fields,
@@ -18,7 +18,7 @@ from loopml._cli_util import (
     project_option,
     resolve_project,
 )
-from loopml.cli_common import Listing, fmt_time
+from loopml.cli.common import Listing, fmt_time
 from loopml.serving.models import MAX_REPLICAS, Deployed, Endpoint
 
 

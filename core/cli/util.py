@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 from pydantic import BaseModel
 
-from loopml.cli_common import PROJECT_ENV, Caller, Ended, default_project
+from loopml.cli.common import PROJECT_ENV, Caller, Ended, default_project
 from loopml.client import Client
 from loopml.errors import InvalidInput
 from loopml.executor.models import Job, JobStatus, Resources

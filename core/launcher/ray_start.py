@@ -1,5 +1,5 @@
 """``ray start`` for a worker node that joins a loopback-only head:
-``python -m loopml._ray_start <ray start arguments>``.
+``python -m loopml.launcher.ray_start <ray start arguments>``.
 
 :mod:`loopml.launcher` runs every Ray node it starts with
 ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` so that Ray keeps ``127.0.0.1`` as the node's

@@ -34,7 +34,7 @@ from loopml.executor.schedules import ScheduleService
 from loopml.executor.service import JobService
 from loopml.hub_config import admin as admin_panel
 from loopml.hub_config.project_setup import ProjectSetup
-from loopml.hub_config.service_auth import (
+from loopml.server.service_auth import (
     BrowserSessions,
     ChainAuthenticator,
     HubClient,

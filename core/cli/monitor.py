@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from loopml._cli_util import (
+from loopml.cli.util import (
     client_from,
     echo_fields,
     echo_json,
@@ -23,7 +23,7 @@ from loopml._cli_util import (
     project_option,
     resolve_project,
 )
-from loopml.cli_common import LabelsSent, fmt_time
+from loopml.cli.common import LabelsSent, fmt_time
 from loopml.errors import InvalidInput
 from loopml.monitor.models import MonitorReport
 

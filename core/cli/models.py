@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import click
 
-from loopml._cli_util import (
+from loopml.cli.util import (
     client_from,
     echo_fields,
     echo_json,
@@ -19,7 +19,7 @@ from loopml._cli_util import (
     project_option,
     resolve_project,
 )
-from loopml.cli_common import Listing, fmt_time
+from loopml.cli.common import Listing, fmt_time
 from loopml.registry.models import Model, ModelVersion
 
 MAX_COLUMNS = 6

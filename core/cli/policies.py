@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from loopml._cli_monitor import endpoint_ref
-from loopml._cli_util import (
+from loopml.cli.monitor import endpoint_ref
+from loopml.cli.util import (
     client_from,
     echo_fields,
     echo_json,
@@ -22,7 +22,7 @@ from loopml._cli_util import (
     resolve_project,
     wait_with_progress,
 )
-from loopml.cli_common import Ended, Listing, fmt_time
+from loopml.cli.common import Ended, Listing, fmt_time
 from loopml.errors import NotFound
 from loopml.executor.models import Job, JobStatus
 from loopml.monitor.models import Policy

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from loopml._cli_util import client_from, wait_with_progress
+from loopml.cli.util import client_from, wait_with_progress
 from loopml.errors import LoopMLError
 
 T = TypeVar("T")

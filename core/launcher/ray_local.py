@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from loopml._processes import wait_http, write_private
+from loopml.launcher.processes import wait_http, write_private
 from loopml.errors import InvalidInput, Unavailable
 from loopml.serving.admission import CALLBACK, CALLBACK_ENV, DEFAULT_LIMIT, LIMIT_ENV
 from loopml.settings import Settings
@@ -215,9 +215,9 @@ def head_command(settings: Settings) -> list[str]:
 def worker_command(address: str, name: str, base_port: int, *, num_cpus: int, resources: dict[str, float],
                    memory_mb: int, object_store_mb: int, temp_dir: str) -> list[str]:
     """``ray start --address --block`` for a worker node named ``name``, through
-    :mod:`loopml._ray_start` (which lets a worker node start with clusters "disabled")."""
+    :mod:`loopml.launcher.ray_start` (which lets a worker node start with clusters "disabled")."""
     return [
-        sys.executable, "-m", "loopml._ray_start", f"--address={address}", "--block",
+        sys.executable, "-m", "loopml.launcher.ray_start", f"--address={address}", "--block",
         f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}",
         "--node-ip-address=127.0.0.1", f"--node-name={name}", "--disable-usage-stats", "--log-color=false",
         f"--memory={memory_mb * 2**20}", f"--object-store-memory={object_store_mb * 2**20}",

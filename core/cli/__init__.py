@@ -2,17 +2,17 @@
 
 One root group, :data:`main` (the console-script entry point). Subcommands register on it
 with ``@main.command()`` / ``main.add_command(...)``; the job commands live in
-:mod:`loopml._cli_jobs`, the model commands in :mod:`loopml._cli_models`, ``deploy`` and the
-endpoint commands in :mod:`loopml._cli_endpoints`, ``monitor`` and ``feedback`` in
-:mod:`loopml._cli_monitor`. Contract for every subcommand:
+:mod:`loopml.cli.jobs`, the model commands in :mod:`loopml.cli.models`, ``deploy`` and the
+endpoint commands in :mod:`loopml.cli.endpoints`, ``monitor`` and ``feedback`` in
+:mod:`loopml.cli.monitor`. Contract for every subcommand:
 
 - a :class:`loopml.errors.LoopMLError` (or an ``OSError``) becomes ONE line
   ``error: <message>`` on stderr and exit code 1, never a traceback; usage errors exit 2;
 - ``-P/--project`` defaults to ``$LOOPML_PROJECT``, else the caller's only project;
 - ``--json`` prints the pydantic model(s) as ``model_dump(mode="json")``;
-- the callback returns what it computed (the job, the model, a :class:`~loopml.cli_common.Listing`…;
+- the callback returns what it computed (the job, the model, a :class:`~loopml.cli.common.Listing`…;
   ``None`` with ``--json``) besides printing it: the ``%loopml`` magic runs this same tree
-  (:mod:`loopml.jupyter_ext.magics`) with a :class:`~loopml.cli_common.Caller` as ``obj`` and
+  (:mod:`loopml.jupyter_ext.magics`) with a :class:`~loopml.cli.common.Caller` as ``obj`` and
   renders that result as a panel;
 - startup stays light: ray, mlflow, papermill, pandas, fastapi and sqlalchemy are imported
   only inside the commands that need them (``tests/unit/test_cli.py`` checks this).
@@ -27,13 +27,13 @@ from typing import IO, TYPE_CHECKING, Any
 import click
 from pydantic import ValidationError
 
-from loopml._cli_endpoints import COMMANDS as ENDPOINT_COMMANDS
-from loopml._cli_jobs import COMMANDS as JOB_COMMANDS
-from loopml._cli_models import COMMANDS as MODEL_COMMANDS
-from loopml._cli_demo import COMMANDS as DEMO_COMMANDS
-from loopml._cli_monitor import COMMANDS as MONITOR_COMMANDS
-from loopml._cli_policies import COMMANDS as POLICY_COMMANDS
-from loopml._cli_util import (
+from loopml.cli.endpoints import COMMANDS as ENDPOINT_COMMANDS
+from loopml.cli.jobs import COMMANDS as JOB_COMMANDS
+from loopml.cli.models import COMMANDS as MODEL_COMMANDS
+from loopml.cli.demo import COMMANDS as DEMO_COMMANDS
+from loopml.cli.monitor import COMMANDS as MONITOR_COMMANDS
+from loopml.cli.policies import COMMANDS as POLICY_COMMANDS
+from loopml.cli.util import (
     client_from,
     echo_fields,
     echo_json,
@@ -42,7 +42,7 @@ from loopml._cli_util import (
     json_option,
     resolve_project,
 )
-from loopml.cli_common import fmt_time
+from loopml.cli.common import fmt_time
 from loopml.errors import InvalidInput, LoopMLError
 from loopml.settings import Settings, load_settings
 

@@ -11,7 +11,7 @@ import logging
 
 import uvicorn
 
-from loopml.app import create_app
+from loopml.server.app import create_app
 from loopml.settings import load_settings
 
 
