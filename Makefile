@@ -65,6 +65,7 @@ status:
 	$(VENV)/bin/loopml status
 
 test: install-test
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install

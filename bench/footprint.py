@@ -61,9 +61,9 @@ from loopml.launcher import free_port_block
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))  # the repo root, for the tests' scripted login
-from tests.hub.login import oidc_login  # noqa: E402
-
 from _platform import VENV_BIN, platform_env, state_records, stop_platform  # noqa: E402 (bench/ is on sys.path)
+
+from tests.hub.login import oidc_login  # noqa: E402
 
 RESULTS = BENCH / "results" / "footprint.md"
 TARGET_MIB = 2.5 * 1024

@@ -250,9 +250,9 @@ def report(f: Figures, args: argparse.Namespace, limits: str, took: float) -> st
 
 
 def main() -> None:
-    from loopml.serving.deployment import ModelEndpoint
-
     from _platform import stop_platform  # bench/ is on sys.path
+
+    from loopml.serving.deployment import ModelEndpoint
     from serving import dataframe_split, serve_wine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -55,10 +55,9 @@ from typing import Any, Callable
 
 import numpy as np
 import psutil
+from _platform import VENV_BIN, platform_env, platform_pids, stop_platform  # bench/ is on sys.path
 
 from loopml.launcher import free_port_block
-
-from _platform import VENV_BIN, platform_env, platform_pids, stop_platform  # bench/ is on sys.path
 
 BENCH = Path(__file__).parent
 RESULTS = BENCH / "results" / "serving.md"
@@ -190,7 +189,6 @@ def register_model(mlflow_url: str, home: Path):
     from sklearn.preprocessing import StandardScaler
 
     import loopml
-
     from loopml.registry.mlflow_auth import project_env
 
     os.environ.update({**project_env(home, mlflow_url, PROJECT), "LOOPML_PROJECT": PROJECT,

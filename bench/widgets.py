@@ -258,7 +258,7 @@ def main() -> None:
         samples: dict[str, list[Sample]] = {name: [] for name in names}
         load = [os.getloadavg()[0]]
         for round_no in range(args.rounds):
-            order = list(zip(names, CONFIGS))
+            order = list(zip(names, CONFIGS, strict=True))
             order = order[round_no % 3:] + order[:round_no % 3]  # rotate: no config always runs first
             for name, (_, panels, duty) in order:
                 samples[name].append(measure(kernel, url, args.panels if panels is None else panels, duty,
@@ -286,7 +286,7 @@ def _get(url: str) -> str:
 def _ratios(samples: list[Sample], base: list[Sample], field: str) -> tuple[float, float, float]:
     """Median, lowest and highest of the per-round ratios to the baseline (rounds are paired:
     both ran within seconds, under the same machine load)."""
-    ratios = sorted(getattr(s, field) / getattr(b, field) for s, b in zip(samples, base))
+    ratios = sorted(getattr(s, field) / getattr(b, field) for s, b in zip(samples, base, strict=True))
     return statistics.median(ratios), ratios[0], ratios[-1]
 
 

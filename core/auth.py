@@ -1,7 +1,8 @@
 """Who is calling: token authentication for every REST route.
 
 The authenticator is chosen by the app (headless mode: :class:`StaticTokenAuthenticator`
-from settings); routes depend on :func:`current_user`. Tokens are compared in constant
+from settings); routes depend on :func:`current_user`, project-scoped routes on
+:func:`member` and admin-only routes on :func:`admin_user`. Tokens are compared in constant
 time and never logged.
 """
 
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
+from typing import Protocol
 
-from fastapi import Request
+from fastapi import Depends, Request
 
-from loopml.errors import Unauthorized
+from loopml.errors import Forbidden, Unauthorized
+from loopml.services import Services, services
 from loopml.settings import Settings
 
 ADMIN_USER = "admin"
@@ -26,6 +29,12 @@ class User:
     admin: bool = False
     groups: frozenset[str] = frozenset()  # hub groups (from the identity provider); project P is <prefix>P
     only_projects: frozenset[str] | None = None  # a job token: the job's project, nothing else
+
+
+class Authenticator(Protocol):
+    """Who a token belongs to: the user, or None for a token it does not know."""
+
+    def authenticate(self, token: str) -> User | None: ...
 
 
 class StaticTokenAuthenticator:
@@ -64,22 +73,35 @@ def bearer_token(request: Request) -> str | None:
     return token
 
 
-def current_user(request: Request) -> User:
+def current_user(request: Request, found: Services = Depends(services)) -> User:
     """FastAPI dependency: the caller, or 401 with how to authenticate.
 
     The token comes from ``Authorization``; with the hub, a browser session cookie works too
     (see :mod:`loopml.server.service_auth`, which checks its XSRF token).
     """
     token = bearer_token(request)
-    sessions = getattr(request.app.state, "sessions", None)
-    if token is None and sessions is not None:
-        token = sessions.session_token(request)
+    if token is None and found.sessions is not None:
+        token = found.sessions.session_token(request)
     if token is None:
         raise Unauthorized(
             "no API token: send 'Authorization: Bearer <token>' (the CLI reads it from LOOPML_TOKEN "
             "or the client config written by `loopml up`)"
         )
-    user = request.app.state.authenticator.authenticate(token)
+    user = found.authenticator.authenticate(token)
     if user is None:
         raise Unauthorized("the API token is not valid: use the token printed by `loopml up` or issued to you")
+    return user
+
+
+def member(project: str, user: User = Depends(current_user), found: Services = Depends(services)) -> User:
+    """FastAPI dependency of every project-scoped route: the caller, once their membership of
+    the path's ``project`` is checked (403 otherwise)."""
+    found.projects.require_member(user, project)
+    return user
+
+
+def admin_user(user: User = Depends(current_user)) -> User:
+    """FastAPI dependency: the caller, who must be a platform admin (checked before the body is read)."""
+    if not user.admin:
+        raise Forbidden("only platform admins create and change projects: ask one to do it for you")
     return user

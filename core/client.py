@@ -1,8 +1,8 @@
 """Sync Python client of the platform's REST API (``<url>/api/v1``), for the CLI, notebooks and widgets.
 
 Every method either returns the answer parsed into the pydantic model the server documents
-(``loopml.executor.models``, ``loopml.projects``, ``loopml.registry.models``,
-``loopml.serving.models``, ``loopml.monitor.models``) or raises a
+(exported by ``loopml.executor``, ``loopml.projects``, ``loopml.registry``,
+``loopml.serving``, ``loopml.monitor``) or raises a
 :class:`loopml.errors.LoopMLError`: the class matching the HTTP status, built from the body's
 ``message`` and ``reason``. The token travels only in the ``Authorization`` header: it is
 never logged, never part of an error message and never in ``repr(client)``.
@@ -20,13 +20,19 @@ from pydantic import BaseModel, ValidationError
 
 from loopml import _client_wire as wire
 from loopml.errors import InvalidInput, LoopMLError, Unauthorized, Unavailable
-from loopml.executor.models import Job, JobStatus, Resources, Schedule
-from loopml.monitor.models import MAX_FEEDBACK, FeedbackItem, FeedbackResult, MonitorReport
-from loopml.registry.models import Model, ModelSummary
-from loopml.registry.names import check_alias
-from loopml.registry.service import CHAMPION, check_version
-from loopml.monitor.models import Alert, Policy, PolicySpec, Requeued
-from loopml.serving.models import Autoscale, Deployed, Endpoint, EndpointResources
+from loopml.executor import Job, JobStatus, Resources, Schedule
+from loopml.monitor import (
+    MAX_FEEDBACK,
+    Alert,
+    FeedbackItem,
+    FeedbackResult,
+    MonitorReport,
+    Policy,
+    PolicySpec,
+    Requeued,
+)
+from loopml.registry import CHAMPION, Model, ModelSummary, check_alias, check_version
+from loopml.serving import Autoscale, Deployed, Endpoint, EndpointResources
 from loopml.settings import read_client_config
 
 if TYPE_CHECKING:
@@ -205,6 +211,11 @@ class Client:
     def logs(self, project: str, job_id: str) -> str:
         """The job's log so far (plain text)."""
         return self._request("GET", wire.api_path("projects", project, "jobs", job_id, "logs")).text
+
+    def job_output_url(self, project: str, job_id: str) -> str:
+        """The REST URL of the job's executed notebook (what :meth:`output` reads); fetching
+        it needs this client's token, so it is a link for tools that send one."""
+        return self.url + API_PREFIX + wire.api_path("projects", project, "jobs", job_id, "output")
 
     def output(self, project: str, job_id: str) -> dict[str, Any]:
         """The executed notebook as an ``nbformat.NotebookNode`` (a dict; multi-line strings

@@ -12,16 +12,17 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, Field, StrictBool, StrictInt, field_validator
 from sqlalchemy import ForeignKey, Integer, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from loopml.auth import User, current_user
+from loopml.auth import User, admin_user, current_user
 from loopml.db import Base, Database, UTCDateTime, utcnow
 from loopml.errors import Conflict, Forbidden, NotFound
 from loopml.names import check_name
 from loopml.paging import Page, page
+from loopml.services import Services, services
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +208,8 @@ class ProjectService:
 router = APIRouter(tags=["projects"])
 
 
-def projects(request: Request) -> ProjectService:
-    return request.app.state.projects
+def projects(found: Services = Depends(services)) -> ProjectService:
+    return found.projects
 
 
 @router.get("/projects", response_model=list[Project])
@@ -216,13 +217,6 @@ def list_projects(window: Page = Depends(page), user: User = Depends(current_use
                   service: ProjectService = Depends(projects)):
     """The projects the caller is a member of (all of them for admins); ``limit`` and ``offset`` page them."""
     return window.of(service.visible_to(user, with_group_members=True))
-
-
-def admin_user(user: User = Depends(current_user)) -> User:
-    """FastAPI dependency: the caller, who must be a platform admin (checked before the body is read)."""
-    if not user.admin:
-        raise Forbidden("only platform admins create and change projects: ask one to do it for you")
-    return user
 
 
 @router.post("/projects", response_model=Project, status_code=201)

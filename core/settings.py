@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     proxy_api_port: int = Field(8802, description="Port of configurable-http-proxy's REST API.")
     idp_port: int = Field(8803, description="Port of the bundled development OIDC provider.")
     hub_service_name: str = Field("loopml", description="Name of the platform's hub service (/services/<name>/).")
+    hub_spawner_class: str = Field("simple", description=(
+        "JupyterHub spawner the project workspaces run on, with loopml's workspace rules added: an entry point "
+        "name of the jupyterhub.spawners group (simple, localprocess, kubespawner…) or an import path "
+        "(module.Class or module:Class)."))
     project_group_prefix: str = Field("loopml-", description="Hub group of project P: <prefix>P (IdP groups too).")
     oauth: OAuthSettings = Field(default_factory=OAuthSettings, description="Identity provider of the hub.")
 

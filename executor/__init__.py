@@ -1,1 +1,21 @@
-"""The executor slice: notebook jobs run by papermill on a Ray cluster, with schedules."""
+"""The executor slice: notebook jobs run by papermill on a Ray cluster, with schedules.
+
+Its public surface is ``__all__``: the job and schedule models (light: pydantic only) and
+the services the platform and the other slices use. Imports are lazy (:mod:`loopml._lazy`),
+so the client and the panels pay for the models alone.
+"""
+
+from loopml._lazy import lazy_exports
+
+_EXPORTS = {
+    **dict.fromkeys(["Job", "JobFailure", "JobRequeue", "JobStatus", "JobSubmit", "Progress", "Resources",
+                     "Schedule", "ScheduleCreate", "Trigger"], ".models"),
+    "JobBackend": ".backend",
+    "RayJobBackend": ".backend",
+    "JobService": ".service",
+    "ScheduleService": ".schedules",
+    "JobTokens": ".job_tokens",
+}
+
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

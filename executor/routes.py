@@ -2,30 +2,25 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 from fastapi.responses import PlainTextResponse
 
-from loopml.auth import User, current_user
+from loopml.auth import User, member
 from loopml.executor.models import Job, JobRequeue, JobStatus, JobSubmit, Schedule, ScheduleCreate
 from loopml.executor.schedules import ScheduleService
 from loopml.executor.service import JobService
 from loopml.paging import MAX_LIMIT, MAX_OFFSET, Page, page
+from loopml.services import Services, services
 
 router = APIRouter(tags=["jobs"])
 
 
-def member(project: str, request: Request, user: User = Depends(current_user)) -> User:
-    """Dependency of every route here: the caller, once their project membership is checked."""
-    request.app.state.projects.require_member(user, project)
-    return user
+def jobs(found: Services = Depends(services)) -> JobService:
+    return found.jobs
 
 
-def jobs(request: Request) -> JobService:
-    return request.app.state.jobs
-
-
-def schedules(request: Request) -> ScheduleService:
-    return request.app.state.schedules
+def schedules(found: Services = Depends(services)) -> ScheduleService:
+    return found.schedules
 
 
 @router.post("/projects/{project}/jobs", response_model=Job, status_code=201)

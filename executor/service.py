@@ -30,8 +30,8 @@ from loopml.executor.models import Job, JobFailure, JobRequeue, JobStatus, JobSu
 from loopml.executor.orm import JobOutputRow, JobRow
 from loopml.executor.params import validate_parameters
 from loopml.projects import ProjectRow
-from loopml.registry.models import ModelRef
 from loopml.registry import mlflow_auth
+from loopml.registry.models import ModelRef
 from loopml.registry.tracking import JobTracking
 from loopml.settings import Settings
 

@@ -9,7 +9,8 @@ What it sets up:
   checkout's ``node_modules``), its API on ``hub_api_port``, its state in ``<home>/hub``;
 - login through the identity provider of ``settings.oauth``
   (:mod:`loopml.hub_config.authenticator`);
-- named servers, one per project (:class:`~loopml.hub_config.spawner.ProjectSpawner`),
+- named servers, one per project, on the spawner ``settings.hub_spawner_class`` names with
+  loopml's workspace rules added (:class:`~loopml.hub_config.spawner.LoopmlSpawnerMixin`),
   opened from the hub home page, which lists the user's projects (``templates/home.html``);
 - the platform service as the managed service ``loopml`` at ``/services/loopml/`` (``python
   -m loopml.server``, with the settings ``up`` was given), shown in the Services menu;
@@ -28,7 +29,7 @@ from typing import Any
 
 from loopml.hub_config.authenticator import authenticator_config
 from loopml.hub_config.launch import HERE, node_modules
-from loopml.hub_config.spawner import ProjectSpawner, template_projects
+from loopml.hub_config.spawner import LoopmlSpawnerMixin, spawner_base, spawner_class, template_projects
 from loopml.settings import Settings, load_settings
 
 TEMPLATES = HERE / "templates"
@@ -89,21 +90,22 @@ def configure(c: Any, settings: Settings | None = None) -> None:
     c.JupyterHub.allow_named_servers = True
     c.JupyterHub.named_server_limit_per_user = 0
     c.JupyterHub.default_url = "/hub/home"
-    c.JupyterHub.spawner_class = ProjectSpawner
+    c.JupyterHub.spawner_class = spawner_class(spawner_base(settings.hub_spawner_class))
     c.Spawner.cmd = [str(Path(sys.executable).with_name("jupyterhub-singleuser"))]
     c.Spawner.default_url = "/lab"
     c.Spawner.http_timeout = 60
     c.Spawner.start_timeout = 120
     c.Spawner.server_token_scopes = ["users:activity!user", "access:servers!server", f"access:services!service={name}"]
-    c.ProjectSpawner.projects_dir = str(settings.projects_dir)
-    c.ProjectSpawner.database_url = settings.database_url
-    c.ProjectSpawner.group_prefix = settings.project_group_prefix
-    c.ProjectSpawner.data_dir = str(settings.home)
-    c.ProjectSpawner.isolation = getattr(settings, "job_isolation", "bwrap")
-    c.ProjectSpawner.home_dir_template = str(hub_dir / "homes" / "{username}")
-    c.ProjectSpawner.platform_url = f"{settings.hub_url}{service_prefix(settings).rstrip('/')}"
+    rules = c[LoopmlSpawnerMixin.__name__]  # the workspace rules' traits, whatever spawner they are added to
+    rules.projects_dir = str(settings.projects_dir)
+    rules.database_url = settings.database_url
+    rules.group_prefix = settings.project_group_prefix
+    rules.data_dir = str(settings.home)
+    rules.isolation = getattr(settings, "job_isolation", "bwrap")
+    rules.platform_url = f"{settings.hub_url}{service_prefix(settings).rstrip('/')}"
+    c.SimpleLocalProcessSpawner.home_dir_template = str(hub_dir / "homes" / "{username}")
     if os.geteuid() == 0:
-        c.ProjectSpawner.args = ["--allow-root"]
+        c.LocalProcessSpawner.args = ["--allow-root"]
 
     c.JupyterHub.template_paths = [str(TEMPLATES)]
     c.JupyterHub.template_vars = {"loopml_projects": functools.partial(template_projects, settings.database_url,

@@ -1,7 +1,10 @@
 """Project workspaces: one named server per project, ``/user/<user>/<project>/``.
 
-:class:`ProjectSpawner` starts JupyterLab (``jupyterhub-singleuser``) in the project's shared
-directory (``<home>/projects/<project>``), with the environment that makes the CLI, the
+:class:`LoopmlSpawnerMixin` holds the workspace rules and composes with any JupyterHub
+spawner (``hub_spawner_class`` chooses it, :func:`spawner_class` builds the composition);
+:class:`ProjectSpawner` is the mixin on the default ``SimpleLocalProcessSpawner``. A workspace
+is JupyterLab (``jupyterhub-singleuser``) in the project's shared directory (with a local
+process spawner ``<home>/projects/<project>``), with the environment that makes the CLI, the
 Python client and the magics work with no setup:
 
 - ``LOOPML_PROJECT``: the project (the default ``-P`` of every command),
@@ -13,31 +16,35 @@ Python client and the magics work with no setup:
 A server without a name, or for a project the user is not a member of, is refused before
 anything starts, with a page that says why.
 
-With ``job_isolation = "bwrap"`` (the default) the server and its kernels run in a sandbox
-(:mod:`loopml.sandbox`): they see the project's directory (read-write), the Python
+With a local process spawner and ``job_isolation = "bwrap"`` (the default) the server and its
+kernels run in a sandbox (:mod:`loopml.sandbox`): they see the project's directory (read-write), the Python
 environment and the OS read-only, a private ``/tmp`` (also ``$HOME``) and their own processes
 only; nothing else of the data dir (no ``secrets.json``, no other project's directory), and
 only the environment above and the hub's ``JUPYTERHUB_*`` variables, never the hub's own
 (no ``RAY_*``, no ``LOOPML_*`` setting). Stopping the server ends the sandbox and all it
-started. With ``"off"`` the server runs as the hub's OS user with the hub's file access.
+started. With ``"off"`` the server runs as the hub's OS user with the hub's file access. Other
+spawners (KubeSpawner) isolate the server themselves: its container.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import logging
 import os
+from importlib.metadata import entry_points
 from typing import Any
 
-from jupyterhub.spawner import SimpleLocalProcessSpawner
+from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner, Spawner
 from tornado import web
 from traitlets import Unicode
+from traitlets.config import Configurable
 
 from loopml import sandbox
-from loopml.launcher.processes import MARKER
 from loopml.auth import User
 from loopml.db import Database
 from loopml.errors import InvalidInput, LoopMLError, NotFound
+from loopml.launcher.processes import MARKER
 from loopml.names import check_name
 from loopml.projects import Project, ProjectService
 from loopml.registry import mlflow_auth
@@ -118,8 +125,14 @@ def template_projects(database_url: str, group_prefix: str, hub_user: Any) -> li
     return _projects(database_url, group_prefix).for_template(hub_user)
 
 
-class ProjectSpawner(SimpleLocalProcessSpawner):
-    """A project workspace: JupyterLab rooted in the project's shared directory."""
+SPAWNER_ENTRY_POINTS = "jupyterhub.spawners"
+
+
+class LoopmlSpawnerMixin(Configurable):
+    """The workspace rules, for any JupyterHub spawner: put it first, ``class S(LoopmlSpawnerMixin,
+    KubeSpawner)``. Only members of the project a server is named after may start it; the
+    server gets the project's environment; with a local process spawner it runs in the
+    project's directory, sandboxed unless ``isolation`` is ``"off"``."""
 
     projects_dir = Unicode(config=True, help="Directory holding each project's shared directory.")
     platform_url = Unicode(config=True, help="The platform service's URL as workspaces reach it.")
@@ -135,13 +148,20 @@ class ProjectSpawner(SimpleLocalProcessSpawner):
     SANDBOX_ENV_KEEP = ("LOOPML_PROJECT", "LOOPML_URL", "LOOPML_TOKEN", "USER", "LANG", "LC_ALL", MARKER)
     SANDBOX_HOME = "/tmp"  # private to the sandbox: nothing a member leaves there reaches another member
 
+    @property
+    def sandboxed(self) -> bool:
+        """Whether the server runs in loopml's sandbox: a local process, unless isolation is off
+        (another spawner's server is isolated by what it runs in, e.g. its container)."""
+        return self.isolation != "off" and isinstance(self, LocalProcessSpawner)
+
     async def start(self):
         if not self.name:
             raise refuse(400, "workspaces belong to projects: open one from the project list on the hub "
                                      "home page (/hub/home)")
         _projects(self.database_url, self.group_prefix).check_member(self.user, self.name)
-        self.notebook_dir = f"{self.projects_dir}/{self.name}"
-        if self.isolation == "off":
+        if isinstance(self, LocalProcessSpawner):  # elsewhere the project's directory is mounted (notebook_dir)
+            self.notebook_dir = f"{self.projects_dir}/{self.name}"
+        if not self.sandboxed:
             return await super().start()
         problem = sandbox.check()
         if problem:
@@ -161,9 +181,45 @@ class ProjectSpawner(SimpleLocalProcessSpawner):
         env.update(mlflow)
         if MARKER in os.environ:  # so `loopml down` finds the workspace even if the hub died
             env[MARKER] = os.environ[MARKER]
-        if self.isolation == "off":
+        if not self.sandboxed:
             return env
         kept = {**{k: v for k, v in env.items() if k.startswith(self.SANDBOX_ENV_PREFIXES) or k in self.SANDBOX_ENV_KEEP},
                 **mlflow}
         return {**sandbox.environment(kept, self.notebook_dir), "HOME": self.SANDBOX_HOME, "SHELL": "/bin/bash",
                 "IPYTHONDIR": f"{self.SANDBOX_HOME}/.ipython"}
+
+
+class ProjectSpawner(LoopmlSpawnerMixin, SimpleLocalProcessSpawner):
+    """A project workspace on the local machine: JupyterLab rooted in the project's shared directory."""
+
+
+def spawner_base(name: str) -> type[Spawner]:
+    """The JupyterHub spawner class ``name`` names: an entry point of the ``jupyterhub.spawners``
+    group (``simple``, ``localprocess``, ``kubespawner``…) or an import path (``module.Class``
+    or ``module:Class``). Raises :class:`InvalidInput` naming what exists for a name that
+    resolves to no spawner."""
+    found = {point.name: point for point in entry_points(group=SPAWNER_ENTRY_POINTS)}
+    if name in found:
+        base = found[name].load()
+    else:
+        module, sep, attr = name.replace(":", ".").rpartition(".")
+        if not sep:
+            raise InvalidInput(f"unknown hub_spawner_class {name!r}: use one of {', '.join(sorted(found))} (the "
+                               f"{SPAWNER_ENTRY_POINTS} entry points) or an import path like "
+                               "kubespawner.KubeSpawner", field="hub_spawner_class")
+        try:
+            base = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise InvalidInput(f"hub_spawner_class {name!r} cannot be imported ({exc}): install its package, or "
+                               f"use one of {', '.join(sorted(found))}", field="hub_spawner_class") from None
+    if not (isinstance(base, type) and issubclass(base, Spawner)):
+        raise InvalidInput(f"hub_spawner_class {name!r} is not a JupyterHub Spawner class", field="hub_spawner_class")
+    return base
+
+
+@functools.cache
+def spawner_class(base: type[Spawner]) -> type[Spawner]:
+    """``base`` with loopml's workspace rules: ``LoopmlSpawnerMixin`` first (one class per base)."""
+    if issubclass(base, LoopmlSpawnerMixin):
+        return base
+    return type("LoopmlSpawner", (LoopmlSpawnerMixin, base), {"__module__": __name__})

@@ -31,6 +31,7 @@ from loopml.errors import Forbidden, Unauthorized
 from loopml.monitor.models import CaptureAccepted, CaptureBatch
 from loopml.monitor.orm import PredictionRow
 from loopml.names import check_name
+from loopml.services import services
 from loopml.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class CaptureSink:
 
 def captures(request: Request) -> CaptureSink:
     """The caller's sink, once its capture token is checked (before the body is read)."""
-    service = request.app.state.captures
+    service = services(request).captures
     return CaptureSink(service, *service.check(bearer_token(request)))
 
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
-from loopml.auth import User
-from loopml.executor.routes import member
+from loopml.auth import User, member
 from loopml.monitor.models import Alert, Policy, PolicySpec, Requeued, RequeueRequest
 from loopml.monitor.policies import PolicyService
 from loopml.names import check_name
 from loopml.paging import Page, page
+from loopml.services import Services, services
 
 router = APIRouter(tags=["monitor"])
 
 
-def policies(request: Request) -> PolicyService:
-    return request.app.state.policies
+def policies(found: Services = Depends(services)) -> PolicyService:
+    return found.policies
 
 
 @router.put("/projects/{project}/endpoints/{name}/policy", response_model=Policy)

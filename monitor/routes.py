@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 
-from loopml.auth import User
-from loopml.executor.routes import member
+from loopml.auth import User, member
 from loopml.monitor.models import FeedbackItem, FeedbackResult, MonitorReport
 from loopml.monitor.service import MonitorService
 from loopml.names import check_name
+from loopml.services import Services, services
 
 router = APIRouter(tags=["monitor"])
 
 
-def monitor(request: Request) -> MonitorService:
-    return request.app.state.monitor
+def monitor(found: Services = Depends(services)) -> MonitorService:
+    return found.monitor
 
 
 @router.get("/projects/{project}/endpoints/{name}/monitor", response_model=MonitorReport)

@@ -31,8 +31,8 @@ from loopml.monitor.models import MAX_FEEDBACK, FeedbackItem, FeedbackResult, Mo
 from loopml.monitor.orm import PredictionRow
 from loopml.registry.names import SEPARATOR
 from loopml.registry.sdk import LABEL_COLUMN, PREDICTION_COLUMN
-from loopml.registry.tracking import experiment_name
 from loopml.registry.service import RegistryService
+from loopml.registry.tracking import experiment_name
 from loopml.serving.service import EndpointService
 from loopml.settings import Settings
 
@@ -403,5 +403,5 @@ def _trend(recent: pd.DataFrame, since: dt.datetime, span: dt.timedelta) -> Tren
         starts=starts,
         requests=requests.tolist(),
         latency_p50_ms=[None if np.isnan(v) else float(v) for v in p50.to_numpy()],
-        error_rate=[float(e / r) if r else None for e, r in zip(errors, requests)],
+        error_rate=[float(e / r) if r else None for e, r in zip(errors, requests, strict=False)],
     )

@@ -31,9 +31,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from loopml.errors import Unavailable
 from loopml.launcher.processes import write_private
 from loopml.launcher.run_state import stored_secret
-from loopml.errors import Unavailable
 from loopml.settings import Settings
 
 log = logging.getLogger(__name__)

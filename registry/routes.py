@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 
-from loopml.auth import User
-from loopml.executor.routes import member
+from loopml.auth import User, member
 from loopml.paging import Page, page
 from loopml.registry.models import AliasSet, Model, ModelSummary
 from loopml.registry.names import check_alias, short_name
 from loopml.registry.service import RegistryService
+from loopml.services import Services, services
 
 router = APIRouter(tags=["models"])
 
 
-def registry(request: Request) -> RegistryService:
-    return request.app.state.registry
+def registry(found: Services = Depends(services)) -> RegistryService:
+    return found.registry
 
 
 @router.get("/projects/{project}/models", response_model=list[ModelSummary])

@@ -23,17 +23,17 @@ import warnings
 from typing import Any
 
 import numpy as np
-
 from ray import serve
 from ray.serve.config import BackpressureConfig
 from starlette.requests import Request
 from starlette.responses import Response
 
+from loopml.monitor.capture import CaptureBuffer
 from loopml.serving.errors import RequestError
 from loopml.serving.keys import HEALTH_ROUTES, KEY_MESSAGE, KEY_REASON, key_matches
 from loopml.serving.loading import Loaded, ModelRefused, ModelUnavailable, SandboxOptions, load
 from loopml.serving.protocols import parse_invocation, parse_v2_infer
-from loopml.monitor.capture import CaptureBuffer
+from loopml.serving.replica_config import CaptureConfig, ReplicaConfig
 from loopml.serving.responses import dumps_json, format_invocation_response, format_v2_response, v2_metadata
 
 log = logging.getLogger(__name__)
@@ -74,60 +74,58 @@ class ModelEndpoint:
 
     def __init__(self) -> None:
         self.models: dict[str, Loaded] = {}  # model URI -> loaded model
-        self.config: dict[str, Any] = {}
+        self.config: ReplicaConfig  # set by reconfigure, which Serve calls before the first request
         self._dirs: dict[str, str] = {}
         self.capture: CaptureBuffer | None = None
         # The fast path hands scikit-learn a bare array in the signature's column order.
         warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
 
-    def reconfigure(self, config: dict[str, Any]) -> None:
-        """Serve ``config["model_uri"]`` (and ``config["canary"]["model_uri"]`` for a share of requests).
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve the :class:`~loopml.serving.replica_config.ReplicaConfig` ``user_config``
+        holds: its ``model_uri`` (and its canary's for a share of requests).
 
-        ``config`` also holds ``tracking_uri``, ``endpoint``, ``prefix``, ``version``,
-        ``key_hash`` (``None`` when public), ``max_bytes`` and ``canary`` (``None`` or
-        ``{model_uri, version, percent}``) and ``sandbox`` (``{isolation, hide}``: how a model
-        whose format can run code is sandboxed, :mod:`loopml.serving.loading`). Models already
-        loaded are kept; the old ones keep serving until the new ones are loaded, then the
-        switch is one assignment.
+        Models already loaded are kept; the old ones keep serving until the new ones are
+        loaded, then the switch is one assignment.
         """
         import mlflow
 
-        mlflow.set_tracking_uri(config["tracking_uri"])
-        mlflow.set_registry_uri(config["tracking_uri"])
-        if config.get("mlflow_auth"):  # this replica's project's MLflow user (the model host never gets it)
-            os.environ.update(config["mlflow_auth"])
-        wanted = [config["model_uri"]] + ([config["canary"]["model_uri"]] if config.get("canary") else [])
+        config = ReplicaConfig.model_validate(user_config)
+        mlflow.set_tracking_uri(config.tracking_uri)
+        mlflow.set_registry_uri(config.tracking_uri)
+        if config.mlflow_auth:  # this replica's project's MLflow user (the model host never gets it)
+            os.environ.update(config.mlflow_auth)
+        wanted = [config.model_uri] + ([config.canary.model_uri] if config.canary else [])
         models = {uri: self.models[uri] for uri in wanted if uri in self.models}
         for uri in wanted:
             if uri not in models:
                 folder = self._dirs.get(uri) or tempfile.mkdtemp(prefix="loopml-model-")
-                models[uri] = load(uri, folder, _sandbox_options(config))
+                models[uri] = load(uri, folder, SandboxOptions(config.sandbox.isolation, tuple(config.sandbox.hide)))
                 self._dirs[uri] = folder
         dropped = [model for uri, model in self.models.items() if uri not in models]
         self.models, self.config = models, config
-        self._configure_capture(config.get("capture"))
+        self._configure_capture(config.capture)
         for model in dropped:
             model.close()  # a sandboxed model's process ends
         for uri in [u for u in self._dirs if u not in models]:
             shutil.rmtree(self._dirs.pop(uri), ignore_errors=True)
         log.info("serving %s", ", ".join(wanted))
 
-    def _configure_capture(self, capture: dict[str, Any] | None) -> None:
-        """``capture`` is ``{url, token, sample}`` or ``None`` (off: records still queued are sent)."""
+    def _configure_capture(self, capture: CaptureConfig | None) -> None:
+        """``capture`` ``None`` turns capture off (records still queued are sent)."""
         if capture is None:
             if self.capture is not None:
                 self.capture.sample = 0.0
         elif self.capture is None:
-            self.capture = CaptureBuffer(capture["url"], capture["token"], sample=capture["sample"])
+            self.capture = CaptureBuffer(capture.url, capture.token, sample=capture.sample)
         else:
-            self.capture.configure(capture["url"], capture["token"], capture["sample"])
+            self.capture.configure(capture.url, capture.token, capture.sample)
 
     def _pick(self) -> tuple[Loaded, int]:
         """The model (and version) that answers this request: the canary for its share."""
-        canary = self.config.get("canary")
-        if canary and random.random() * 100 < canary["percent"]:
-            return self.models[canary["model_uri"]], canary["version"]
-        return self.models[self.config["model_uri"]], self.config["version"]
+        canary = self.config.canary
+        if canary and random.random() * 100 < canary.percent:
+            return self.models[canary.model_uri], canary.version
+        return self.models[self.config.model_uri], self.config.version
 
     @staticmethod
     def _request_id(request: Request) -> str:
@@ -137,16 +135,16 @@ class ModelEndpoint:
         return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
     def _authorized(self, request: Request) -> bool:
-        return key_matches(request.headers.get("authorization", ""), self.config.get("key_hash"))
+        return key_matches(request.headers.get("authorization", ""), self.config.key_hash)
 
     async def __call__(self, request: Request) -> Response:
         began = time.perf_counter()
         model, version = self._pick()
         request_id = self._request_id(request)
         headers = {VERSION_HEADER: str(version)}
-        path, prefix = request.url.path, self.config.get("prefix", "")
+        path, prefix = request.url.path, self.config.prefix
         route = path[len(prefix):] if path.startswith(prefix) else path
-        name = self.config.get("endpoint", "")
+        name = self.config.endpoint
         if route in HEALTH_ROUTES:
             return Response(b"{}", media_type=JSON, headers=headers)
         if not self._authorized(request):
@@ -173,7 +171,7 @@ class ModelEndpoint:
         except ModelUnavailable as exc:
             response = _json_error(503, str(exc), "model_restarting", {**headers, "retry-after": str(RETRY_AFTER_S)})
         except Exception:
-            log.exception("model %s failed on request %s", self.config.get("model_uri"), request_id)
+            log.exception("model %s failed on request %s", self.config.model_uri, request_id)
             response = _json_error(500, f"the model failed on this request (request id {request_id})",
                                    "model_error", headers)
         if self.capture is not None:
@@ -183,7 +181,7 @@ class ModelEndpoint:
 
     async def _parse(self, request: Request, route: str, signature):
         """The request's validated input; :class:`RequestError` for anything wrong with it."""
-        max_bytes = self.config.get("max_bytes", 10 << 20)
+        max_bytes = self.config.max_bytes
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_bytes:  # refused before the body is read
             raise RequestError(f"the body has {declared} bytes, over this endpoint's limit of {max_bytes}; "
@@ -201,7 +199,7 @@ class ModelEndpoint:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def capture_record(config: dict[str, Any], request_id: str, version: int, status: int, began: float,
+def capture_record(config: ReplicaConfig, request_id: str, version: int, status: int, began: float,
                    parsed, predictions) -> dict[str, Any]:
     """The capture record of one scoring request (features and predictions as JSON values)."""
     features = None
@@ -211,13 +209,7 @@ def capture_record(config: dict[str, Any], request_id: str, version: int, status
         columns = list(parsed.columns) if parsed.columns else (
             [str(c) for c in data.columns] if hasattr(data, "columns") else None)
         features = {"columns": columns, "data": rows}
-    return {"project": config["project"], "endpoint": config["endpoint"], "request_id": request_id,
+    return {"project": config.project, "endpoint": config.endpoint, "request_id": request_id,
             "version": version, "at": dt.datetime.now(dt.timezone.utc).isoformat(), "status": status,
             "latency_ms": round((time.perf_counter() - began) * 1000, 3), "features": features,
             "prediction": predictions if isinstance(predictions, list) else None}
-
-
-
-def _sandbox_options(config: dict[str, Any]) -> SandboxOptions:
-    found = config.get("sandbox") or {}
-    return SandboxOptions(found.get("isolation", "bwrap"), tuple(found.get("hide", ())))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator, model_validator

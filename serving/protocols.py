@@ -370,9 +370,9 @@ def _build(table: _Table, cols: list[_Col] | None, max_rows: int, params, reques
     if missing:
         raise _invalid(f"missing column {missing[0]!r}; this model needs {_list_names(cols)}",
                        "missing_column", column=missing[0])
-    by_column = table.cols if table.cols is not None else list(zip(*table.rows))
+    by_column = table.cols if table.cols is not None else list(zip(*table.rows, strict=False))
     values = [by_column[position[c.name]] if c.name in position else None for c in cols]
-    for col, column in zip(cols, values):
+    for col, column in zip(cols, values, strict=False):
         if column is not None:
             _check_values(col, column)
     columns = tuple(c.name for c in cols)
@@ -384,7 +384,7 @@ def _build(table: _Table, cols: list[_Col] | None, max_rows: int, params, reques
             array = np.array([v if v is not None else nan for v in values], dtype=np.float64).T
             array = np.ascontiguousarray(array)
         return ModelInput(array, columns, params, request_id)
-    frame = pd.DataFrame({c.name: _pandas_column(c, v, table.n_rows) for c, v in zip(cols, values)},
+    frame = pd.DataFrame({c.name: _pandas_column(c, v, table.n_rows) for c, v in zip(cols, values, strict=False)},
                          columns=list(columns))
     return ModelInput(frame, columns, params, request_id)
 
@@ -438,8 +438,8 @@ def _without_signature(table: _Table, params, request_id) -> ModelInput:
         if types <= {int, float}:
             return ModelInput(np.array(table.rows, dtype=np.float64), None, params, request_id)
         return ModelInput(pd.DataFrame(table.rows), None, params, request_id)
-    data = table.cols if table.cols is not None else list(map(list, zip(*table.rows)))
-    frame = pd.DataFrame(dict(zip(table.names, data)), columns=table.names)
+    data = table.cols if table.cols is not None else list(map(list, zip(*table.rows, strict=False)))
+    frame = pd.DataFrame(dict(zip(table.names, data, strict=False)), columns=table.names)
     return ModelInput(frame, tuple(table.names), params, request_id)
 
 
@@ -459,7 +459,7 @@ def _as_tensor(value: Any, spec, where: str, max_rows: int) -> np.ndarray:
 
 def _check_tensor_shape(array: np.ndarray, spec) -> None:
     shape = spec.shape
-    if array.ndim != len(shape) or any(d not in (-1, a) for d, a in zip(shape, array.shape)):
+    if array.ndim != len(shape) or any(d not in (-1, a) for d, a in zip(shape, array.shape, strict=True)):
         raise _invalid(f"the input has shape {list(array.shape)} but this model takes "
                        f"{list(shape)} (-1: any size)", "shape")
 

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 
-from loopml.auth import User
-from loopml.executor.routes import member
+from loopml.auth import User, member
 from loopml.names import check_name
 from loopml.paging import Page, page
+from loopml.services import Services, services
 from loopml.serving.models import Deployed, Endpoint, EndpointCreate, EndpointPatch
 from loopml.serving.service import EndpointService
 
 router = APIRouter(tags=["endpoints"])
 
 
-def endpoints(request: Request) -> EndpointService:
-    return request.app.state.endpoints
+def endpoints(found: Services = Depends(services)) -> EndpointService:
+    return found.endpoints
 
 
 @router.post("/projects/{project}/endpoints", response_model=Deployed, status_code=201)

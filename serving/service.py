@@ -14,7 +14,7 @@ import logging
 import secrets
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -36,6 +36,7 @@ from loopml.serving.models import (
     HistoryEntry,
 )
 from loopml.serving.orm import EndpointRow
+from loopml.serving.replica_config import CanaryConfig, CaptureConfig, ReplicaConfig, SandboxConfig
 from loopml.settings import Settings
 
 if TYPE_CHECKING:
@@ -195,25 +196,29 @@ class EndpointService:
                            "lists versions and aliases", model=what) from None
         return full, int(found.version), alias
 
-    def _config(self, row: EndpointRow) -> dict:
+    def _config(self, row: EndpointRow) -> dict[str, Any]:
+        """The endpoint's :class:`ReplicaConfig`, as the JSON Serve carries in ``user_config``."""
         capture = None
         if self._capture_tokens is not None and self.settings.capture_sample > 0:
             sink = f"http://{self.settings.host}:{self.settings.port}{self.settings.api_prefix}/internal/capture"
-            capture = {"url": sink, "token": self._capture_tokens.token(row.project, row.name),
-                       "sample": self.settings.capture_sample}
-        return {"model_uri": f"models:/{row.model}/{row.version}", "tracking_uri": self.tracking_uri,
-                "project": row.project, "endpoint": row.name, "prefix": f"/{row.project}/{row.name}",
-                "version": row.version, "capture": capture,
-                # the replicas download the model as its project's MLflow user, never the platform's
-                "mlflow_auth": _project_credentials(self.settings, row.project),
-                "key_hash": None if row.public else row.key_hash,
-                "max_bytes": int(self.settings.max_request_mb * 2**20),
-                # a model that can run code is loaded in a sandbox that never sees the data dir
-                "sandbox": {"isolation": self.settings.job_isolation,
-                            "hide": sandbox.hidden_paths(self.settings.home)},
-                "canary": None if row.canary_version is None else {
-                    "model_uri": f"models:/{row.model}/{row.canary_version}", "version": row.canary_version,
-                    "percent": row.canary_percent}}
+            capture = CaptureConfig(url=sink, token=self._capture_tokens.token(row.project, row.name),
+                                    sample=self.settings.capture_sample)
+        canary = None if row.canary_version is None else CanaryConfig(
+            model_uri=f"models:/{row.model}/{row.canary_version}", version=row.canary_version,
+            percent=row.canary_percent)
+        config = ReplicaConfig(
+            model_uri=f"models:/{row.model}/{row.version}", tracking_uri=self.tracking_uri,
+            project=row.project, endpoint=row.name, prefix=f"/{row.project}/{row.name}",
+            version=row.version, capture=capture,
+            # the replicas download the model as its project's MLflow user, never the platform's
+            mlflow_auth=_project_credentials(self.settings, row.project),
+            key_hash=None if row.public else row.key_hash,
+            max_bytes=int(self.settings.max_request_mb * 2**20),
+            # a model that can run code is loaded in a sandbox that never sees the data dir
+            sandbox=SandboxConfig(isolation=self.settings.job_isolation,
+                                  hide=sandbox.hidden_paths(self.settings.home)),
+            canary=canary)
+        return config.model_dump(mode="json")
 
     def _run(self, row: EndpointRow) -> None:
         from ray import serve

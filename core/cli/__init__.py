@@ -20,17 +20,18 @@ endpoint commands in :mod:`loopml.cli.endpoints`, ``monitor`` and ``feedback`` i
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import click
 from pydantic import ValidationError
 
+from loopml.cli.common import fmt_time
+from loopml.cli.demo import COMMANDS as DEMO_COMMANDS
 from loopml.cli.endpoints import COMMANDS as ENDPOINT_COMMANDS
 from loopml.cli.jobs import COMMANDS as JOB_COMMANDS
 from loopml.cli.models import COMMANDS as MODEL_COMMANDS
-from loopml.cli.demo import COMMANDS as DEMO_COMMANDS
 from loopml.cli.monitor import COMMANDS as MONITOR_COMMANDS
 from loopml.cli.policies import COMMANDS as POLICY_COMMANDS
 from loopml.cli.util import (
@@ -42,7 +43,6 @@ from loopml.cli.util import (
     json_option,
     resolve_project,
 )
-from loopml.cli.common import fmt_time
 from loopml.errors import InvalidInput, LoopMLError
 from loopml.settings import Settings, load_settings
 

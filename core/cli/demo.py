@@ -118,7 +118,7 @@ def demo(ctx: click.Context, project: str | None, n_requests: int) -> None:
         picked = rng.integers(0, len(rows), n_requests)
         ids = _send(http, url, columns, rows[picked], f"calm-{uuid.uuid4().hex[:6]}")
         _poll("captured requests", lambda: client.monitor(project, "iris", "30m").requests >= n_requests, 60, 0.5)
-        fed = client.feedback(project, "iris", [{"request_id": i, "label": int(target[p])} for i, p in zip(ids, picked)])
+        fed = client.feedback(project, "iris", [{"request_id": i, "label": int(target[p])} for i, p in zip(ids, picked, strict=False)])
         time.sleep(CALM_WAIT_S)
         report = client.monitor(project, "iris", "30m")
         step(f"in-distribution traffic: {report.requests} requests, p50 {_num(report.latency_ms.get('p50'))} ms, "

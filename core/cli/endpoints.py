@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import click
 
+from loopml.cli.common import Listing, fmt_time
 from loopml.cli.util import (
-    custom_resources,
     client_from,
+    custom_resources,
     echo_fields,
     echo_json,
     echo_table,
@@ -18,7 +19,6 @@ from loopml.cli.util import (
     project_option,
     resolve_project,
 )
-from loopml.cli.common import Listing, fmt_time
 from loopml.serving.models import MAX_REPLICAS, Deployed, Endpoint
 
 

@@ -12,14 +12,15 @@ from typing import Any
 
 import click
 
+from loopml.cli.common import Ended, Listing, fmt_time
 from loopml.cli.util import (
     caller_of,
     client_from,
     echo_fields,
     echo_json,
     echo_table,
-    job_models_text,
     fmt_progress,
+    job_models_text,
     job_options,
     json_option,
     outcome,
@@ -30,7 +31,6 @@ from loopml.cli.util import (
     resources_text,
     wait_with_progress,
 )
-from loopml.cli.common import Ended, Listing, fmt_time
 from loopml.executor.models import Job, JobStatus
 
 NOTEBOOK = click.Path(exists=True, dir_okay=False, path_type=Path)

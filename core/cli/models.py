@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import click
 
+from loopml.cli.common import Listing, fmt_time
 from loopml.cli.util import (
     client_from,
     echo_fields,
@@ -19,7 +20,6 @@ from loopml.cli.util import (
     project_option,
     resolve_project,
 )
-from loopml.cli.common import Listing, fmt_time
 from loopml.registry.models import Model, ModelVersion
 
 MAX_COLUMNS = 6

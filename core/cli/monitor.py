@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from loopml.cli.common import LabelsSent, fmt_time
 from loopml.cli.util import (
     client_from,
     echo_fields,
@@ -23,7 +24,6 @@ from loopml.cli.util import (
     project_option,
     resolve_project,
 )
-from loopml.cli.common import LabelsSent, fmt_time
 from loopml.errors import InvalidInput
 from loopml.monitor.models import MonitorReport
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from loopml.cli.common import Ended, Listing, fmt_time
 from loopml.cli.monitor import endpoint_ref
 from loopml.cli.util import (
     client_from,
@@ -22,7 +23,6 @@ from loopml.cli.util import (
     resolve_project,
     wait_with_progress,
 )
-from loopml.cli.common import Ended, Listing, fmt_time
 from loopml.errors import NotFound
 from loopml.executor.models import Job, JobStatus
 from loopml.monitor.models import Policy

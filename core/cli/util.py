@@ -152,7 +152,7 @@ def echo_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     table = [list(headers)] + [["" if cell is None else str(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     for row in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
 
 
 def echo_fields(fields: Iterable[tuple[str, Any]]) -> None:

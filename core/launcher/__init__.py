@@ -63,6 +63,10 @@ from typing import Any
 import psutil
 from pydantic import BaseModel, Field
 
+from loopml import sandbox
+from loopml.errors import Conflict, Unavailable
+from loopml.hub_config import identity as hub_identity
+from loopml.hub_config import launch as hub_launch
 from loopml.launcher.processes import (
     MARKER,
     ProcessRecord,
@@ -83,22 +87,18 @@ from loopml.launcher.run_state import (
     START_ORDER,
     STATE_FILE,
     RunState,
-    resolve_admin_token,
     new_state,
     put_record,
     ray_headers,
     read_state,
     remove_ray_temp_dir,
+    resolve_admin_token,
     running_settings,
-    stored_secret,
     secure_modes,
+    stored_secret,
     up_lock,
     write_state,
 )
-from loopml import sandbox
-from loopml.errors import Conflict, Unavailable
-from loopml.hub_config import identity as hub_identity
-from loopml.hub_config import launch as hub_launch
 from loopml.registry import mlflow_auth
 from loopml.registry.server import STORE_DIR, mlflow_server_command
 from loopml.settings import ClientConfig, ProjectSeed, Settings, write_client_config

@@ -9,10 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from loopml.errors import Unavailable
 from loopml.launcher.processes import ProcessRecord, component_errors, live_process, spawn, stop_record
 from loopml.launcher.ray_local import node_env, short_temp_dir, wait_ray, worker_command
 from loopml.launcher.run_state import put_record, ray_headers, read_state, remove_ray_temp_dir, write_state
-from loopml.errors import Unavailable
 from loopml.settings import load_settings
 
 JOIN_TIMEOUT = 90.0  # seconds a node may take to join

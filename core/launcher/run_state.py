@@ -22,10 +22,10 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, ValidationError
 
-from loopml.launcher.processes import ProcessRecord, make_private_dir, write_private
-from loopml.launcher.ray_local import driver_env, ray_auth_headers
 from loopml.errors import Conflict, InvalidInput
 from loopml.hub_config import launch as hub_launch
+from loopml.launcher.processes import ProcessRecord, make_private_dir, write_private
+from loopml.launcher.ray_local import driver_env, ray_auth_headers
 from loopml.settings import Settings
 
 STATE_FILE = Path("run") / "state.json"

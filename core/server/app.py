@@ -1,9 +1,11 @@
 """The platform service: assembles every slice's router into one FastAPI app.
 
-The app owns the shared pieces (settings, DB, authenticator, services) on ``app.state``
-and one error table: a :class:`~loopml.errors.LoopMLError` becomes its HTTP status with
-a JSON ``message``; request validation errors become 422 naming the field; anything else
-is logged and answered with a generic 500 that leaks nothing.
+The app owns the shared pieces (settings, DB, authenticator, services) in one typed
+:class:`~loopml.services.Services` (``app.state.services``, handed to routes by the
+:func:`~loopml.services.services` dependency) and one error table: a
+:class:`~loopml.errors.LoopMLError` becomes its HTTP status with a JSON ``message``; request
+validation errors become 422 naming the field; anything else is logged and answered with a
+generic 500 that leaks nothing.
 """
 
 from __future__ import annotations
@@ -34,6 +36,17 @@ from loopml.executor.schedules import ScheduleService
 from loopml.executor.service import JobService
 from loopml.hub_config import admin as admin_panel
 from loopml.hub_config.project_setup import ProjectSetup
+from loopml.monitor import ingest, policy_routes
+from loopml.monitor import routes as monitor_routes
+from loopml.monitor.ingest import CaptureService, capture_tokens
+from loopml.monitor.policies import PolicyService
+from loopml.monitor.service import MonitorService
+from loopml.projects import ProjectCreate, ProjectService
+from loopml.registry import mlflow_auth
+from loopml.registry import routes as registry_routes
+from loopml.registry.mlflow_auth import ProjectAccess
+from loopml.registry.service import RegistryService
+from loopml.registry.tracking import JobTracking
 from loopml.server.service_auth import (
     BrowserSessions,
     ChainAuthenticator,
@@ -42,17 +55,7 @@ from loopml.server.service_auth import (
     browser_router,
     running_as_hub_service,
 )
-from loopml.projects import ProjectCreate, ProjectService
-from loopml.monitor import ingest, policy_routes
-from loopml.monitor.policies import PolicyService
-from loopml.monitor import routes as monitor_routes
-from loopml.monitor.ingest import CaptureService, capture_tokens
-from loopml.monitor.service import MonitorService
-from loopml.registry import routes as registry_routes
-from loopml.registry import mlflow_auth
-from loopml.registry.mlflow_auth import ProjectAccess
-from loopml.registry.service import RegistryService
-from loopml.registry.tracking import JobTracking
+from loopml.services import Services, services
 from loopml.serving import routes as serving_routes
 from loopml.serving.service import EndpointService
 from loopml.settings import Settings
@@ -70,9 +73,8 @@ def health():
 
 
 @health_router.get("/status")
-async def status(request: Request, user: User = Depends(current_user)):
+async def status(user: User = Depends(current_user), state: Services = Depends(services)):
     """Each component's address and health, as the platform sees it (5 s at most per check)."""
-    state = request.app.state
 
     async def check(fn, fallback: dict) -> dict:
         try:
@@ -216,20 +218,21 @@ class BodyLimit:
             await self._refuse(scope, receive, send)
 
 
-def _hub_auth(app: FastAPI, settings: Settings) -> HubClient | None:
+def _hub_auth(state: Services) -> HubClient | None:
     """Static tokens and job tokens always; with the hub also hub tokens and browser sessions. Returns the
     hub's API client, or None when the platform does not run as the hub's service."""
-    local = ChainAuthenticator(StaticTokenAuthenticator(settings), app.state.job_tokens)
-    app.state.authenticator, app.state.sessions = local, None
+    settings = state.settings
+    local = ChainAuthenticator(StaticTokenAuthenticator(settings), state.job_tokens)
+    state.authenticator, state.sessions = local, None
     if not (settings.hub and running_as_hub_service()):
         return None
     hub = HubClient(os.environ["JUPYTERHUB_API_URL"], os.environ["JUPYTERHUB_API_TOKEN"])
     workspaces = HubTokenAuthenticator(hub, settings.hub_service_name,  # state.projects is set after this
-                                       is_member=lambda user, project: app.state.projects.member_now(user, project))
-    app.state.authenticator = ChainAuthenticator(local, workspaces)
+                                       is_member=lambda user, project: state.projects.member_now(user, project))
+    state.authenticator = ChainAuthenticator(local, workspaces)
     secret = hmac.new((settings.admin_token or os.environ["JUPYTERHUB_API_TOKEN"]).encode(), b"browser-sessions",
                       hashlib.sha256).hexdigest()
-    app.state.sessions = BrowserSessions(settings, secret)
+    state.sessions = BrowserSessions(settings, secret)
     log.info("authenticating hub tokens and browser sessions through %s", hub.api_url)
     return hub
 
@@ -246,7 +249,7 @@ async def _set_up_projects(projects: ProjectService, attempts: int = 30) -> None
             await asyncio.sleep(2)
 
 
-def _project_mlflow(state) -> Callable[[str], str]:
+def _project_mlflow(state: Services) -> Callable[[str], str]:
     """A project's MLflow set-up: its experiment and, with MLflow auth, its user and grants."""
     def set_up(project: str) -> str:
         experiment_id = state.tracking.experiment_id(project)
@@ -261,8 +264,7 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        state = app.state
-        state.settings = settings
+        state: Services = app.state.services
         state.db = Database(settings.database_url)
         await asyncio.to_thread(migrate, state.db.engine)
         # the platform is MLflow's admin; each project gets a user of its own (registry/mlflow_auth.py)
@@ -271,7 +273,7 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
         # a job token's user must still be a member on every request (state.projects comes next)
         state.job_tokens = JobTokens(state.db, settings.admin_token, max_s=settings.job_token_max_s,
                                      is_member=lambda user, project: state.projects.member_now(user, project))
-        hub = _hub_auth(app, settings)
+        hub = _hub_auth(state)
         state.projects = ProjectService(state.db, group_prefix=settings.project_group_prefix,
                                         hooks=ProjectSetup(settings, _project_mlflow(state), hub))
         for seed in settings.projects:
@@ -306,6 +308,7 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
     base = settings.base_url
     app = FastAPI(title="loopml", version="0.1.0", lifespan=lifespan, openapi_url=f"{base}openapi.json",
                   docs_url=f"{base}docs", redoc_url=None)
+    app.state.services = Services(settings)  # filled in by the lifespan, before the first request
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=int(settings.max_notebook_mb * 2 * 2**20))
     prefix = settings.api_prefix

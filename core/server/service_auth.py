@@ -42,6 +42,7 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 from loopml.auth import User
 from loopml.errors import Forbidden, Unavailable
+from loopml.services import services
 from loopml.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -315,7 +316,7 @@ browser_router = APIRouter(tags=["browser session"], include_in_schema=False)
 
 
 def _sessions(request: Request) -> BrowserSessions:
-    sessions = getattr(request.app.state, "sessions", None)
+    sessions = services(request).sessions
     if sessions is None:
         raise Forbidden("browser login is available when the platform runs as the hub's service")
     return sessions

@@ -1,6 +1,6 @@
 """The admin panel's actions: each makes one change through the platform's services.
 
-An action takes the app state, the admin acting, what the form sent and the path's
+An action takes the platform's :class:`~loopml.services.Services`, the admin acting, what the form sent and the path's
 parameters, and returns the message shown once it is done; a value it cannot use raises :class:`InvalidInput` naming
 the field, and the services' own :class:`~loopml.errors.LoopMLError` pass through. Who
 may act (session, admin, XSRF) is checked before, by the routes.
@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any
 
 from loopml.auth import User
 from loopml.errors import InvalidInput, NotFound
 from loopml.names import check_name
 from loopml.projects import ProjectCreate, ProjectUpdate
+from loopml.services import Services
 
 _SEPARATORS = re.compile(r"[\s,]+")
 
@@ -38,7 +38,7 @@ def parse_quota(value: str | None) -> int:
     return int(text)
 
 
-def create_project(state: Any, admin: User, form: Mapping[str, str]) -> str:
+def create_project(state: Services, admin: User, form: Mapping[str, str]) -> str:
     """Form fields: ``name``; optional ``members`` (separated by commas or spaces) and
     ``max_concurrent_jobs``."""
     name = check_name("project", (form.get("name") or "").strip())
@@ -48,7 +48,7 @@ def create_project(state: Any, admin: User, form: Mapping[str, str]) -> str:
     return f"created project {name}"
 
 
-def add_member(state: Any, admin: User, form: Mapping[str, str], project: str) -> str:
+def add_member(state: Services, admin: User, form: Mapping[str, str], project: str) -> str:
     """Form field ``user``. Adding a member twice changes nothing."""
     user = check_user_name(form.get("user"))
     current = state.projects.get(check_name("project", project))
@@ -58,7 +58,7 @@ def add_member(state: Any, admin: User, form: Mapping[str, str], project: str) -
     return f"added {user} to {project}"
 
 
-def remove_member(state: Any, admin: User, form: Mapping[str, str], project: str) -> str:
+def remove_member(state: Services, admin: User, form: Mapping[str, str], project: str) -> str:
     """Form field ``user``: an admin-added member (group members come from the identity provider)."""
     user = check_user_name(form.get("user"))
     current = state.projects.get(check_name("project", project), with_group_members=True)
@@ -71,7 +71,7 @@ def remove_member(state: Any, admin: User, form: Mapping[str, str], project: str
     return f"removed {user} from {project}"
 
 
-def set_quota(state: Any, admin: User, form: Mapping[str, str], project: str) -> str:
+def set_quota(state: Services, admin: User, form: Mapping[str, str], project: str) -> str:
     """Form field ``max_concurrent_jobs``, or ``clear`` to remove the limit."""
     check_name("project", project)
     if form.get("clear"):
@@ -82,16 +82,16 @@ def set_quota(state: Any, admin: User, form: Mapping[str, str], project: str) ->
     return f"{project} runs at most {quota} job(s) at once now"
 
 
-async def cancel_job(state: Any, admin: User, form: Mapping[str, str], project: str, job_id: str) -> str:
+async def cancel_job(state: Services, admin: User, form: Mapping[str, str], project: str, job_id: str) -> str:
     job = await state.jobs.cancel(admin.name, check_name("project", project), job_id)
     return f"job {job.id} of {project} is {job.status.value}"
 
 
-def rollback_endpoint(state: Any, admin: User, form: Mapping[str, str], project: str, name: str) -> str:
+def rollback_endpoint(state: Services, admin: User, form: Mapping[str, str], project: str, name: str) -> str:
     endpoint = state.endpoints.rollback(admin.name, check_name("project", project), check_name("endpoint", name))
     return f"rolled back {project}/{name}: it serves version {endpoint.version} now"
 
 
-def delete_endpoint(state: Any, admin: User, form: Mapping[str, str], project: str, name: str) -> str:
+def delete_endpoint(state: Services, admin: User, form: Mapping[str, str], project: str, name: str) -> str:
     state.endpoints.delete(check_name("project", project), check_name("endpoint", name))
     return f"deleted endpoint {project}/{name}"

@@ -24,6 +24,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from loopml.auth import User, bearer_token
 from loopml.errors import Forbidden, LoopMLError, http_status
+from loopml.services import services
 
 PAGE_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY",
                 "Content-Security-Policy": "frame-ancestors 'none'"}
@@ -48,17 +49,17 @@ class Viewer:
 
 def panel_url(request: Request, path: str = "") -> str:
     """``<base>admin`` followed by ``path``."""
-    return f"{request.app.state.settings.base_url}admin{path}"
+    return f"{services(request).settings.base_url}admin{path}"
 
 
 def hub_home(request: Request) -> str:
-    sessions = getattr(request.app.state, "sessions", None)
+    sessions = services(request).sessions
     return f"{sessions.hub_prefix}home" if sessions is not None else "/hub/home"
 
 
 def render(request: Request, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
     """``template`` with the pages' common context (base, links, the viewer's XSRF…) and ``context``."""
-    settings = request.app.state.settings
+    settings = services(request).settings
     common = {"base": settings.base_url, "api": settings.api_prefix, "panel": panel_url(request),
               "hub_home": hub_home(request), "viewer": None, "done": "", "error": ""}
     html = templates.get_template(template).render({**common, **context})
@@ -67,7 +68,7 @@ def render(request: Request, template: str, *, status: int = 200, **context: Any
 
 def refusal(request: Request, status: int, title: str, message: str, *, login: bool = False) -> HTMLResponse:
     """A page that says why the panel is refused and where to go instead."""
-    login_url = f"{request.app.state.settings.base_url}login?{urlencode({'next': panel_url(request)})}"
+    login_url = f"{services(request).settings.base_url}login?{urlencode({'next': panel_url(request)})}"
     return render(request, "refused.html", status=status, title=title, message=message,
                   login_url=login_url if login else "")
 
@@ -78,7 +79,7 @@ def redirect(url: str) -> RedirectResponse:
 
 def _login(request: Request) -> RedirectResponse:
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    response = RedirectResponse(f"{request.app.state.settings.base_url}login?{urlencode({'next': here})}",
+    response = RedirectResponse(f"{services(request).settings.base_url}login?{urlencode({'next': here})}",
                                 status_code=302)
     response.headers.update(PAGE_HEADERS)
     return response
@@ -97,7 +98,7 @@ def _not_admin(request: Request, user: User) -> HTMLResponse:
 
 def _authenticate(request: Request, token: str) -> User | HTMLResponse | None:
     try:
-        return request.app.state.authenticator.authenticate(token)
+        return services(request).authenticator.authenticate(token)
     except LoopMLError as exc:
         return refusal(request, http_status(exc), "Cannot check who you are", exc.message)
 
@@ -105,7 +106,7 @@ def _authenticate(request: Request, token: str) -> User | HTMLResponse | None:
 def viewer_of_page(request: Request) -> Viewer | Response:
     """The admin reading a page, or the response that sends anyone else away (blocking:
     it may ask the hub who the token belongs to)."""
-    sessions = getattr(request.app.state, "sessions", None)
+    sessions = services(request).sessions
     if sessions is None:
         return _headless(request)
     bearer = bearer_token(request)
@@ -128,7 +129,7 @@ def viewer_of_page(request: Request) -> Viewer | Response:
 def viewer_of_action(request: Request, sent_xsrf: str | None) -> Viewer | Response:
     """The admin submitting a form, or the refusal: it takes the browser session and its
     XSRF token (checked first: a forged form costs no call to the hub)."""
-    sessions = getattr(request.app.state, "sessions", None)
+    sessions = services(request).sessions
     if sessions is None:
         return _headless(request)
     session = sessions.session(request)

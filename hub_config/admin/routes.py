@@ -46,6 +46,7 @@ from loopml.hub_config.admin.pages import (
     viewer_of_page,
 )
 from loopml.hub_config.admin.recent_logs import RecentLogs
+from loopml.services import Services, services
 
 MAX_DONE_CHARS = 300
 
@@ -55,7 +56,7 @@ class Section:
     title: str
     path: str  # after <base>admin
     template: str
-    gather: Callable[[Any, User, Mapping[str, str]], dict[str, Any]]  # (app state, admin, query) -> data
+    gather: Callable[[Services, User, Mapping[str, str]], dict[str, Any]]  # (services, admin, query) -> data
 
 
 SECTIONS: dict[str, Section] = {
@@ -72,11 +73,12 @@ SECTIONS: dict[str, Section] = {
 @asynccontextmanager
 async def _keep_recent_logs(app: FastAPI) -> AsyncIterator[None]:
     """While the app runs, its last warnings and errors are kept for the errors section."""
-    app.state.recent_logs = RecentLogs().install()
+    state: Services = app.state.services
+    state.recent_logs = RecentLogs().install()
     try:
         yield
     finally:
-        app.state.recent_logs.uninstall()
+        state.recent_logs.uninstall()
 
 
 router = APIRouter(include_in_schema=False, lifespan=_keep_recent_logs)
@@ -86,7 +88,7 @@ def _section(request: Request, key: str, viewer: Viewer, *, error: str = "", sta
     """Section ``key`` with its data (blocking: it reads the services)."""
     section = SECTIONS[key]
     try:
-        data = section.gather(request.app.state, viewer.user, request.query_params)
+        data = section.gather(services(request), viewer.user, request.query_params)
     except LoopMLError as exc:
         data, error, status = None, "; ".join(filter(None, [error, exc.message])), max(status, http_status(exc))
     nav = [(name, s.title, panel_url(request, s.path)) for name, s in SECTIONS.items()]
@@ -105,7 +107,7 @@ def _page(request: Request, key: str) -> Response:
 @router.get("/")  # "<base>" without its slash: Starlette redirects it here (an empty path breaks a root base)
 def home(request: Request):
     """Admins to the panel; everyone else to the hub's home (headless: the API docs)."""
-    state = request.app.state
+    state = services(request)
     if state.sessions is None:
         return RedirectResponse(f"{state.settings.base_url}docs", status_code=302)
     viewer = viewer_of_page(request)
@@ -129,13 +131,13 @@ def section_page(request: Request, key: str):
 
 
 async def _act(request: Request, key: str, action: Callable[..., Any], *args: str) -> Response:
-    """Run ``action(state, admin, form, *args)`` for a form posted by an admin's session;
+    """Run ``action(services, admin, form, *args)`` for a form posted by an admin's session;
     then back to section ``key`` with what was done, or the section with the error."""
     form = {name: value for name, value in (await request.form()).items() if isinstance(value, str)}
     viewer = await asyncio.to_thread(viewer_of_action, request, form.get("_xsrf"))
     if isinstance(viewer, Response):
         return viewer
-    state = request.app.state
+    state = services(request)
     try:
         if inspect.iscoroutinefunction(action):
             done = await action(state, viewer.user, form, *args)

@@ -1,6 +1,6 @@
 """What each section of the admin panel shows, read from the platform's services.
 
-Every ``*_section`` function takes the app state, the admin looking and the page's query
+Every ``*_section`` function takes the platform's :class:`~loopml.services.Services`, the admin looking and the page's query
 parameters, and returns its template's data; a :class:`~loopml.errors.LoopMLError` from a
 service (MLflow or the hub not answering…) propagates and is shown on the page. They call
 blocking services: run them from sync routes or a thread.
@@ -14,6 +14,7 @@ from typing import Any
 from loopml.auth import User
 from loopml.errors import InvalidInput
 from loopml.executor.models import Job, JobStatus
+from loopml.services import Services
 from loopml.serving.models import Endpoint
 
 MAX_JOBS = 200  # rows of the jobs table, newest first
@@ -22,16 +23,16 @@ GIB = 2**30
 _BYTE_RESOURCES = ("memory", "object_store_memory")
 
 
-def project_names(state: Any, admin: User) -> list[str]:
+def project_names(state: Services, admin: User) -> list[str]:
     return [p.name for p in state.projects.visible_to(admin)]
 
 
-def _newest_jobs(state: Any, projects: list[str], status: JobStatus | None, limit: int) -> list[Job]:
+def _newest_jobs(state: Services, projects: list[str], status: JobStatus | None, limit: int) -> list[Job]:
     jobs = [job for project in projects for job in state.jobs.list(project, status, limit=limit)]
     return sorted(jobs, key=lambda job: job.created_at, reverse=True)
 
 
-def projects_section(state: Any, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
+def projects_section(state: Services, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
     return {"projects": state.projects.visible_to(admin, with_group_members=True)}
 
 
@@ -46,7 +47,7 @@ def job_filters(query: Mapping[str, str], projects: list[str]) -> dict[str, str]
     return filters
 
 
-def jobs_section(state: Any, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
+def jobs_section(state: Services, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
     """The newest :data:`MAX_JOBS` jobs of every project (or the filtered one)."""
     projects = project_names(state, admin)
     filters = job_filters(query, projects)
@@ -58,7 +59,7 @@ def jobs_section(state: Any, admin: User, query: Mapping[str, str]) -> dict[str,
             "statuses": list(JobStatus.__members__)}
 
 
-def models_section(state: Any, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
+def models_section(state: Services, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
     """Each project's registered models with their versions (newest first) and aliases."""
     registry = state.registry
     return {"models": {project: [registry.get(project, summary.name) for summary in registry.list(project)]
@@ -73,12 +74,12 @@ def traffic(endpoint: Endpoint) -> list[tuple[int, float, str]]:
     return [(endpoint.version, 100.0 - canary, "stable"), (endpoint.canary_version, canary, "canary")]
 
 
-def endpoints_section(state: Any, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
+def endpoints_section(state: Services, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
     endpoints = [endpoint for project in project_names(state, admin) for endpoint in state.endpoints.list(project)]
     return {"endpoints": [(endpoint, traffic(endpoint)) for endpoint in endpoints]}
 
 
-def alerts_section(state: Any, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
+def alerts_section(state: Services, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
     alerts = [alert for project in project_names(state, admin)
               for alert in state.policies.alerts(project, status="open")]
     return {"alerts": sorted(alerts, key=lambda alert: alert.opened_at, reverse=True)}
@@ -107,15 +108,15 @@ def ray_nodes() -> list[dict[str, Any]]:
             for node in ray.nodes()]
 
 
-def cluster_section(state: Any, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
+def cluster_section(state: Services, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
     status = state.backend.status()
     return {"status": status, "nodes": ray_nodes(),
             "total": resource_text(status.get("resources") or {}),
             "available": resource_text(status.get("available") or {})}
 
 
-def errors_section(state: Any, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
+def errors_section(state: Services, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
     """The newest failed jobs with their error, and the platform's last warnings and errors."""
     failed = _newest_jobs(state, project_names(state, admin), JobStatus.FAILED, MAX_FAILED_JOBS)
-    recent_logs = getattr(state, "recent_logs", None)
-    return {"failed": failed[:MAX_FAILED_JOBS], "logs": recent_logs.entries() if recent_logs else None}
+    return {"failed": failed[:MAX_FAILED_JOBS],
+            "logs": state.recent_logs.entries() if state.recent_logs is not None else None}

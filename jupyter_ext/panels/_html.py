@@ -11,7 +11,7 @@ import html
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from loopml.executor.models import JobStatus
+from loopml.executor import JobStatus
 
 ERROR_COLOR = "#c62828"
 MISSING = "—"

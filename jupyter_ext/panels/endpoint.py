@@ -8,7 +8,7 @@ from loopml.cli.common import fmt_time
 from loopml.client import Client
 from loopml.jupyter_ext.panels._base import Panel, set_trait, wide_layout
 from loopml.jupyter_ext.panels._html import esc, link, table
-from loopml.serving.models import Endpoint
+from loopml.serving import Endpoint
 
 HISTORY_ROWS = 20
 STABLE_COLOR, CANARY_COLOR = "#1565c0", "#ef6c00"

@@ -5,10 +5,9 @@ from __future__ import annotations
 import ipywidgets
 import traitlets
 
-from loopml._client_wire import api_path
 from loopml.cli.common import fmt_time
-from loopml.client import API_PREFIX, Client
-from loopml.executor.models import Job, JobStatus
+from loopml.client import Client
+from loopml.executor import Job, JobStatus
 from loopml.jupyter_ext import context
 from loopml.jupyter_ext.panels._base import Panel, close_tree, set_trait
 from loopml.jupyter_ext.panels._html import Raw, esc, link, status_badge
@@ -101,7 +100,7 @@ class JobPanel(Panel):
         set_trait(self.links, "value", self._links(job, mlflow_url))
 
     def _links(self, job: Job, mlflow_url: str | None) -> str:
-        output = self.client.url + API_PREFIX + api_path("projects", self.project, "jobs", job.id, "output")
+        output = self.client.job_output_url(self.project, job.id)
         parts = [link(output, "output notebook")]
         if job.mlflow_run_id:
             run = f"MLflow run {job.mlflow_run_id}"

@@ -7,7 +7,7 @@ import ipywidgets
 from loopml._client_wire import job_status
 from loopml.cli.common import fmt_time
 from loopml.client import Client
-from loopml.executor.models import Job, JobStatus
+from loopml.executor import Job, JobStatus
 from loopml.jupyter_ext.panels._base import Panel, set_trait
 from loopml.jupyter_ext.panels._html import Raw, esc, status_badge, table
 

@@ -9,8 +9,7 @@ from loopml.client import Client
 from loopml.errors import InvalidInput
 from loopml.jupyter_ext.panels._base import Panel, set_trait
 from loopml.jupyter_ext.panels._html import Raw, colored, esc, fmt_num, link, table
-from loopml.registry.models import Model, ModelSummary, ModelVersion
-from loopml.registry.service import CHALLENGER, CHAMPION
+from loopml.registry import CHALLENGER, CHAMPION, Model, ModelSummary, ModelVersion
 
 MAX_SIDE_BY_SIDE = 8  # versions compared at once, newest first
 ALIAS_COLORS = {CHAMPION: "#2e7d32", CHALLENGER: "#ef6c00"}

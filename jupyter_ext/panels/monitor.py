@@ -15,11 +15,9 @@ from loopml.jupyter_ext.panels._base import Panel, close_tree, set_trait, wide_l
 from loopml.jupyter_ext.panels._html import Raw, colored, esc, fmt_num, table
 from loopml.jupyter_ext.panels._svg import bar_chart, line_chart
 from loopml.jupyter_ext.panels.job import JobPanel
-from loopml.monitor.models import Alert, MonitorReport, parse_window
-from loopml.registry.models import Model
-from loopml.registry.names import short_name
-from loopml.registry.service import CHALLENGER
-from loopml.serving.models import Endpoint
+from loopml.monitor import Alert, MonitorReport, parse_window
+from loopml.registry import CHALLENGER, Model, short_name
+from loopml.serving import Endpoint
 
 QUALITY_SAMPLES = 120  # refreshes of quality history kept by the panel
 # The platform's default PSI threshold (loopml.monitor.stats.DEFAULT_PSI_THRESHOLD), drawn as a

@@ -29,7 +29,6 @@ from tests.hub.login import oidc_login
 from tests.integration.platform_fixtures import LOOPML, down_leaving_nothing
 
 
-
 @dataclass
 class Hub:
     home: Path

@@ -8,7 +8,6 @@ workspace's own work (log a model of demo, write and read its project files) mus
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import time
 import uuid
@@ -22,8 +21,18 @@ from loopml.executor.models import JobStatus
 from loopml.serving.service import app_name
 from tests.integration.notebooks import SLOW, TRAIN_AND_LOG
 from tests.security import attacks
-from tests.security.victim import (artifact_path, b_state, diff, mlflow, model_files, platform_secrets, table, verdict,
-                                   wait_captures, wait_status)
+from tests.security.victim import (
+    artifact_path,
+    b_state,
+    diff,
+    mlflow,
+    model_files,
+    platform_secrets,
+    table,
+    verdict,
+    wait_captures,
+    wait_status,
+)
 
 A, B, B_MODEL, B_ENDPOINT = "demo", "fraud", "iris", "ws-ep"
 WORKSPACE_LEGIT = ["legit_log_model", "legit_own_data"]

@@ -8,8 +8,8 @@ import os
 import httpx
 from sklearn.datasets import load_iris
 
-from loopml.launcher.ray_local import ray_auth_headers
 from loopml.executor.models import JobStatus
+from loopml.launcher.ray_local import ray_auth_headers
 from tests.integration.notebooks import TRAIN_AND_LOG
 
 X = load_iris(as_frame=True).data.iloc[:10]

@@ -17,9 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from loopml.launcher.run_state import node_temp_dir
 from loopml.client import Client
 from loopml.launcher import free_port_block
+from loopml.launcher.run_state import node_temp_dir
 from loopml.registry import mlflow_auth
 
 LOOPML = str(Path(sys.executable).with_name("loopml"))

@@ -51,7 +51,7 @@ def test_drift_requeues_training_once_and_the_better_challenger_is_promoted(plat
     rows = IRIS.data.to_numpy()
     picked = rng.integers(0, len(rows), 150)
     calm_ids = send(url, rows[picked].tolist(), "calm")
-    labels = [{"request_id": i, "label": int(IRIS.target[p])} for i, p in zip(calm_ids, picked)]
+    labels = [{"request_id": i, "label": int(IRIS.target[p])} for i, p in zip(calm_ids, picked, strict=True)]
     wait_for(lambda: alice.monitor(project, "loop", window="30m").requests >= 150, timeout=30, every=0.5)
     fed = httpx.post(f"{api}/endpoints/loop/feedback", headers=auth, json=labels, timeout=30).json()
     assert fed["accepted"] == 150 and fed["unknown"] == []

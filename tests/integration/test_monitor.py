@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_iris
 
-from loopml.launcher.ray_local import ray_auth_headers
 from loopml.errors import Forbidden
 from loopml.executor.models import JobStatus
+from loopml.launcher.ray_local import ray_auth_headers
 from loopml.serving.service import app_name
 from tests.integration.notebooks import TRAIN_AND_LOG
 
@@ -53,7 +53,7 @@ def send(live, rows: np.ndarray, tag: str) -> list[str]:
     """One single-row request per row, each with its own x-request-id; returns the ids."""
     ids = [f"{tag}-{i}-{uuid.uuid4().hex[:8]}" for i in range(len(rows))]
     with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {live['key']}"}) as http:
-        for request_id, row in zip(ids, rows):
+        for request_id, row in zip(ids, rows, strict=True):
             answer = http.post(live["url"], headers={"x-request-id": request_id},
                                json={"dataframe_split": {"columns": COLUMNS, "data": [row.tolist()]}})
             assert answer.status_code == 200, answer.text
@@ -87,7 +87,7 @@ def test_reports_show_traffic_drift_and_quality_from_feedback(platform, live, tm
     assert report.drifted_features == [] and report.prediction_drift["n_live"] == 200
     assert report.quality is None and report.labelled == 0
 
-    labels = [{"request_id": i, "label": c} for i, c in zip(ids[:100], classes[:100])]
+    labels = [{"request_id": i, "label": c} for i, c in zip(ids[:100], classes[:100], strict=True)]
     unknown = ["never-sent-1", "never-sent-2"]
     first = alice.feedback(project, "iris-mon", labels + [{"request_id": u, "label": 0} for u in unknown])
     assert (first.accepted, first.updated, first.unchanged, first.unknown) == (100, 0, 0, unknown)
@@ -101,7 +101,7 @@ def test_reports_show_traffic_drift_and_quality_from_feedback(platform, live, tm
     assert re.search(r"^requests +200 ", shown.stdout, re.M) and re.search(r"^accuracy +0\.9", shown.stdout, re.M)
     assert re.search(r"^drifted: +none$", shown.stdout, re.M)
     csv = tmp_path / "labels.csv"
-    csv.write_text("request_id,label\n" + "".join(f"{i},{c}\n" for i, c in zip(ids[:5], classes[:5]))
+    csv.write_text("request_id,label\n" + "".join(f"{i},{c}\n" for i, c in zip(ids[:5], classes[:5], strict=True))
                    + "never-sent-3,1\n")
     sent = platform.cli("feedback", "iris-mon", str(csv), "-P", project)
     assert sent.returncode == 0, sent.stderr

@@ -12,9 +12,9 @@ import pytest
 from loopml.executor.models import JobStatus
 from loopml.serving.service import app_name
 from tests.integration.endpoints import COLUMNS, X, replica_pids, train_and_deploy
+from tests.integration.notebooks import TRAIN_AND_LOG
 from tests.integration.platform_fixtures import serve_logs
 from tests.integration.processes import wait_for
-from tests.integration.notebooks import TRAIN_AND_LOG
 
 
 @pytest.fixture(scope="module")
@@ -121,9 +121,10 @@ def test_the_registry_names_the_endpoint_serving_a_version(platform, endpoint):
 
 
 def test_scoring_requests_are_captured_with_features_and_predictions(platform, endpoint):
-    from loopml.monitor.orm import PredictionRow
     from sqlalchemy import create_engine, select
     from sqlalchemy.orm import Session
+
+    from loopml.monitor.orm import PredictionRow
 
     ids = {f"cap-{i}-{time.monotonic_ns()}": body for i, body in enumerate(
         [PAYLOADS["dataframe_split"], PAYLOADS["instances"], {"dataframe_records": [{**ROW, "bogus": 1.0}]}])}

@@ -119,5 +119,5 @@ def _wait_ready(server: PostgresServer) -> None:
             return
         except psycopg.OperationalError:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"postgres not ready after {READY_TIMEOUT_S} s: {server.log.read_text()[-2000:]}")
+                raise RuntimeError(f"postgres not ready after {READY_TIMEOUT_S} s: {server.log.read_text()[-2000:]}") from None
             time.sleep(0.2)

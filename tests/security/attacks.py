@@ -575,9 +575,10 @@ def legit_rows(ctx, finds, results):
             results[row] = f"FAILED: {_short(exc)}"
 
     def log_model():
-        import loopml
         from sklearn.datasets import load_iris
         from sklearn.linear_model import LogisticRegression
+
+        import loopml
         X, y = load_iris(return_X_y=True, as_frame=True)
         version = loopml.log_model(LogisticRegression(max_iter=300).fit(X, y), "iris-a", X, y)
         return f"registered {version.name} v{version.version}"

@@ -18,7 +18,6 @@ artifacts byte for byte, captured predictions) before and after the attacks.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import time
 import uuid
@@ -31,8 +30,18 @@ from loopml.executor.models import JobStatus
 from loopml.serving.service import app_name
 from tests.integration.notebooks import SLOW, TRAIN_AND_LOG, notebook
 from tests.security import attacks
-from tests.security.victim import (artifact_path, b_state, diff, mlflow, model_files, platform_secrets, table, verdict,
-                                   wait_captures, wait_status)
+from tests.security.victim import (
+    artifact_path,
+    b_state,
+    diff,
+    mlflow,
+    model_files,
+    platform_secrets,
+    table,
+    verdict,
+    wait_captures,
+    wait_status,
+)
 
 ATTACKS_SOURCE = Path(attacks.__file__).read_text()
 B_MODEL, B_ENDPOINT, A_ENDPOINT = "iris", "ep-b", "ep-a"

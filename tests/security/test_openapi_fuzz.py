@@ -32,8 +32,6 @@ import uuid
 import hypothesis
 import pytest
 import schemathesis
-from loopml.errors import LoopMLError
-from loopml.registry.mlflow_auth import project_env
 from schemathesis.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -42,6 +40,8 @@ from schemathesis.checks import (
     status_code_conformance,
 )
 
+from loopml.errors import LoopMLError
+from loopml.registry.mlflow_auth import project_env
 from tests.integration.notebooks import notebook
 
 pytestmark = pytest.mark.integration

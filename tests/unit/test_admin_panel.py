@@ -13,7 +13,6 @@ import warnings
 
 import pytest
 
-from loopml.server.app import create_app
 from loopml.auth import StaticTokenAuthenticator, User
 from loopml.db import Database, migrate
 from loopml.errors import InvalidInput, Unavailable
@@ -23,9 +22,10 @@ from loopml.hub_config.admin.actions import check_user_name, parse_quota
 from loopml.hub_config.admin.pages import templates
 from loopml.hub_config.admin.recent_logs import RecentLogs, redact
 from loopml.hub_config.admin.sections import job_filters, resource_text, traffic
-from loopml.server.service_auth import BrowserSessions
 from loopml.monitor.models import Alert
 from loopml.projects import ProjectCreate, ProjectService
+from loopml.server.app import create_app
+from loopml.server.service_auth import BrowserSessions
 from loopml.serving.models import Endpoint
 from loopml.settings import load_settings
 
@@ -42,7 +42,7 @@ def _app(tmp_path, *, hub: bool):
     settings = load_settings(data_dir=tmp_path, base_url="/services/loopml/" if hub else "/",
                              admin_token="admin-token", tokens={"alice-token": {"name": "alice"}})
     app = create_app(settings)  # no lifespan: the state the panel reads is set here
-    state = app.state
+    state = app.state.services
     state.settings = settings
     state.authenticator = StaticTokenAuthenticator(settings)
     state.sessions = BrowserSessions(settings, "test-secret") if hub else None
@@ -119,7 +119,7 @@ def test_projects_page_lists_every_project_with_members_and_quota(panel):
 def test_actions_need_a_session_even_for_an_admin_token(panel):
     response = panel.post("/services/loopml/admin/projects", headers=ADMIN, data={"name": "other", "_xsrf": "x"})
     assert response.status_code == 403 and "browser session" in response.text
-    assert [p.name for p in panel.app.state.projects.visible_to(User("admin", admin=True))] == ["demo", "fraud"]
+    assert [p.name for p in panel.app.state.services.projects.visible_to(User("admin", admin=True))] == ["demo", "fraud"]
 
 
 def test_the_done_message_is_escaped(panel):
@@ -145,7 +145,7 @@ class _Policies:
 
 
 def test_open_alerts_and_the_cluster_render_from_their_services(panel):
-    panel.app.state.policies, panel.app.state.backend = _Policies(), JobBackend()
+    panel.app.state.services.policies, panel.app.state.services.backend = _Policies(), JobBackend()
     alerts = panel.get("/services/loopml/admin/alerts", headers=ADMIN)
     assert alerts.status_code == 200 and '<tr data-alert="a1">' in alerts.text and "0.31" in alerts.text
     cluster = panel.get("/services/loopml/admin/cluster", headers=ADMIN)
@@ -153,7 +153,7 @@ def test_open_alerts_and_the_cluster_render_from_their_services(panel):
 
 
 def test_a_failing_service_reads_as_an_error_on_its_section(panel):
-    panel.app.state.policies = _Policies(fail=True)
+    panel.app.state.services.policies = _Policies(fail=True)
     page = panel.get("/services/loopml/admin/alerts", headers=ADMIN)
     assert page.status_code == 503 and 'id="error"' in page.text and "the platform DB is locked" in page.text
 

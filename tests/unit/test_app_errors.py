@@ -6,9 +6,9 @@ import warnings
 
 import pytest
 
-from loopml.server.app import create_app
 from loopml.auth import StaticTokenAuthenticator
 from loopml.monitor.ingest import CaptureService, capture_tokens
+from loopml.server.app import create_app
 from loopml.settings import load_settings
 
 with warnings.catch_warnings():
@@ -20,8 +20,8 @@ with warnings.catch_warnings():
 def client(tmp_path):
     settings = load_settings(data_dir=tmp_path, max_notebook_mb=0.05, admin_token="admin-token")
     app = create_app(settings)
-    app.state.authenticator = StaticTokenAuthenticator(settings)  # no lifespan: no Ray, no DB needed here
-    app.state.captures = CaptureService(None, capture_tokens(settings))
+    app.state.services.authenticator = StaticTokenAuthenticator(settings)  # no lifespan: no Ray, no DB needed here
+    app.state.services.captures = CaptureService(None, capture_tokens(settings))
     return TestClient(app, raise_server_exceptions=False)
 
 

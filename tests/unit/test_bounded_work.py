@@ -13,8 +13,7 @@ from loopml.executor.models import JobStatus, ScheduleCreate
 from loopml.executor.orm import JobRow, ScheduleRow
 from loopml.executor.schedules import ScheduleService, check_cron
 from loopml.executor.service import JobService
-from tests.unit.test_service import (NOTEBOOK, backend, db,  # noqa: F401 (fixtures)
-                                     service, settings, submit, tracking)
+from tests.unit.test_service import NOTEBOOK, backend, db, service, settings, submit, tracking  # noqa: F401 (fixtures)
 
 NEW_YEAR = dt.datetime(2025, 1, 1, 10, 0, 5, tzinfo=dt.timezone.utc)
 

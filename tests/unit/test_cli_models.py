@@ -17,7 +17,6 @@ from loopml.cli.util import job_models_text
 from loopml.client import Client
 from loopml.errors import Forbidden, InvalidInput, NotFound
 from loopml.executor.models import Job
-
 from tests.unit.payloads import job_json
 from tests.unit.test_cli import HEAVY
 
@@ -110,7 +109,7 @@ def cells(table: str, label: str) -> list[str]:
     header = next(line for line in lines if line.startswith("VERSION"))
     starts = [m.start() for m in re.finditer(r"(?<=  )\S", header)]
     row = next(line for line in lines if line.startswith(label + " ")).ljust(len(header) + 40)
-    return [row[a:b].strip() for a, b in zip(starts, starts[1:] + [len(row)])]
+    return [row[a:b].strip() for a, b in zip(starts, starts[1:] + [len(row)], strict=True)]
 
 
 # -- CLI ------------------------------------------------------------------------------------

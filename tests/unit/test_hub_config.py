@@ -113,7 +113,7 @@ def test_the_hub_runs_the_platform_as_its_service_with_the_settings_and_least_sc
     assert "admin:users" not in roles["loopml-service"]["scopes"]
     assert "access:services!service=loopml" in c.Spawner.server_token_scopes
     assert c.JupyterHub.bind_url == "http://127.0.0.1:18800/" and c.JupyterHub.allow_named_servers
-    assert c.ProjectSpawner.platform_url == "http://127.0.0.1:18800/services/loopml"
+    assert c.LoopmlSpawnerMixin.platform_url == "http://127.0.0.1:18800/services/loopml"
 
 
 def test_the_service_never_gets_the_hubs_oauth_secret():

@@ -8,9 +8,9 @@ import warnings
 import pytest
 
 from loopml import launcher, sandbox
-from loopml.server.app import create_app
 from loopml.auth import StaticTokenAuthenticator
 from loopml.errors import Unavailable
+from loopml.server.app import create_app
 from loopml.settings import load_settings
 
 with warnings.catch_warnings():
@@ -51,11 +51,11 @@ def test_status_shows_the_isolation_mode(tmp_path, mode: str) -> None:
     settings = load_settings(data_dir=tmp_path, admin_token="admin-token", job_isolation=mode,
                              tokens={"alice-token": {"name": "alice"}})
     app = create_app(settings)
-    app.state.authenticator = StaticTokenAuthenticator(settings)  # no lifespan: fakes stand in below
-    app.state.settings = settings
-    app.state.backend = types.SimpleNamespace(status=lambda: {"ok": True})
-    app.state.tracking = types.SimpleNamespace(ping=lambda: True, tracking_uri="http://127.0.0.1:5000")
-    app.state.db = types.SimpleNamespace(engine=types.SimpleNamespace(dialect=types.SimpleNamespace(name="sqlite")))
+    app.state.services.authenticator = StaticTokenAuthenticator(settings)  # no lifespan: fakes stand in below
+    app.state.services.settings = settings
+    app.state.services.backend = types.SimpleNamespace(status=lambda: {"ok": True})
+    app.state.services.tracking = types.SimpleNamespace(ping=lambda: True, tracking_uri="http://127.0.0.1:5000")
+    app.state.services.db = types.SimpleNamespace(engine=types.SimpleNamespace(dialect=types.SimpleNamespace(name="sqlite")))
 
     answer = TestClient(app).get("/api/v1/status", headers={"Authorization": "Bearer alice-token"})
 

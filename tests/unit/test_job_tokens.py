@@ -7,11 +7,10 @@ import datetime as dt
 
 import pytest
 
-from loopml.db import Database, migrate
+from loopml.db import Database, migrate, utcnow
 from loopml.executor.job_tokens import JobTokens
 from loopml.executor.models import JobStatus
 from loopml.executor.orm import JobRow
-from loopml.db import utcnow
 from loopml.projects import ProjectCreate, ProjectHooks, ProjectService, ProjectUpdate
 
 

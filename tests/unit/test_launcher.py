@@ -24,8 +24,10 @@ import psutil
 import pytest
 
 from loopml import launcher
-from loopml.launcher import processes as _processes, ray_local as _ray_local, run_state
 from loopml.errors import Conflict, InvalidInput, Unavailable
+from loopml.launcher import processes as _processes
+from loopml.launcher import ray_local as _ray_local
+from loopml.launcher import run_state
 from loopml.registry.server import mlflow_server_command
 from loopml.settings import ProjectSeed, Settings, TokenUser, load_settings
 

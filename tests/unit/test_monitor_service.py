@@ -16,17 +16,16 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_iris
 
-from loopml.server.app import create_app
 from loopml.auth import StaticTokenAuthenticator
 from loopml.db import Database, migrate, utcnow
 from loopml.errors import InvalidInput, NotFound
 from loopml.monitor.ingest import CaptureService
-from loopml.monitor.models import MAX_FEEDBACK, FeedbackItem
+from loopml.monitor.models import MAX_FEEDBACK, MAX_WINDOW, FeedbackItem, parse_window
 from loopml.monitor.orm import PredictionRow
-from loopml.monitor.models import MAX_WINDOW, parse_window
 from loopml.monitor.service import MlflowReferences, MonitorService
 from loopml.projects import ProjectCreate, ProjectService
 from loopml.registry.sdk import LABEL_COLUMN, PREDICTION_COLUMN
+from loopml.server.app import create_app
 from loopml.settings import load_settings
 
 with warnings.catch_warnings():
@@ -382,7 +381,7 @@ def labels_of(db: Database) -> dict[str, Any]:
 def test_feedback_counts_accepted_updated_unchanged_and_lists_unknown_ids(service, traffic, db):
     ids = traffic.add(rows=sample(4)[0], predictions=[0, 1, 2, 1])
     first = service.feedback("demo", "iris", [FeedbackItem(request_id=i, label=label)
-                                              for i, label in zip(ids[:3], [0, 1, 2])]
+                                              for i, label in zip(ids[:3], [0, 1, 2], strict=True)]
                              + [FeedbackItem(request_id="nope", label=1)])
     assert (first.accepted, first.updated, first.unchanged, first.unknown) == (3, 0, 0, ["nope"])
 
@@ -398,7 +397,7 @@ def test_resending_labels_is_idempotent_and_quality_counts_each_once(service, tr
     predicted = list(classes)
     predicted[:10] = [(c + 1) % 3 for c in classes[:10]]  # ten wrong answers
     ids = traffic.add(rows=rows, predictions=predicted)
-    items = [FeedbackItem(request_id=i, label=c) for i, c in zip(ids, classes)]
+    items = [FeedbackItem(request_id=i, label=c) for i, c in zip(ids, classes, strict=True)]
     assert service.feedback("demo", "iris", items).accepted == 100
     resent = service.feedback("demo", "iris", items)
     assert (resent.accepted, resent.updated, resent.unchanged) == (0, 0, 100)
@@ -426,7 +425,7 @@ def test_a_multi_row_request_takes_a_label_per_row(service, traffic, db):
 
 def test_regression_labels_give_mae_and_rmse(service, traffic):
     ids = traffic.add(rows=sample(3)[0], predictions=[1.5, 2.25, 3.0])
-    service.feedback("demo", "iris", [FeedbackItem(request_id=i, label=v) for i, v in zip(ids, [1.0, 2.0, 3.75])])
+    service.feedback("demo", "iris", [FeedbackItem(request_id=i, label=v) for i, v in zip(ids, [1.0, 2.0, 3.75], strict=True)])
     quality = service.report("demo", "iris").quality
     assert quality["task"] == "regression" and quality["mae"] == pytest.approx(0.5)
 
@@ -456,9 +455,9 @@ def test_many_labels_are_matched_in_chunks(service, traffic):
 @pytest.fixture
 def http(settings, db, service) -> TestClient:
     app = create_app(settings)
-    app.state.authenticator = StaticTokenAuthenticator(settings)  # no lifespan: no Ray, no MLflow
-    app.state.projects = ProjectService(db)
-    app.state.monitor = service
+    app.state.services.authenticator = StaticTokenAuthenticator(settings)  # no lifespan: no Ray, no MLflow
+    app.state.services.projects = ProjectService(db)
+    app.state.services.monitor = service
     return TestClient(app, raise_server_exceptions=False)
 
 

@@ -16,8 +16,7 @@ from loopml.executor.orm import ScheduleRow
 from loopml.executor.schedules import ScheduleService
 from loopml.executor.service import JobService
 from loopml.projects import ProjectHooks, ProjectService, ProjectUpdate
-from tests.unit.test_service import (FakeBackend, FakeTracking, NOTEBOOK, backend, db,  # noqa: F401 (fixtures)
-                                     service, settings, tracking)
+from tests.unit.test_service import NOTEBOOK, FakeBackend, FakeTracking, backend, db, service, settings, tracking  # noqa: F401 (fixtures)
 
 REASON = ("alice is no longer a member of project demo: the schedule is paused and fires again once alice is a "
           "member (or delete it)")

@@ -17,9 +17,9 @@ from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from itsdangerous import URLSafeTimedSerializer
 
-from loopml.server.app import _install_error_handlers
 from loopml.auth import User, current_user
 from loopml.server import service_auth
+from loopml.server.app import _install_error_handlers
 from loopml.server.service_auth import (
     SESSION_COOKIE,
     STATE_COOKIE,
@@ -27,6 +27,7 @@ from loopml.server.service_auth import (
     browser_router,
     safe_next,
 )
+from loopml.services import Services
 from loopml.settings import Settings
 
 BASE = "/services/loopml/"
@@ -111,8 +112,9 @@ def browser(monkeypatch, tmp_path) -> TestClient:
     monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "service-secret")
     app = FastAPI()
     _install_error_handlers(app)
-    app.state.sessions = BrowserSessions(Settings(data_dir=tmp_path, base_url=BASE, hub=True), "cookie-secret")
-    app.state.authenticator = Tokens()
+    settings = Settings(data_dir=tmp_path, base_url=BASE, hub=True)
+    app.state.services = Services(settings, sessions=BrowserSessions(settings, "cookie-secret"))
+    app.state.services.authenticator = Tokens()
     app.include_router(browser_router, prefix=BASE.rstrip("/"))
 
     @app.api_route(f"{BASE}whoami", methods=["GET", "POST"])

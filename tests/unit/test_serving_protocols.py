@@ -52,7 +52,7 @@ def tensor(name, shape, datatype, data) -> dict:
 ROW0 = ROWS.iloc[0].tolist()
 NO_PROLINE = {k: v for k, v in ROWS.iloc[0].items() if k != "proline"}
 MIXED_ROW = {"age": 31, "income": 1200.5, "city": "Oslo", "member": True}
-per_column = [tensor(c, [1], "FP64", [v]) for c, v in zip(COLUMNS, ROW0)]
+per_column = [tensor(c, [1], "FP64", [v]) for c, v in zip(COLUMNS, ROW0, strict=True)]
 
 # id, parser, signature, body, content type, expected status, a phrase of the message
 BAD_REQUESTS = [

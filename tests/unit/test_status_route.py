@@ -9,8 +9,8 @@ import warnings
 
 import pytest
 
-from loopml.server.app import _without_credentials, create_app
 from loopml.auth import StaticTokenAuthenticator
+from loopml.server.app import _without_credentials, create_app
 from loopml.settings import load_settings
 
 with warnings.catch_warnings():
@@ -31,11 +31,11 @@ def client(tmp_path):
     settings = load_settings(data_dir=tmp_path, admin_token="admin-token", mlflow_uri=MLFLOW,
                              tokens={"alice-token": {"name": "alice"}})
     app = create_app(settings)
-    app.state.authenticator = StaticTokenAuthenticator(settings)  # no lifespan: fakes stand in below
-    app.state.settings = settings
-    app.state.backend = FakeBackend()
-    app.state.tracking = types.SimpleNamespace(ping=lambda: True, tracking_uri=MLFLOW)
-    app.state.db = types.SimpleNamespace(engine=types.SimpleNamespace(dialect=types.SimpleNamespace(name="sqlite")))
+    app.state.services.authenticator = StaticTokenAuthenticator(settings)  # no lifespan: fakes stand in below
+    app.state.services.settings = settings
+    app.state.services.backend = FakeBackend()
+    app.state.services.tracking = types.SimpleNamespace(ping=lambda: True, tracking_uri=MLFLOW)
+    app.state.services.db = types.SimpleNamespace(engine=types.SimpleNamespace(dialect=types.SimpleNamespace(name="sqlite")))
     return TestClient(app, raise_server_exceptions=False)
 
 

@@ -10,8 +10,8 @@ import pytest
 
 from loopml.db import Database, migrate
 from loopml.errors import Forbidden
-from loopml.server.service_auth import HubTokenAuthenticator, workspace_projects
 from loopml.projects import ProjectCreate, ProjectService, ProjectUpdate
+from loopml.server.service_auth import HubTokenAuthenticator, workspace_projects
 
 SERVICE = "access:services!service=loopml"
 # a server token with c.Spawner.server_token_scopes (hub_config/config.py), as the hub expands them
