@@ -210,27 +210,47 @@ def status(ctx: click.Context, data_dir: Path | None, as_json: bool) -> None:
     if as_json:
         echo_json({"local": local, "platform": platform, "error": problem})
     else:
-        click.echo("local:")
-        for name, value in local.items():
-            click.echo(f"  {name}: {_compact(value)}")
-        click.echo("platform:")
-        if platform is None:
-            click.echo(f"  not reachable: {problem}")
-        for name, part in (platform or {}).items():
-            if isinstance(part, dict):
-                rest = {k: v for k, v in part.items() if k != "ok"}
-                click.echo(f"  {name}: {'ok' if part.get('ok') else 'DOWN'} {_compact(rest)}".rstrip())
-            else:
-                click.echo(f"  {name}: {part}")
+        echo_status(local, platform, problem)
     ctx.exit(0 if healthy else 1)
 
 
-def _compact(value: Any) -> str:
-    if isinstance(value, dict):
-        return " ".join(f"{k}={_compact(v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return ",".join(_compact(v) for v in value)
-    return str(value)
+def echo_status(local: dict[str, dict[str, Any]], platform: dict[str, Any] | None, problem: str | None) -> None:
+    """Two tables: the processes this machine runs, then the services as the platform sees them."""
+    echo_table(["PROCESS", "STATE", "PID", "URL", "LOG"],
+               [(name, part.get("state", "?"), part.get("pid") or "-", part.get("url") or "-", part.get("log") or "-")
+                for name, part in local.items()])
+    env = (local.get("ray") or {}).get("env") or {}
+    if env:
+        click.echo("Ray drivers connect with: " + " ".join(f"export {k}={v}" for k, v in sorted(env.items())))
+    click.echo()
+    if platform is None:
+        click.echo(f"platform: not reachable: {problem}")
+        return
+    echo_table(["SERVICE", "HEALTH", "DETAILS"],
+               [(name, ("ok" if part.get("ok") else "DOWN") if isinstance(part, dict) else "-", _details(name, part))
+                for name, part in platform.items()])
+
+
+def _details(name: str, part: Any) -> str:
+    """One service's status in words: addresses, Ray's nodes and free resources, errors."""
+    from loopml.units import free_text
+
+    if not isinstance(part, dict):
+        return str(part)
+    if part.get("error"):
+        return _one_line(str(part["error"]))
+    if name == "platform":
+        return f"{part.get('url', '')} as {part.get('user', '?')}{' (admin)' if part.get('admin') else ''}".strip()
+    if name == "ray":
+        words = [str(part.get("address") or "")]
+        if "nodes" in part:
+            words.append(f"{part['nodes']} node{'s' if part['nodes'] != 1 else ''}")
+        if part.get("resources"):
+            words.append(free_text(part["resources"], part.get("available") or {}))
+        return "; ".join(w for w in words if w)
+    known = {"uri": "{}", "backend": "{}", "isolation": "isolation {}"}
+    words = [known.get(k, k + " {}").format(v) for k, v in part.items() if k != "ok" and not isinstance(v, (dict, list))]
+    return ", ".join(words)
 
 
 # -- projects ---------------------------------------------------------------------------

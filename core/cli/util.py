@@ -185,11 +185,12 @@ def outcome(job: Job) -> str:
 
 
 def resources_text(resources: Resources) -> str:
-    parts = [f"cpus={resources.cpus:g}", f"gpus={resources.gpus:g}"]
+    """``1 CPU, 0 GPU, memory 512 MiB, node2 1``."""
+    parts = [f"{resources.cpus:g} CPU", f"{resources.gpus:g} GPU"]
     if resources.memory_mb:
-        parts.append(f"memory={resources.memory_mb}MiB")
-    parts += [f"{name}={amount:g}" for name, amount in resources.custom.items()]
-    return " ".join(parts)
+        parts.append(f"memory {resources.memory_mb} MiB")
+    parts += [f"{name} {amount:g}" for name, amount in resources.custom.items()]
+    return ", ".join(parts)
 
 
 def wait_with_progress(ctx: click.Context, project: str, job: Job) -> Job:

@@ -16,11 +16,10 @@ from loopml.errors import InvalidInput
 from loopml.executor.models import Job, JobStatus
 from loopml.services import Services
 from loopml.serving.models import Endpoint
+from loopml.units import resource_text
 
 MAX_JOBS = 200  # rows of the jobs table, newest first
 MAX_FAILED_JOBS = 50  # rows of the recent errors' failed jobs
-GIB = 2**30
-_BYTE_RESOURCES = ("memory", "object_store_memory")
 
 
 def project_names(state: Services, admin: User) -> list[str]:
@@ -83,17 +82,6 @@ def alerts_section(state: Services, admin: User, query: Mapping[str, str]) -> di
     alerts = [alert for project in project_names(state, admin)
               for alert in state.policies.alerts(project, status="open")]
     return {"alerts": sorted(alerts, key=lambda alert: alert.opened_at, reverse=True)}
-
-
-def resource_text(resources: Mapping[str, float]) -> str:
-    """Ray resources as people read them: ``CPU 4, memory 7.5 GiB, node2 1`` (Ray's own
-    per-node ``node:…`` markers left out)."""
-    parts = []
-    for name, amount in sorted(resources.items(), key=lambda item: (item[0] not in ("CPU", "GPU"), item[0])):
-        if name.startswith("node:"):
-            continue
-        parts.append(f"{name} {amount / GIB:.1f} GiB" if name in _BYTE_RESOURCES else f"{name} {amount:g}")
-    return ", ".join(parts)
 
 
 def ray_nodes() -> list[dict[str, Any]]:

@@ -243,7 +243,33 @@ def test_status_reports_local_processes_and_an_unreachable_platform(monkeypatch)
     healthy = {"platform": {"ok": True}, "ray": {"ok": True, "address": "x"}}
     client = Client("http://fake", "t", transport=httpx.MockTransport(lambda r: httpx.Response(200, json=healthy)))
     result = CliRunner().invoke(main, ["status"], obj=client)
-    assert result.exit_code == 0 and "ray: ok address=x" in result.stdout
+    assert result.exit_code == 0 and re.search(r"^ray +ok +x$", result.stdout, re.M), result.stdout
+
+
+def test_status_reads_as_tables_in_human_units(monkeypatch):
+    """Ray's resources in GiB with what is free, its per-node markers left out, no key=value dumps."""
+    local = {"ray": {"state": "running", "pid": 42, "url": "http://127.0.0.1:8265", "log": "/d/logs/ray.log",
+                     "env": {"RAY_AUTH_MODE": "token"}},
+             "mlflow": {"state": "stopped", "pid": None, "url": None, "log": None}}
+    fake = types.SimpleNamespace(status=lambda home: local)
+    monkeypatch.setitem(sys.modules, "loopml.launcher", fake)
+    monkeypatch.setattr("loopml.launcher", fake, raising=False)
+    ray = {"ok": True, "address": "127.0.0.1:6379", "nodes": 1,
+           "resources": {"CPU": 2.0, "memory": 17139404800.0, "node:__internal_head__": 1.0, "node:127.0.0.1": 1.0},
+           "available": {"CPU": 1.5, "memory": 8 * 2**30, "node:__internal_head__": 0.999}}
+    answer = {"platform": {"ok": True, "url": "http://127.0.0.1:9000", "user": "ana", "admin": True}, "ray": ray,
+              "mlflow": {"ok": False, "error": "no answer within 5 s"}, "db": {"ok": True, "backend": "sqlite"}}
+    client = Client("http://fake", "t", transport=httpx.MockTransport(lambda r: httpx.Response(200, json=answer)))
+    result = CliRunner().invoke(main, ["status"], obj=client)
+    out = result.stdout
+    assert result.exit_code == 1, out  # mlflow is down
+    assert re.search(r"^PROCESS +STATE +PID +URL +LOG$", out, re.M) and re.search(r"^ray +running +42 ", out, re.M)
+    assert re.search(r"^mlflow +stopped +- +- +-$", out, re.M), out
+    assert "Ray drivers connect with: export RAY_AUTH_MODE=token" in out
+    assert re.search(r"^ray +ok +127.0.0.1:6379; 1 node; CPU 1.5 of 2 free, memory 8.0 GiB of 16.0 GiB free$", out, re.M), out
+    assert re.search(r"^platform +ok +http://127.0.0.1:9000 as ana \(admin\)$", out, re.M), out
+    assert re.search(r"^mlflow +DOWN +no answer within 5 s$", out, re.M) and re.search(r"^db +ok +sqlite$", out, re.M)
+    assert "node:" not in out and "=" not in out.replace("RAY_AUTH_MODE=token", "")
 
 
 LAZY_CHECK = """
