@@ -44,7 +44,7 @@ from loopml import sandbox
 from loopml.auth import User
 from loopml.db import Database
 from loopml.errors import InvalidInput, LoopMLError, NotFound
-from loopml.launcher.processes import MARKER
+from loopml.instance import MARKER
 from loopml.names import check_name
 from loopml.projects import Project, ProjectService
 from loopml.registry import mlflow_auth

@@ -32,8 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from loopml.errors import Unavailable
-from loopml.launcher.processes import write_private
-from loopml.launcher.run_state import stored_secret
+from loopml.instance import stored_secret, write_private
 from loopml.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -67,14 +67,13 @@ from loopml import sandbox
 from loopml.errors import Conflict, Unavailable
 from loopml.hub_config import identity as hub_identity
 from loopml.hub_config import launch as hub_launch
+from loopml.instance import MARKER, make_private_dir, stored_secret
 from loopml.launcher.processes import (
-    MARKER,
     ProcessRecord,
     check_ports,
     component_errors,
     free_port_block,
     live_process,
-    make_private_dir,
     spawn,
     stop_marked,
     stop_record,
@@ -95,7 +94,6 @@ from loopml.launcher.run_state import (
     resolve_admin_token,
     running_settings,
     secure_modes,
-    stored_secret,
     up_lock,
     write_state,
 )

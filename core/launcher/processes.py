@@ -20,6 +20,7 @@ import psutil
 from pydantic import BaseModel, Field
 
 from loopml.errors import Conflict, InvalidInput, Unavailable
+from loopml.instance import MARKER, make_private_dir
 
 logger = logging.getLogger(__name__)
 
@@ -36,23 +37,6 @@ class ProcessRecord(BaseModel):
 
 
 # -- private files -------------------------------------------------------------------------
-
-
-def make_private_dir(path: Path) -> Path:
-    """Create ``path`` (mode 0700) if missing; an existing directory is left as it is."""
-    if not path.exists():
-        path.mkdir(parents=True, mode=0o700)
-        path.chmod(0o700)
-    return path
-
-
-def write_private(path: Path, text: str) -> None:
-    """Replace ``path`` atomically with ``text``, readable by the owner only."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def log_tail(path: Path, lines: int = 20) -> list[str]:
@@ -200,7 +184,6 @@ def _session_orphans(record: ProcessRecord) -> list[psutil.Process]:
     return orphans
 
 
-MARKER = "LOOPML_HUB_INSTANCE"  # in the environment of the hub and of every process it starts
 
 
 def stop_marked(value: str, timeout: float) -> list[int]:

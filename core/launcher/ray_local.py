@@ -20,7 +20,8 @@ from typing import Any, ClassVar
 import httpx
 
 from loopml.errors import InvalidInput, Unavailable
-from loopml.launcher.processes import wait_http, write_private
+from loopml.instance import write_private
+from loopml.launcher.processes import wait_http
 from loopml.serving.admission import CALLBACK, CALLBACK_ENV, DEFAULT_LIMIT, LIMIT_ENV
 from loopml.settings import Settings
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
-import secrets
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,13 +22,13 @@ from pydantic import BaseModel, Field, ValidationError
 
 from loopml.errors import Conflict, InvalidInput
 from loopml.hub_config import launch as hub_launch
-from loopml.launcher.processes import ProcessRecord, make_private_dir, write_private
+from loopml.instance import make_private_dir, stored_secret, write_private
+from loopml.launcher.processes import ProcessRecord
 from loopml.launcher.ray_local import driver_env, ray_auth_headers
 from loopml.settings import Settings
 
 STATE_FILE = Path("run") / "state.json"
 LOCK_FILE = Path("run") / "up.lock"
-SECRETS_FILE = "secrets.json"
 COMPONENTS = ("ray", "mlflow", "platform")  # headless (--no-hub)
 HUB_COMPONENTS = ("ray", "mlflow", "idp", "hub")  # the hub starts the platform service as its service
 START_ORDER = ("ray", "mlflow", "platform", "idp", "hub")
@@ -162,19 +160,6 @@ def running_settings(state: RunState, given: Settings, step: Callable[[str], Non
 def resolve_admin_token(settings: Settings) -> str:
     """``settings.admin_token``, else the one in ``secrets.json``, generated there on first use."""
     return settings.admin_token or stored_secret(settings.home, "admin_token")
-
-
-def stored_secret(home: Path, name: str) -> str:
-    """Secret ``name`` of ``secrets.json`` (0600), generated there on first use."""
-    path = home / SECRETS_FILE
-    try:
-        stored = json.loads(path.read_text()) if path.exists() else {}
-    except ValueError:
-        raise InvalidInput(f"{path} is not valid JSON; fix or remove it (new secrets are then generated)") from None
-    if not stored.get(name):
-        stored[name] = secrets.token_urlsafe(32)
-        write_private(path, json.dumps(stored, indent=2))
-    return stored[name]
 
 
 def urls(settings: Settings) -> dict[str, str | None]:

@@ -23,7 +23,7 @@ import httpx
 import psutil
 import pytest
 
-from loopml import launcher
+from loopml import instance, launcher
 from loopml.errors import Conflict, InvalidInput, Unavailable
 from loopml.launcher import processes as _processes
 from loopml.launcher import ray_local as _ray_local
@@ -470,7 +470,7 @@ def test_admin_token_is_generated_once_and_kept_private(settings: Settings) -> N
     token = run_state.resolve_admin_token(settings)
     assert len(token) >= 40
     assert run_state.resolve_admin_token(settings) == token
-    assert stat.S_IMODE((settings.home / run_state.SECRETS_FILE).stat().st_mode) == 0o600
+    assert stat.S_IMODE((settings.home / instance.SECRETS_FILE).stat().st_mode) == 0o600
     assert run_state.resolve_admin_token(settings.model_copy(update={"admin_token": "given"})) == "given"
 
 
@@ -616,7 +616,7 @@ def test_up_result_serialises_without_surprises(tmp_path: Path) -> None:
 def test_stop_marked_ends_what_a_dead_parent_left_in_other_sessions(tmp_path):
     """The hub's proxy, service and workspaces carry the instance marker: found and stopped
     even after the hub was killed and they were re-parented."""
-    env = {**os.environ, _processes.MARKER: str(tmp_path)}
+    env = {**os.environ, instance.MARKER: str(tmp_path)}
     parent = subprocess.Popen(["bash", "-c", TREE], env=env, start_new_session=True)
     children = descendants_when_ready(parent.pid, 2)
     parent.kill()
