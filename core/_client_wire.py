@@ -23,11 +23,11 @@ from loopml.errors import (
     Unauthorized,
     Unavailable,
 )
-from loopml.executor.models import JobStatus, Resources
-from loopml.monitor.models import FeedbackItem
+from loopml.executor import JobStatus, Resources
+from loopml.monitor import FeedbackItem
 from loopml.names import check_name
-from loopml.registry.names import short_name
-from loopml.serving.models import Autoscale, EndpointCreate, EndpointPatch, EndpointResources
+from loopml.registry import short_name
+from loopml.serving import Autoscale, EndpointCreate, EndpointPatch, EndpointResources
 
 Notebook = str | Path | Mapping[str, Any]
 """A notebook as ``submit`` takes it: a path to an .ipynb file, or its nbformat JSON."""

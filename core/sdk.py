@@ -6,8 +6,8 @@ from typing import Any
 
 
 def current_job():
-    """The job this kernel runs (:class:`loopml.registry.sdk.JobContext`), or ``None``."""
-    from loopml.registry.sdk import current_job as _current_job
+    """The job this kernel runs (:class:`loopml.registry.JobContext`), or ``None``."""
+    from loopml.registry import current_job as _current_job
 
     return _current_job()
 
@@ -15,6 +15,6 @@ def current_job():
 def log_model(model, name: str, X_train, y_train=None, metrics: dict[str, float] | None = None, *,
               alias: str | None = None, **flavor_kwargs: Any):
     """Log, register and alias a model in one call; see :func:`loopml.registry.sdk.log_model`."""
-    from loopml.registry.sdk import log_model as _log_model
+    from loopml.registry import log_model as _log_model
 
     return _log_model(model, name, X_train, y_train, metrics, alias=alias, **flavor_kwargs)

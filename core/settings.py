@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +22,23 @@ from loopml.errors import InvalidInput
 CLIENT_FILE = "client.json"
 CONFIG_FILE = "config.toml"
 DEFAULT_HOME = "~/.loopml"
+
+
+JOB_BACKEND_ENTRY_POINTS = "loopml.job_backends"
+
+
+def job_backend_names() -> list[str]:
+    """Names of the installed job backends (entry points of ``loopml.job_backends``), sorted.
+
+    Only the names: the settings check a ``job_backend`` without importing any backend;
+    :func:`loopml.executor.backend.job_backend_class` loads the one named.
+    """
+    return sorted({point.name for point in entry_points(group=JOB_BACKEND_ENTRY_POINTS)})
+
+
+def unknown_job_backend(name: str) -> str:
+    """Why ``name`` is no ``job_backend``, listing the known ones."""
+    return f"No job backend named {name!r}; known job backends: {', '.join(job_backend_names()) or 'none'}"
 
 
 class TokenUser(BaseModel):
@@ -122,6 +140,9 @@ class Settings(BaseSettings):
         "How user code (job kernels, workspace servers, model hosts) runs: \"bwrap\" in a bubblewrap "
         "sandbox (own pid namespace, private /tmp and working dir, no Ray token, nothing of the data dir); "
         "\"off\" unsandboxed (only for a machine that cannot sandbox, among users who trust each other)."))
+    job_backend: str = Field("ray", description=(
+        "Where job attempts run: the name of an entry point of the loopml.job_backends group (\"ray\": the "
+        "Ray cluster, through loopml's dispatcher actor); another package may add its own."))
     max_notebook_mb: float = Field(20.0, description="Largest notebook accepted by submit, in MiB.")
     job_token_max_s: float = Field(86400.0, gt=0, description="Longest life of a job's token (LOOPML_TOKEN in its "
                                    "kernel), in seconds, even while the job runs; a job's timeout_s ends it sooner.")
@@ -142,6 +163,14 @@ class Settings(BaseSettings):
         "(module.Class or module:Class)."))
     project_group_prefix: str = Field("loopml-", description="Hub group of project P: <prefix>P (IdP groups too).")
     oauth: OAuthSettings = Field(default_factory=OAuthSettings, description="Identity provider of the hub.")
+
+    @field_validator("job_backend")
+    @classmethod
+    def _job_backend(cls, value: str) -> str:
+        # names only: the backend's module (and Ray) is imported when the platform starts it
+        if value not in job_backend_names():
+            raise ValueError(unknown_job_backend(value))
+        return value
 
     @field_validator("base_url")
     @classmethod

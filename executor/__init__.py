@@ -10,8 +10,8 @@ from loopml._lazy import lazy_exports
 _EXPORTS = {
     **dict.fromkeys(["Job", "JobFailure", "JobRequeue", "JobStatus", "JobSubmit", "Progress", "Resources",
                      "Schedule", "ScheduleCreate", "Trigger"], ".models"),
-    "JobBackend": ".backend",
-    "RayJobBackend": ".backend",
+    **dict.fromkeys(["AttemptOptions", "AttemptRecord", "AttemptReport", "AttemptSpec", "Updates"], ".attempts"),
+    **dict.fromkeys(["JobBackend", "RayJobBackend", "job_backend_class"], ".backend"),
     "JobService": ".service",
     "ScheduleService": ".schedules",
     "JobTokens": ".job_tokens",

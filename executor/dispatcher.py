@@ -22,25 +22,26 @@ import shlex
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 from ray.exceptions import TaskCancelledError
 
+from loopml.executor.attempts import AttemptOptions, AttemptRecord, AttemptReport, AttemptSpec, Updates, key
 from loopml.executor.runner import run_attempt, warm_up
 
 log = logging.getLogger(__name__)
 
 NAME = "loopml-dispatcher"
 NAMESPACE = "loopml"
-TERMINAL = {"succeeded", "failed", "cancelled", "timeout", "lost"}
 FORCE_CANCEL_AFTER_S = 2.0
 TICK_S = 0.5
 MAX_LOG_CHARS = 2_000_000
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat()
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def _amount(name: str, value: float) -> str:
@@ -63,14 +64,26 @@ def describe_wait(request: dict[str, float], nodes: list[dict[str, Any]], availa
     return f"waiting for free resources: needs {wanted}, free now {free}"
 
 
-def changes_since(record: dict[str, Any], since: int) -> dict[str, Any]:
+def changes_since(record: AttemptRecord, since: int) -> AttemptRecord:
     """``record`` without its (large) log and output when they did not change after ``since``."""
-    change = {k: v for k, v in record.items() if k not in ("log", "output")}
-    if record.get("log_seq", 0) > since:
-        change["log"] = record["log"]
-    if record.get("output_seq", 0) > since:
-        change["output"] = record["output"]
-    return change
+    unchanged = {}
+    if record.log_seq <= since:
+        unchanged["log"] = None
+    if record.output_seq <= since:
+        unchanged["output"] = None
+    return record.model_copy(update=unchanged)
+
+
+@dataclass
+class _Attempt:
+    """The dispatcher's state of one attempt: its record, and what never leaves the actor."""
+
+    record: AttemptRecord
+    secret: str = field(repr=False)  # the runner's proof that it owns the attempt
+    request: dict[str, float]  # by Ray resource name, to explain why it waits
+    timeout_s: float | None = None
+    ref: ray.ObjectRef | None = None  # the runner's task, until it ends
+    intent: str | None = None  # "cancelled" | "timeout" once the dispatcher stops it
 
 
 @ray.remote(num_cpus=0, max_restarts=0, max_concurrency=1000)
@@ -79,12 +92,7 @@ class Dispatcher:
 
     def __init__(self, kernel_name: str, prewarm: bool, isolation: str = "bwrap",
                  hide: tuple[str, ...] = ()) -> None:
-        self.records: dict[str, dict[str, Any]] = {}
-        self.secrets: dict[str, str] = {}
-        self.refs: dict[str, ray.ObjectRef] = {}
-        self.requests: dict[str, dict[str, float]] = {}
-        self.timeouts: dict[str, float | None] = {}
-        self.intent: dict[str, str] = {}
+        self.attempts: dict[str, _Attempt] = {}
         self.seq = 0
         self.changed = asyncio.Event()
         self.me = ray.get_runtime_context().current_actor
@@ -94,89 +102,81 @@ class Dispatcher:
             for _ in range(max(1, min(cpus, 4))):
                 warm_up.remote(kernel_name, isolation, hide)
 
-    @staticmethod
-    def key(job_id: str, attempt: int) -> str:
-        return f"{job_id}:{attempt}"
-
-    def _touch(self, record: dict[str, Any], **patch: Any) -> None:
+    def _touch(self, attempt: _Attempt, **changes: Any) -> None:
+        """Apply ``changes`` (record fields, and ``log_append``) under a new sequence number."""
         self.seq += 1
-        log_append = patch.pop("log_append", None)
+        record = attempt.record
+        log_append = changes.pop("log_append", None)
         if log_append:
-            record["log"] = (record["log"] + log_append)[-MAX_LOG_CHARS:]
-            record["log_seq"] = self.seq
-        if patch.get("output"):
-            record["output_seq"] = self.seq
-        record.update(patch)
-        record["seq"] = self.seq
+            record.log = (record.log + log_append)[-MAX_LOG_CHARS:]
+            record.log_seq = self.seq
+        if changes.get("output"):
+            record.output_seq = self.seq
+        for name, value in changes.items():
+            setattr(record, name, value)
+        record.seq = self.seq
         self.changed.set()
 
-
-    async def submit(self, spec: dict[str, Any], options: dict[str, Any], timeout_s: float | None) -> None:
+    async def submit(self, spec: AttemptSpec, options: AttemptOptions, timeout_s: float | None) -> None:
         """Start one attempt (idempotent for the same job id and attempt)."""
-        key = self.key(spec["job_id"], spec["attempt"])
-        if key in self.records:
+        name = spec.key
+        if name in self.attempts:
             return
-        record = {"job_id": spec["job_id"], "attempt": spec["attempt"], "state": "pending", "message": None,
-                  "progress": None, "log": "", "output": None, "error": None, "pid": None, "node": None,
-                  "started_at": None, "finished_at": None}
-        self.records[key] = record
-        self.requests[key] = {"CPU": options.get("num_cpus", 1), "GPU": options.get("num_gpus", 0),
-                              **({"memory": options["memory"]} if "memory" in options else {}),
-                              **options.get("resources", {})}
-        self.timeouts[key] = timeout_s
-        self.secrets[key] = secrets.token_hex(16)
-        ref = run_attempt.options(name=f"loopml-job:{key}", **options).remote(spec, self.me, self.secrets[key])
-        self.refs[key] = ref
-        self._touch(record)
-        asyncio.get_event_loop().create_task(self._watch(key, ref))
+        attempt = _Attempt(AttemptRecord(job_id=spec.job_id, attempt=spec.attempt), secrets.token_hex(16),
+                           options.request(), timeout_s)
+        self.attempts[name] = attempt
+        attempt.ref = run_attempt.options(name=f"loopml-job:{name}", **options.ray_options()).remote(
+            spec, self.me, attempt.secret)
+        self._touch(attempt)
+        asyncio.get_event_loop().create_task(self._watch(attempt, attempt.ref))
 
-    def report(self, job_id: str, attempt: int, patch: dict[str, Any], secret: str | None = None) -> None:
+    def report(self, job_id: str, attempt: int, report: AttemptReport, secret: str | None = None) -> None:
         """Called by the runner while it works; ignored unless ``secret`` is the attempt's."""
-        key = self.key(job_id, attempt)
-        expected = self.secrets.get(key)
-        if expected is None or not isinstance(secret, str) or not hmac.compare_digest(secret.encode(), expected.encode()):
-            log.warning("ignored a report on attempt %s that did not come from its runner", key)
+        name = key(job_id, attempt)
+        held = self.attempts.get(name)
+        if held is None or not isinstance(secret, str) or not hmac.compare_digest(secret.encode(), held.secret.encode()):
+            log.warning("ignored a report on attempt %s that did not come from its runner", name)
             return
-        record = self.records.get(key)
-        if record is None or record["state"] in TERMINAL:
+        if not isinstance(report, AttemptReport):
+            log.warning("ignored a report on attempt %s that is not an AttemptReport", name)
             return
-        if patch.get("state") == "running":
-            patch["started_at"] = _now()
-            patch["message"] = None
-        self._touch(record, **patch)
+        if held.record.finished:
+            return
+        changes = report.changes()
+        if report.state == "running":
+            changes.update(started_at=_now(), message=None)
+        self._touch(held, **changes)
 
-    async def _watch(self, key: str, ref: ray.ObjectRef) -> None:
-        record = self.records[key]
+    async def _watch(self, attempt: _Attempt, ref: ray.ObjectRef) -> None:
         try:
-            result = await ref
+            changes = (await ref).changes()
         except TaskCancelledError:
-            result = {"state": self.intent.get(key, "cancelled")}
+            changes = {"state": attempt.intent or "cancelled"}
         except Exception as exc:  # the runner or its worker/node died, or the runner itself broke
-            result = {"state": self.intent.get(key, "lost"), "message": _describe_crash(exc)}
-        if key in self.intent and result.get("state") not in ("succeeded",):
-            result["state"] = self.intent[key]
-        result.setdefault("message", None)
-        self.refs.pop(key, None)
-        self._touch(record, finished_at=_now(), **result)
+            changes = {"state": attempt.intent or "lost", "message": _describe_crash(exc)}
+        if attempt.intent is not None and changes.get("state") != "succeeded":
+            changes["state"] = attempt.intent
+        changes.setdefault("message", None)
+        attempt.ref = None
+        self._touch(attempt, finished_at=_now(), **changes)
 
     async def cancel(self, job_id: str, attempt: int, reason: str = "cancelled") -> bool:
         """Stop an attempt; ``reason`` is ``cancelled`` or ``timeout``. False if nothing runs."""
-        key = self.key(job_id, attempt)
-        ref = self.refs.get(key)
-        if ref is None:
+        held = self.attempts.get(key(job_id, attempt))
+        if held is None or held.ref is None:
             return False
-        self.intent[key] = reason
-        ray.cancel(ref, force=False)
-        asyncio.get_event_loop().create_task(self._force_cancel(key, ref))
+        held.intent = reason
+        ray.cancel(held.ref, force=False)
+        asyncio.get_event_loop().create_task(self._force_cancel(held, held.ref))
         return True
 
-    async def _force_cancel(self, key: str, ref: ray.ObjectRef) -> None:
+    async def _force_cancel(self, attempt: _Attempt, ref: ray.ObjectRef) -> None:
         await asyncio.sleep(FORCE_CANCEL_AFTER_S)
-        if key in self.refs:
-            log.warning("attempt %s ignored the interrupt; killing its worker", key)
+        if attempt.ref is not None:
+            log.warning("attempt %s ignored the interrupt; killing its worker", attempt.record.key)
             ray.cancel(ref, force=True)
 
-    async def updates(self, since: int, wait_s: float = 5.0) -> dict[str, Any]:
+    async def updates(self, since: int, wait_s: float = 5.0) -> Updates:
         """Records changed after sequence number ``since``; waits up to ``wait_s`` for one."""
         if self.seq <= since:
             self.changed.clear()
@@ -184,21 +184,19 @@ class Dispatcher:
                 await asyncio.wait_for(self.changed.wait(), wait_s)
             except asyncio.TimeoutError:
                 pass
-        changed = [changes_since(r, since) for r in self.records.values() if r["seq"] > since]
-        return {"seq": self.seq, "records": changed}
+        changed = [changes_since(a.record, since) for a in self.attempts.values() if a.record.seq > since]
+        return Updates(seq=self.seq, records=changed)
 
     def known(self) -> list[str]:
         """Keys of every attempt this dispatcher holds."""
-        return list(self.records)
+        return list(self.attempts)
 
     def ack(self, keys: list[str]) -> None:
         """The platform stored these finished attempts: forget them."""
-        for key in keys:
-            record = self.records.get(key)
-            if record is not None and record["state"] in TERMINAL:
-                del self.records[key]
-                for table in (self.requests, self.timeouts, self.intent, self.secrets):
-                    table.pop(key, None)
+        for name in keys:
+            held = self.attempts.get(name)
+            if held is not None and held.record.finished:
+                del self.attempts[name]
 
     async def _tick(self) -> None:
         """Enforce timeouts and explain why pending attempts wait."""
@@ -207,20 +205,19 @@ class Dispatcher:
             await asyncio.sleep(TICK_S)
             try:
                 now = time.time()
-                for key, record in list(self.records.items()):
-                    limit = self.timeouts.get(key)
-                    if record["state"] == "running" and limit and key not in self.intent:
-                        started = dt.datetime.fromisoformat(record["started_at"]).timestamp()
-                        if now - started > limit:
-                            await self.cancel(record["job_id"], record["attempt"], "timeout")
-                pending = [k for k, r in self.records.items() if r["state"] == "pending"]
+                for attempt in list(self.attempts.values()):
+                    record, limit = attempt.record, attempt.timeout_s
+                    if record.state == "running" and limit and attempt.intent is None:
+                        if now - record.started_at.timestamp() > limit:
+                            await self.cancel(record.job_id, record.attempt, "timeout")
+                pending = [a for a in self.attempts.values() if a.record.state == "pending"]
                 if pending and now - last_explained > 2.0:
                     last_explained = now
                     nodes, available = ray.nodes(), ray.available_resources()
-                    for key in pending:
-                        message = describe_wait(self.requests[key], nodes, available)
-                        if self.records[key]["message"] != message:
-                            self._touch(self.records[key], message=message)
+                    for attempt in pending:
+                        message = describe_wait(attempt.request, nodes, available)
+                        if attempt.record.message != message:
+                            self._touch(attempt, message=message)
             except Exception:
                 log.exception("dispatcher tick failed")
 

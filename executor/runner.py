@@ -29,6 +29,7 @@ from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
 from loopml.executor import kernels
+from loopml.executor.attempts import AttemptReport, AttemptSpec
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,12 @@ class _Reporter:
         self._log_sent = time.monotonic()
         return text
 
-    def send(self, **patch: Any) -> None:
+    def send(self, **changes: Any) -> None:
+        """Report ``changes`` (fields of :class:`AttemptReport`) with the log text not sent yet."""
         text = self.drain_log()
         if text:
-            patch["log_append"] = text
-        self.dispatcher.report.remote(self.job_id, self.attempt, patch, self._secret)
+            changes["log_append"] = text
+        self.dispatcher.report.remote(self.job_id, self.attempt, AttemptReport(**changes), self._secret)
 
     # file-like: papermill writes the kernel's stdout/stderr here
     def write(self, text: str) -> int:
@@ -99,13 +101,13 @@ class _Reporter:
             if cell.cell_type != "code":
                 return
             self.cells_done += 1
-            patch: dict[str, Any] = {"progress": {"cells_done": self.cells_done, "cells_total": self.cells_total}}
+            changes: dict[str, Any] = {"progress": {"cells_done": self.cells_done, "cells_total": self.cells_total}}
             if time.monotonic() - self._snapshot_sent > SNAPSHOT_EVERY_S:
-                patch["output"] = nbformat.writes(nb_man.nb)
+                changes["output"] = nbformat.writes(nb_man.nb)
                 self._snapshot_sent = time.monotonic()
             else:
                 self._snapshot_later(nb_man.nb)
-            self.send(**patch)
+            self.send(**changes)
 
         nb_man.cell_start, nb_man.cell_complete = cell_start, cell_complete
 
@@ -133,7 +135,7 @@ class _Reporter:
         else:
             return
         self._snapshot_sent = time.monotonic()
-        self.dispatcher.report.remote(self.job_id, self.attempt, {"output": text}, self._secret)
+        self.dispatcher.report.remote(self.job_id, self.attempt, AttemptReport(output=text), self._secret)
 
 
 class _ReportingEngine(NBClientEngine):
@@ -177,28 +179,26 @@ def _failure(nb: nbformat.NotebookNode) -> dict[str, Any] | None:
 
 
 @ray.remote(num_cpus=1, max_retries=0)
-def run_attempt(spec: dict[str, Any], dispatcher, secret: str) -> dict[str, Any]:
-    """Ray task: execute one attempt and return ``{state, output, error, progress, log_append}``.
+def run_attempt(spec: AttemptSpec, dispatcher, secret: str) -> AttemptReport:
+    """Ray task: execute one attempt and return its final report (``state, output, error,
+    progress, log_append``).
 
-    ``spec`` holds ``job_id, attempt, notebook (JSON text), parameters, kernel_name, env,
-    warm_kernels, isolation ("bwrap" | "off"), hide (paths the kernel must not see)``.
     ``secret`` is the attempt's key to :meth:`Dispatcher.report`; it stays in this process
     (the kernel runs in its sandbox and never gets it). A cell error or a dead kernel is a user
     failure (``state: failed``); anything else raising out of here is a system failure the
     platform may retry.
     """
-    reporter = _Reporter(dispatcher, spec["job_id"], spec["attempt"], secret)
+    reporter = _Reporter(dispatcher, spec.job_id, spec.attempt, secret)
     reporter.send(state="running", pid=os.getpid(), node=ray.get_runtime_context().get_node_id())
-    nb = nbformat.reads(spec["notebook"], as_version=4)
-    kernel_name, isolation, hide = spec["kernel_name"], spec.get("isolation", "bwrap"), spec.get("hide", ())
-    warm = spec.get("warm_kernels", True)
+    nb = nbformat.reads(spec.notebook, as_version=4)
+    kernel_name, isolation, hide, warm = spec.kernel_name, spec.isolation, spec.hide, spec.warm_kernels
     private = tempfile.mkdtemp(prefix="loopml-job-")  # the runner's own: the kernel does not see it
     output_path = os.path.join(private, "_output.ipynb")
     km = kernels.take(kernel_name, isolation, hide) if warm else kernels.start(kernel_name, isolation, hide)
     if warm:  # the next job's kernel starts while this one runs: ready when that job comes
         kernels.prestart_soon(kernel_name, isolation, hide)
     try:
-        kernels.prepare(km, spec["env"])
+        kernels.prepare(km, spec.env)
         error = None
         try:
             import papermill
@@ -206,7 +206,7 @@ def run_attempt(spec: dict[str, Any], dispatcher, secret: str) -> dict[str, Any]
             executed = papermill.execute_notebook(
                 nb,
                 output_path,
-                parameters=spec["parameters"] or None,
+                parameters=spec.parameters or None,
                 engine_name=ENGINE,
                 kernel_name=kernel_name,
                 progress_bar=False,
@@ -224,13 +224,13 @@ def run_attempt(spec: dict[str, Any], dispatcher, secret: str) -> dict[str, Any]
             executed = nbformat.read(output_path, as_version=4) if os.path.exists(output_path) else nb
             error = {"reason": "kernel_died", "message": "the kernel died while running the notebook", "ename": "DeadKernelError", "evalue": str(exc)}
         error = error or _failure(executed)
-        return {
-            "state": "failed" if error else "succeeded",
-            "error": error,
-            "output": nbformat.writes(executed),
-            "progress": {"cells_done": reporter.cells_done, "cells_total": reporter.cells_total},
-            "log_append": reporter.drain_log(),
-        }
+        return AttemptReport(
+            state="failed" if error else "succeeded",
+            error=error,
+            output=nbformat.writes(executed),
+            progress={"cells_done": reporter.cells_done, "cells_total": reporter.cells_total},
+            log_append=reporter.drain_log(),
+        )
     finally:
         kernels.stop(km)
         shutil.rmtree(private, ignore_errors=True)

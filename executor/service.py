@@ -9,7 +9,6 @@ history are the platform's: the backend only runs attempts.
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import json
 import logging
@@ -24,6 +23,7 @@ from sqlalchemy.orm import object_session
 from loopml import sandbox
 from loopml.db import Database, utcnow
 from loopml.errors import Conflict, InvalidInput, NotFound, TooMany
+from loopml.executor.attempts import AttemptOptions, AttemptRecord, AttemptSpec, key
 from loopml.executor.backend import JobBackend
 from loopml.executor.job_tokens import JobTokens
 from loopml.executor.models import Job, JobFailure, JobRequeue, JobStatus, JobSubmit, Progress, Resources, Trigger
@@ -67,10 +67,6 @@ def read_notebook(notebook: dict[str, Any], max_mb: float) -> nbformat.NotebookN
     if not any(c.cell_type == "code" for c in nb.cells):
         raise InvalidInput("the notebook has no code cell to run", field="notebook")
     return nb
-
-
-def _timestamp(value: str | None) -> dt.datetime | None:
-    return dt.datetime.fromisoformat(value) if value else None
 
 
 class JobService:
@@ -223,19 +219,19 @@ class JobService:
     async def _reconcile(self) -> int:
         """Store what the backend finished while we were away; jobs it lost become system failures."""
         first = await self.backend.updates(0, 0)
-        await self._apply(first["records"])
+        await self._apply(first.records)
         known = set(await self.backend.known())
         lost = await asyncio.to_thread(self._mark_lost, known)
         if lost:
             log.warning("jobs lost by the backend while the platform was away: %s", ", ".join(lost))
-        return first["seq"]
+        return first.seq
 
     def _mark_lost(self, known: set[str]) -> list[str]:
         lost = []
         with self.db.session() as session:
             rows = session.scalars(select(JobRow).where(JobRow.status.in_(ACTIVE), JobRow.dispatched.is_(True)))
             for row in rows:
-                if f"{row.id}:{row.attempt}" not in known:
+                if key(row.id, row.attempt) not in known:
                     lost.append(row.id)
                     self._system_failure(row, "the runner was lost (the Ray cluster restarted or the dispatcher died)")
         return lost
@@ -254,7 +250,7 @@ class JobService:
                 log.exception("dispatch failed; retrying")
                 await asyncio.sleep(1.0)
 
-    def _next_to_dispatch(self) -> list[tuple[dict[str, Any], dict[str, Any], float | None]]:
+    def _next_to_dispatch(self) -> list[tuple[AttemptSpec, AttemptOptions, float | None]]:
         """Mark the queued jobs that fit their project's quota as dispatched and return their specs."""
         ready = []
         with self.db.session() as session:
@@ -273,10 +269,10 @@ class JobService:
                 running[row.project] += 1
                 row.dispatched = True
                 row.message = "submitted to the Ray cluster"
-                ready.append((self._spec(row), Resources(**row.resources).ray_options(), row.timeout_s))
+                ready.append((self._spec(row), AttemptOptions.of(Resources(**row.resources)), row.timeout_s))
         return ready
 
-    def _spec(self, row: JobRow) -> dict[str, Any]:
+    def _spec(self, row: JobRow) -> AttemptSpec:
         env = {"LOOPML_JOB_ID": row.id, "LOOPML_PROJECT": row.project, "LOOPML_USER": row.user,
                "LOOPML_ATTEMPT": str(row.attempt), "LOOPML_URL": self.settings.url, "LOOPML_JOB_NAME": row.name,
                "LOOPML_PARAMETERS": json.dumps(row.parameters),
@@ -288,17 +284,17 @@ class JobService:
         token = self.job_tokens.issue(row.id) if self.job_tokens else None
         if token:  # the kernel may call the platform as the job's user, in its project, while it runs
             env["LOOPML_TOKEN"] = token
-        return {"job_id": row.id, "attempt": row.attempt, "notebook": row.notebook, "parameters": row.parameters,
-                "kernel_name": row.kernel_name or self.settings.kernel_name, "env": env,
-                "warm_kernels": self.settings.warm_kernels, "isolation": self.settings.job_isolation,
-                "hide": sandbox.hidden_paths(self.settings.home)}
+        return AttemptSpec(job_id=row.id, attempt=row.attempt, notebook=row.notebook, parameters=row.parameters,
+                           kernel_name=row.kernel_name or self.settings.kernel_name, env=env,
+                           warm_kernels=self.settings.warm_kernels, isolation=self.settings.job_isolation,
+                           hide=sandbox.hidden_paths(self.settings.home))
 
     async def _update_loop(self, since: int) -> None:
         while True:
             try:
                 batch = await self.backend.updates(since, 5.0)
-                since = batch["seq"]
-                await self._apply(batch["records"])
+                since = batch.seq
+                await self._apply(batch.records)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -310,7 +306,7 @@ class JobService:
                 except Exception:
                     log.exception("reconnecting to the backend failed")
 
-    async def _apply(self, records: list[dict[str, Any]]) -> None:
+    async def _apply(self, records: list[AttemptRecord]) -> None:
         done, to_cancel = await asyncio.to_thread(self._store, records)
         for job_id, attempt in to_cancel:  # cancelled while it was being handed to the backend
             await self.backend.cancel(job_id, attempt)
@@ -318,7 +314,7 @@ class JobService:
         if done:
             self.wake()  # a slot may have freed, or a retry is queued
 
-    def _store(self, records: list[dict[str, Any]]) -> tuple[list[str], list[tuple[str, int]]]:
+    def _store(self, records: list[AttemptRecord]) -> tuple[list[str], list[tuple[str, int]]]:
         """Write backend records to the DB.
 
         Returns the keys of finished attempts now stored, and the attempts still running
@@ -326,46 +322,44 @@ class JobService:
         """
         done, to_cancel = [], []
         for record in records:
-            key = f"{record['job_id']}:{record['attempt']}"
-            finished = record["state"] in ("succeeded", "failed", "cancelled", "timeout", "lost")
             with self.db.session() as session:
-                row = session.get(JobRow, record["job_id"])
-                if row is None or row.attempt != record["attempt"] or JobStatus(row.status).terminal:
-                    if finished:
-                        done.append(key)
+                row = session.get(JobRow, record.job_id)
+                if row is None or row.attempt != record.attempt or JobStatus(row.status).terminal:
+                    if record.finished:
+                        done.append(record.key)
                     continue
                 self._store_record(session, row, record)
-                if not finished and row.cancel_requested:
+                if not record.finished and row.cancel_requested:
                     to_cancel.append((row.id, row.attempt))
-            if finished:
-                done.append(key)
+            if record.finished:
+                done.append(record.key)
         return done, to_cancel
 
-    def _store_record(self, session, row: JobRow, record: dict[str, Any]) -> None:
+    def _store_record(self, session, row: JobRow, record: AttemptRecord) -> None:
         output = session.get(JobOutputRow, row.id)
-        if record.get("output"):
-            output.notebook = record["output"]
-        if record.get("log") is not None and record["log"] != output.log:
-            output.log = record["log"]
-        if record.get("progress"):
-            row.cells_done = record["progress"]["cells_done"]
-            row.cells_total = record["progress"]["cells_total"]
-        state = record["state"]
+        if record.output:
+            output.notebook = record.output
+        if record.log is not None and record.log != output.log:  # None: unchanged since the last update
+            output.log = record.log
+        if record.progress is not None:
+            row.cells_done = record.progress.cells_done
+            row.cells_total = record.progress.cells_total
+        state = record.state
         if state == "pending":
-            row.message = record.get("message") or row.message
+            row.message = record.message or row.message
         elif state == "running":
             if row.status != JobStatus.RUNNING.value:
                 row.status = JobStatus.RUNNING.value
-                row.started_at = _timestamp(record["started_at"]) or utcnow()
-                row.node = record.get("node")
+                row.started_at = record.started_at or utcnow()
+                row.node = record.node
                 row.message = f"running (attempt {row.attempt})"
         elif state == "succeeded":
             self._finish(row, JobStatus.SUCCEEDED, message="finished", output=output)
         elif state == "failed":
-            error = record.get("error") or {"reason": "cell_error"}
-            self._finish(row, JobStatus.FAILED, error=error, output=output,
-                         message=f"cell {error.get('cell_index')} raised {error.get('ename')}: {error.get('evalue')}"
-                         if error.get("reason") == "cell_error" else error.get("message"))
+            error = record.error or JobFailure(reason="cell_error")
+            self._finish(row, JobStatus.FAILED, error=error.model_dump(exclude_none=True), output=output,
+                         message=f"cell {error.cell_index} raised {error.ename}: {error.evalue}"
+                         if error.reason == "cell_error" else error.message)
         elif state == "cancelled":
             self._finish(row, JobStatus.CANCELLED, output=output, message="cancelled")
         elif state == "timeout":
@@ -373,7 +367,7 @@ class JobService:
             self._finish(row, JobStatus.FAILED, output=output, message=message,
                          error={"reason": "timeout", "message": message})
         elif state == "lost":
-            self._system_failure(row, record.get("message") or "the runner died", output=output)
+            self._system_failure(row, record.message or "the runner died", output=output)
 
     def _system_failure(self, row: JobRow, why: str, output: JobOutputRow | None = None) -> None:
         """Retry the job if it has retries left, else FAILED with reason ``system``."""

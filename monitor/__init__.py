@@ -1,5 +1,5 @@
-"""The monitor slice: request capture, metrics, drift, feedback labels and the policies that
-close the loop.
+"""The monitor slice: captured requests (stored as replicas post them), metrics, drift, feedback
+labels and the policies that close the loop.
 
 Its public surface is ``__all__``: the report, feedback, policy and alert models (light:
 pydantic only) and the services the platform uses. Imports are lazy (:mod:`loopml._lazy`):

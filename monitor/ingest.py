@@ -1,12 +1,9 @@
 """Capture ingestion: replicas post batches of request records; the platform stores them.
 
-Each endpoint's replicas hold their own capture token, ``<project>.<endpoint>.<mac>`` with
-``mac`` an HMAC of the project and endpoint under the platform's admin token: derived (it
-survives restarts and nothing new is stored), it grants nothing but posting the records of
-that one endpoint. The route takes the endpoint from the token and refuses (403) a batch
-holding a record of any other, so a replica, whose model is user code, cannot poison
-another endpoint's drift and quality or pre-claim its request ids. Names never hold ``.``
-(:func:`loopml.names.check_name`), so the token parses one way only.
+The records, the batch and the per-endpoint capture tokens are :mod:`loopml.capture_wire`'s.
+The route takes the endpoint from the token and refuses (403) a batch holding a record of
+any other, so a replica, whose model is user code, cannot poison another endpoint's drift
+and quality or pre-claim its request ids.
 
 Storing is idempotent per ``(project, endpoint, request_id)``: a batch retried after a
 timeout is stored once. Dropped-record counts reported by replicas are kept per endpoint in
@@ -15,8 +12,6 @@ memory (reset by a platform restart) for the monitor report.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from collections import Counter
 from dataclasses import dataclass
@@ -26,9 +21,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from loopml.auth import bearer_token
+from loopml.capture_wire import CAPTURE_PATH, CaptureAccepted, CaptureBatch, CaptureTokens
 from loopml.db import Database
 from loopml.errors import Forbidden, Unauthorized
-from loopml.monitor.models import CaptureAccepted, CaptureBatch
 from loopml.monitor.orm import PredictionRow
 from loopml.names import check_name
 from loopml.services import services
@@ -37,31 +32,6 @@ from loopml.settings import Settings
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["internal"])
-
-_PURPOSE = b"loopml-capture-endpoint:"  # not the retired all-endpoints token's b"loopml-capture"
-
-
-class CaptureTokens:
-    """Derives and checks the per-endpoint capture tokens from the instance ``secret``."""
-
-    def __init__(self, secret: str) -> None:
-        self._secret = secret.encode()
-
-    def _mac(self, project: str, endpoint: str) -> str:
-        return hmac.new(self._secret, _PURPOSE + f"{project}/{endpoint}".encode(), hashlib.sha256).hexdigest()
-
-    def token(self, project: str, endpoint: str) -> str:
-        """The token of ``project``'s endpoint ``endpoint``'s replicas."""
-        return f"{project}.{endpoint}.{self._mac(project, endpoint)}"
-
-    def endpoint_of(self, given: str | None) -> tuple[str, str]:
-        """``(project, endpoint)`` of a token :meth:`token` issued; :class:`Unauthorized` for any other."""
-        parts = (given or "").split(".")
-        if len(parts) != 3 or not all(parts) or not hmac.compare_digest(parts[2].encode(),
-                                                                         self._mac(*parts[:2]).encode()):
-            raise Unauthorized("capture needs an endpoint's capture token (the platform hands it to the endpoint's "
-                               "replicas)")
-        return parts[0], parts[1]
 
 
 def capture_tokens(settings: Settings) -> CaptureTokens | None:
@@ -121,7 +91,7 @@ def captures(request: Request) -> CaptureSink:
     return CaptureSink(service, *service.check(bearer_token(request)))
 
 
-@router.post("/internal/capture", response_model=CaptureAccepted, status_code=202, include_in_schema=False)
+@router.post(CAPTURE_PATH, response_model=CaptureAccepted, status_code=202, include_in_schema=False)
 def capture(batch: CaptureBatch, sink: CaptureSink = Depends(captures)):
     """Store a replica's batch of captured requests (its endpoint's capture token only)."""
     return CaptureAccepted(stored=sink.service.store(batch, sink.project, sink.endpoint))

@@ -37,7 +37,7 @@ from loopml.monitor.models import Alert, Policy, PolicySpec, Requeued, RequeueRe
 from loopml.monitor.orm import AlertRow, PolicyRow, PredictionRow
 from loopml.monitor.stats import quality
 from loopml.registry.names import short_name
-from loopml.registry.service import CHAMPION
+from loopml.registry.tags import CHAMPION
 from loopml.serving.models import EndpointCreate
 from loopml.serving.protocols import ModelInput
 
@@ -119,8 +119,7 @@ class PolicyService:
             return Requeued(job=job, alert=to_alert(row))
 
     def _requeue_job(self, user: str, endpoint, parameters: dict[str, Any], trigger: Trigger) -> Job:
-        version = self.registry.client.get_model_version(endpoint.model, str(endpoint.version))
-        job_id = (version.tags or {}).get("loopml.job_id")
+        job_id = self.registry.training_job_id(endpoint.model, endpoint.version)
         if not job_id:
             raise Conflict(f"{endpoint.model} v{endpoint.version} was not registered by a loopml job: there is no "
                            "training job to requeue; submit the training notebook instead", endpoint=endpoint.name)
@@ -249,7 +248,7 @@ class PolicyService:
             return {"winner": "champion", "result": "no labelled requests to compare on: promote by hand",
                     "champion": champion, "challenger": challenger}
         features = pd.concat(frames, ignore_index=True)
-        predicted = self.predict(f"models:/{model}/{challenger}", features, self.settings)
+        predicted = self.predict(self.registry.download_uri(model, challenger), features, self.settings)
         old = quality(labels, served)
         new = quality(labels, predicted, old.get("task"))
         if old.get("task") == "classification":
@@ -263,27 +262,23 @@ class PolicyService:
 
 
 def predict_sandboxed(uri: str, features: pd.DataFrame, settings) -> list[Any]:
-    """``uri``'s predictions for ``features``, from a model host started for this evaluation alone.
+    """The predictions for ``features`` of the model at artifact URI ``uri`` (a version's
+    :meth:`~loopml.registry.service.RegistryService.download_uri`, or a local folder), from a
+    model host started for this evaluation alone.
 
     Loading a model can unpickle whatever its author logged, so it happens neither in the
     platform process nor in a reused worker that loaded other projects' models: the platform
     downloads the version (data only) and a fresh sandboxed process
     (:class:`~loopml.serving.model_host.ModelHost`) loads it and answers JSON, then ends.
+    Pass the download URI, not ``models:/<name>/<version>``: MLflow would resolve that against
+    the process's default registry (a local ./mlflow.db), not the platform's.
     """
     import mlflow.artifacts
-    from mlflow import MlflowClient
 
     from loopml.serving.model_host import ModelHost
 
-    # a models:/ URI is resolved by the registry of the platform's own MLflow server (left to
-    # MLflow, it would ask the process's default registry: a local ./mlflow.db)
-    source = uri
-    if uri.startswith("models:/"):
-        name, _, version = uri.removeprefix("models:/").rpartition("/")
-        client = MlflowClient(tracking_uri=settings.tracking_uri, registry_uri=settings.tracking_uri)
-        source = client.get_model_version_download_uri(name, version)
     with tempfile.TemporaryDirectory(prefix="loopml-challenger-") as folder:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=folder,
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder,
                                                     tracking_uri=settings.tracking_uri)
         with ModelHost(local, isolation=settings.job_isolation,
                        hide=sandbox.hidden_paths(settings.home), timeout_s=EVALUATION_TIMEOUT_S) as host:

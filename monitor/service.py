@@ -29,10 +29,9 @@ from loopml.monitor import stats
 from loopml.monitor.ingest import CaptureService
 from loopml.monitor.models import MAX_FEEDBACK, FeedbackItem, FeedbackResult, MonitorReport, Trend, parse_window
 from loopml.monitor.orm import PredictionRow
-from loopml.registry.names import SEPARATOR
+from loopml.registry import tags as tag
 from loopml.registry.sdk import LABEL_COLUMN, PREDICTION_COLUMN
 from loopml.registry.service import RegistryService
-from loopml.registry.tracking import experiment_name
 from loopml.serving.service import EndpointService
 from loopml.settings import Settings
 
@@ -53,14 +52,12 @@ ReferenceLoader = Callable[[str, int], "pd.DataFrame | None"]
 class MlflowReferences:
     """The default reference loader: the parquet file named by the version's ``loopml.reference`` tag.
 
-    The tag is written by whoever may write the model, so it is only a path: it must name an
-    artifact of the version's own run (``runs:/<that run>/<path>`` or a URI under that run's
-    artifact root), a run of the model's project's experiment; the file is then read as
-    ``runs:/<run>/<path>`` through the tracking server. Anything else (``http://``,
-    ``file://``, another run or project, ``..``) is refused unread (:class:`InvalidInput`).
+    The registry vouches for the tag first (:meth:`~loopml.registry.service.RegistryService.reference_uri`:
+    an artifact of the version's own run, of the model's project, else :class:`InvalidInput`, unread);
+    the file is then read as ``runs:/<run>/<path>`` through the tracking server.
     """
 
-    TAG = "loopml.reference"
+    TAG = tag.REFERENCE
 
     def __init__(self, registry: RegistryService, tracking_uri: str) -> None:
         self.registry = registry
@@ -68,17 +65,10 @@ class MlflowReferences:
 
     def __call__(self, model: str, version: int) -> pd.DataFrame | None:
         import mlflow
-        from mlflow.exceptions import MlflowException
 
-        try:
-            found = self.registry.client.get_model_version(model, str(version))
-        except (MlflowException, OSError) as exc:  # unknown version or server away: no reference now
-            raise Unavailable(f"the registry did not answer for {model}/{version}: {exc}"[:400],
-                              component="mlflow") from None
-        tagged = found.tags.get(self.TAG)
-        if not tagged:
+        uri = self.registry.reference_uri(model, version)
+        if uri is None:
             return None
-        uri = self._own_artifact(model, found.run_id, tagged)
         with tempfile.TemporaryDirectory(prefix="loopml-reference-") as folder:
             try:
                 path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder,
@@ -87,48 +77,6 @@ class MlflowReferences:
             except Exception as exc:  # MLflow and pyarrow raise many unrelated types for a lost or broken file
                 raise Unavailable(f"the reference sample {uri} could not be read: {exc}"[:400],
                                   component="mlflow") from None
-
-    def _own_artifact(self, model: str, run_id: str | None, tagged: str) -> str:
-        """``runs:/<run_id>/<path>`` for a ``tagged`` reference inside run ``run_id``'s artifacts,
-        the run being one of ``model``'s project's experiment; :class:`InvalidInput` otherwise."""
-        from mlflow.exceptions import MlflowException
-
-        def refuse(why: str) -> InvalidInput:
-            return InvalidInput(f"the {self.TAG} tag of {model} ({tagged[:200]!r}) {why}: it must name an artifact "
-                                f"of the version's own run, runs:/{run_id}/<path> (loopml.log_model writes it so)",
-                                field=self.TAG)
-
-        if not run_id:
-            raise refuse("belongs to a version logged without a run")
-        try:
-            run = self.registry.client.get_run(run_id)
-            experiment = self.registry.client.get_experiment(run.info.experiment_id)
-        except (MlflowException, OSError) as exc:
-            raise Unavailable(f"the registry did not answer for the run of {model}: {exc}"[:400],
-                              component="mlflow") from None
-        if experiment.name != experiment_name(model.partition(SEPARATOR)[0]):
-            raise refuse("belongs to a version whose run is not of the model's project")
-        path = own_artifact_path(tagged, run_id, run.info.artifact_uri)
-        if path is None:
-            raise refuse("is not an artifact of that run")
-        return f"runs:/{run_id}/{path}"
-
-
-def own_artifact_path(uri: str, run_id: str, artifact_root: str | None) -> str | None:
-    """The artifact path of ``uri`` within run ``run_id`` (``runs:/<run_id>/<path>`` or
-    ``<artifact_root>/<path>``), or ``None`` when ``uri`` points anywhere else: another run,
-    another scheme or host, a path that climbs out (``..``), is empty or holds odd characters."""
-    path = None
-    if uri.startswith(f"runs:/{run_id}/"):
-        path = uri[len(f"runs:/{run_id}/"):]
-    elif artifact_root and uri.startswith(artifact_root.rstrip("/") + "/"):
-        path = uri[len(artifact_root.rstrip("/")) + 1:]
-    if not path or "\\" in path or "%" in path or "?" in path or "#" in path or not path.isprintable():
-        return None
-    parts = path.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        return None
-    return path
 
 
 class MonitorService:

@@ -11,8 +11,10 @@ _EXPORTS = {
     **dict.fromkeys(["AliasChange", "AliasSet", "Lineage", "Model", "ModelRef", "ModelSummary", "ModelVersion"],
                     ".models"),
     **dict.fromkeys(["SEPARATOR", "check_alias", "registered_name", "short_name"], ".names"),
-    **dict.fromkeys(["CHALLENGER", "CHAMPION", "RegistryService", "check_version"], ".service"),
+    **dict.fromkeys(["CHALLENGER", "CHAMPION"], ".tags"),
+    **dict.fromkeys(["RegistryService", "check_version"], ".service"),
     "JobTracking": ".tracking",
+    **dict.fromkeys(["JobContext", "current_job", "log_model"], ".sdk"),
 }
 
 __all__ = list(_EXPORTS)

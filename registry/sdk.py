@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from loopml.errors import InvalidInput, LoopMLError
+from loopml.registry import tags as tag
 from loopml.registry.names import check_alias, registered_name, short_name
+from loopml.registry.tags import CHALLENGER, CHAMPION
 
 REFERENCE_ROWS = 1000
 EXAMPLE_ROWS = 5
-CHAMPION, CHALLENGER = "champion", "challenger"
 PREDICTION_COLUMN, LABEL_COLUMN = "__prediction__", "__label__"
 
 
@@ -73,16 +74,16 @@ def current_job() -> JobContext | None:
 
 def _lineage(job: JobContext | None, project: str) -> dict[str, str]:
     if job is not None:
-        return {"loopml.job_id": job.job_id, "loopml.user": job.user, "loopml.notebook": job.name,
-                "loopml.parameters": json.dumps(job.parameters)[:5000],
-                "loopml.notebook_sha256": job.notebook_sha256 or "", "loopml.project": project}
+        return {tag.JOB_ID: job.job_id, tag.USER: job.user, tag.NOTEBOOK: job.name,
+                tag.PARAMETERS: json.dumps(job.parameters)[:5000],
+                tag.NOTEBOOK_SHA256: job.notebook_sha256 or "", tag.PROJECT: project}
     notebook = os.environ.get("JPY_SESSION_NAME", "")
     digest = ""
     if notebook and Path(notebook).is_file():
         digest = hashlib.sha256(Path(notebook).read_bytes()).hexdigest()
     user = os.environ.get("LOOPML_USER") or os.environ.get("JUPYTERHUB_USER") or getpass.getuser()
-    return {"loopml.job_id": "", "loopml.user": user, "loopml.notebook": Path(notebook).name,
-            "loopml.parameters": "{}", "loopml.notebook_sha256": digest, "loopml.project": project}
+    return {tag.JOB_ID: "", tag.USER: user, tag.NOTEBOOK: Path(notebook).name,
+            tag.PARAMETERS: "{}", tag.NOTEBOOK_SHA256: digest, tag.PROJECT: project}
 
 
 def _run_id(job: JobContext | None, project: str) -> str:
@@ -221,13 +222,12 @@ def log_model(model, name: str, X_train, y_train=None, metrics: dict[str, float]
         _reference_frame(sample, predictions, labels).to_parquet(target, index=False)
         mlflow.log_artifact(str(target), artifact_path=reference_path)
     reference_uri = f"runs:/{run_id}/{reference_path}/{target.name}"
-    tags = {**_lineage(job, project), "loopml.run_id": run_id, "loopml.flavor": flavor,
-            "loopml.reference": reference_uri}
+    tags = {**_lineage(job, project), tag.RUN_ID: run_id, tag.FLAVOR: flavor, tag.REFERENCE: reference_uri}
     if flavor_kwargs.get("skops_trusted_types"):
-        tags["loopml.skops_trusted_types"] = ",".join(flavor_kwargs["skops_trusted_types"])
+        tags[tag.SKOPS_TRUSTED_TYPES] = ",".join(flavor_kwargs["skops_trusted_types"])
     client = MlflowClient()
     try:
-        client.create_registered_model(full, tags={"loopml.project": project})
+        client.create_registered_model(full, tags={tag.PROJECT: project})
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
@@ -237,6 +237,6 @@ def log_model(model, name: str, X_train, y_train=None, metrics: dict[str, float]
         current = client.get_registered_model(full).aliases
         alias = CHALLENGER if CHAMPION in current else CHAMPION
     client.set_registered_model_alias(full, alias, version.version)
-    mlflow.set_tag(f"loopml.registered.{short}.{version.version}", full)  # the job → version link
+    mlflow.set_tag(tag.registered_tag(short, version.version), full)  # the job → version link
     return RegisteredVersion(name=full, version=int(version.version), aliases=[alias], run_id=run_id,
                              model_uri=f"models:/{full}/{version.version}", reference_uri=reference_uri)

@@ -1,8 +1,11 @@
 """RegistryService: a project's registered models, versions, aliases and lineage.
 
-Reads and changes the MLflow model registry for the platform's REST routes. It never
-loads a model (no untrusted pickles in the platform process), only metadata. Every name
-goes through :mod:`loopml.registry.names`, so a project only ever sees ``<project>.*``.
+Reads and changes the MLflow model registry for the platform's REST routes, and answers
+what the serving and monitor slices need of a version (which version an alias names, its
+training job, its reference sample, where its files are): inside the platform it is the
+only code that talks to MLflow's registry. It never loads a model (no untrusted pickles in
+the platform process), only metadata. Every name goes through :mod:`loopml.registry.names`,
+so a project only ever sees ``<project>.*``.
 """
 
 from __future__ import annotations
@@ -14,13 +17,15 @@ from collections.abc import Callable
 from typing import Any
 
 from loopml.errors import InvalidInput, NotFound, Unavailable
+from loopml.registry import tags as tag
 from loopml.registry.models import AliasChange, Lineage, Model, ModelSummary, ModelVersion
 from loopml.registry.names import SEPARATOR, check_alias, registered_name, short_name
+from loopml.registry.tags import CHALLENGER, CHAMPION
 
 log = logging.getLogger(__name__)
 
-CHAMPION, CHALLENGER = "champion", "challenger"
-HISTORY_TAG = "loopml.alias_history"
+NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
+NO_ALIAS = "INVALID_PARAMETER_VALUE"  # MLflow's answer for an alias a model does not have
 MAX_HISTORY = 100
 MAX_VERSIONS = 100
 
@@ -45,23 +50,35 @@ class RegistryService:
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
         self.endpoints_of = endpoints_of or (lambda name: {})
 
-    def _call(self, what: str, fn, *args, **kwargs):
-        """Run an MLflow call; its 'not found' becomes NotFound, a dead server Unavailable."""
+    def _call(self, what: str, fn, *args, missing: tuple[str, ...] = (NOT_FOUND,), **kwargs):
+        """Run an MLflow call; an error code of ``missing`` (its 'not found') becomes NotFound, a
+        dead server Unavailable."""
         from mlflow.exceptions import MlflowException, RestException
 
         try:
             return fn(*args, **kwargs)
         except RestException as exc:
-            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            if exc.error_code in missing:
                 raise NotFound(f"{what} does not exist") from None
             raise
         except MlflowException as exc:
-            if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code):
+            if any(code in str(exc.error_code) for code in missing):
                 raise NotFound(f"{what} does not exist") from None
             raise Unavailable(f"the MLflow server at {self.tracking_uri} failed: {exc.message[:300]}",
                               component="mlflow") from None
         except OSError as exc:
             raise Unavailable(f"the MLflow server at {self.tracking_uri} did not answer ({type(exc).__name__})",
+                              component="mlflow") from None
+
+    def _read(self, what: str, fn, *args):
+        """:meth:`_call` for the other slices' reads: any other refusal of MLflow's is :class:`Unavailable`
+        too, which a monitor report or a requeue turns into a note or a 503, never a traceback."""
+        from mlflow.exceptions import RestException
+
+        try:
+            return self._call(what, fn, *args)
+        except RestException as exc:
+            raise Unavailable(f"the MLflow server at {self.tracking_uri} refused to read {what}: {exc.message[:300]}",
                               component="mlflow") from None
 
     def list(self, project: str) -> list[ModelSummary]:
@@ -93,7 +110,7 @@ class RegistryService:
                      versions=[self._version(v, sorted(aliases_of.get(int(v.version), [])),
                                              serving.get(int(v.version), []))
                                for v in sorted(versions, key=lambda v: -int(v.version))],
-                     alias_history=[AliasChange(**h) for h in json.loads((model.tags or {}).get(HISTORY_TAG, "[]"))])
+                     alias_history=[AliasChange(**h) for h in json.loads((model.tags or {}).get(tag.ALIAS_HISTORY, "[]"))])
 
     def _version(self, version, aliases: list[str], endpoints: list[str]) -> ModelVersion:
         tags = version.tags or {}
@@ -108,12 +125,82 @@ class RegistryService:
         return ModelVersion(
             version=int(version.version), aliases=aliases, created_at=_time(version.creation_timestamp),
             status=version.status, source=version.source, metrics=metrics, params=params,
-            flavor=tags.get("loopml.flavor"), reference=tags.get("loopml.reference"),
-            lineage=Lineage(job_id=tags.get("loopml.job_id") or None, run_id=version.run_id,
-                            user=tags.get("loopml.user") or None, notebook=tags.get("loopml.notebook") or None,
-                            notebook_sha256=tags.get("loopml.notebook_sha256") or None,
-                            parameters=json.loads(tags.get("loopml.parameters") or "{}"), endpoints=endpoints),
+            flavor=tags.get(tag.FLAVOR), reference=tags.get(tag.REFERENCE),
+            lineage=Lineage(job_id=tags.get(tag.JOB_ID) or None, run_id=version.run_id,
+                            user=tags.get(tag.USER) or None, notebook=tags.get(tag.NOTEBOOK) or None,
+                            notebook_sha256=tags.get(tag.NOTEBOOK_SHA256) or None,
+                            parameters=json.loads(tags.get(tag.PARAMETERS) or "{}"), endpoints=endpoints),
         )
+
+    # -- one version, for the serving and monitor slices -------------------------------
+    # These take the registered name (``<project>.<model>``) an endpoint holds.
+
+    def resolve(self, model: str, *, alias: str | None = None, version: int | None = None) -> int:
+        """The version of registered model ``model`` that ``alias`` names, or ``version`` itself
+        once it is known to exist. :class:`NotFound` (naming ``model@alias`` or ``model/version``)
+        when there is no such model, alias or version; :class:`Unavailable` when MLflow is away."""
+        from mlflow.exceptions import RestException
+
+        what = f"{model}@{alias}" if alias else f"{model}/{version}"
+        fetch, key = ((self.client.get_model_version_by_alias, alias) if alias
+                      else (self.client.get_model_version, str(version)))
+        try:
+            found = self._call(f"model version {what}", fetch, model, key, missing=(NOT_FOUND, NO_ALIAS))
+        except (NotFound, RestException):
+            short = model.partition(SEPARATOR)[2] or model
+            raise NotFound(f"model version {what} does not exist: `loopml models show {short}` lists versions "
+                           "and aliases", model=what) from None
+        return int(found.version)
+
+    def training_job_id(self, model: str, version: int) -> str | None:
+        """The id of the loopml job that registered ``version`` of ``model``; ``None`` for a version
+        logged outside a job. :class:`NotFound` for an unknown version, :class:`Unavailable`."""
+        found = self._read(f"version {version} of {model!r}", self.client.get_model_version, model, str(version))
+        return (found.tags or {}).get(tag.JOB_ID) or None
+
+    def download_uri(self, model: str, version: int) -> str:
+        """Where the files of ``version`` of ``model`` are, as an artifact URI MLflow downloads
+        (``mlflow.artifacts.download_artifacts``). :class:`NotFound`, :class:`Unavailable`."""
+        return self._read(f"version {version} of {model!r}", self.client.get_model_version_download_uri,
+                          model, str(version))
+
+    def reference_uri(self, model: str, version: int) -> str | None:
+        """``runs:/<run>/<path>`` of the reference sample of ``version`` of ``model`` (its
+        ``loopml.reference`` tag), ``None`` when it has none.
+
+        The tag is written by whoever may write the model, so it is only trusted as a path: it
+        must name an artifact of the version's own run (``runs:/<that run>/<path>`` or a URI under
+        that run's artifact root), a run of the model's project's experiment. Anything else
+        (``http://``, ``file://``, another run or project, ``..``) is refused (:class:`InvalidInput`).
+        :class:`NotFound` for an unknown version, :class:`Unavailable` when MLflow is away.
+        """
+        # here, not at the top: importing tracking tunes MLflow's HTTP retries in os.environ, and
+        # `import loopml` (every kernel, replica and model host) imports this module for check_version
+        from loopml.registry.tracking import experiment_name
+
+        found = self._read(f"version {version} of {model!r}", self.client.get_model_version, model, str(version))
+        tagged = (found.tags or {}).get(tag.REFERENCE)
+        if not tagged:
+            return None
+        run_id = found.run_id
+
+        def refuse(why: str) -> InvalidInput:
+            return InvalidInput(f"the {tag.REFERENCE} tag of {model} ({tagged[:200]!r}) {why}: it must name an "
+                                f"artifact of the version's own run, runs:/{run_id}/<path> (loopml.log_model writes "
+                                "it so)", field=tag.REFERENCE)
+
+        if not run_id:
+            raise refuse("belongs to a version logged without a run")
+        run = self._read(f"run {run_id} of {model}/{version}", self.client.get_run, run_id)
+        experiment = self._read(f"experiment of run {run_id}", self.client.get_experiment, run.info.experiment_id)
+        if experiment.name != experiment_name(model.partition(SEPARATOR)[0]):
+            raise refuse("belongs to a version whose run is not of the model's project")
+        path = own_artifact_path(tagged, run_id, run.info.artifact_uri)
+        if path is None:
+            raise refuse("is not an artifact of that run")
+        return f"runs:/{run_id}/{path}"
+
+    # -- aliases -------------------------------------------------------------------------
 
     def set_alias(self, project: str, name: str, alias: str, version: int, *, user: str) -> Model:
         """Point ``alias`` at ``version``; the move is recorded in the model's alias history.
@@ -148,12 +235,29 @@ class RegistryService:
         Read-modify-write of one tag: two changes at the very same moment may keep only one
         entry (the aliases themselves are always right; MLflow has no atomic append).
         """
-        history = json.loads((model.tags or {}).get(HISTORY_TAG, "[]"))
+        history = json.loads((model.tags or {}).get(tag.ALIAS_HISTORY, "[]"))
         at = dt.datetime.now(dt.timezone.utc).isoformat()
         for alias, version, previous in changes:
             history.append({"alias": alias, "version": version, "previous": int(previous) if previous else None,
                             "user": user, "at": at})
-        self._call("tag", self.client.set_registered_model_tag, full, HISTORY_TAG, json.dumps(history[-MAX_HISTORY:]))
+        self._call("tag", self.client.set_registered_model_tag, full, tag.ALIAS_HISTORY, json.dumps(history[-MAX_HISTORY:]))
+
+
+def own_artifact_path(uri: str, run_id: str, artifact_root: str | None) -> str | None:
+    """The artifact path of ``uri`` within run ``run_id`` (``runs:/<run_id>/<path>`` or
+    ``<artifact_root>/<path>``), or ``None`` when ``uri`` points anywhere else: another run,
+    another scheme or host, a path that climbs out (``..``), is empty or holds odd characters."""
+    path = None
+    if uri.startswith(f"runs:/{run_id}/"):
+        path = uri[len(f"runs:/{run_id}/"):]
+    elif artifact_root and uri.startswith(artifact_root.rstrip("/") + "/"):
+        path = uri[len(artifact_root.rstrip("/")) + 1:]
+    if not path or "\\" in path or "%" in path or "?" in path or "#" in path or not path.isprintable():
+        return None
+    parts = path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        return None
+    return path
 
 
 def check_version(value: Any) -> int:
@@ -166,4 +270,4 @@ def check_version(value: Any) -> int:
     return version
 
 
-__all__ = ["RegistryService", "short_name", "check_version"]
+__all__ = ["CHALLENGER", "CHAMPION", "RegistryService", "check_version", "own_artifact_path", "short_name"]

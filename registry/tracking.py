@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from loopml.errors import Unavailable
+from loopml.registry import tags as tag
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,12 @@ for _name, _value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_RE
 
 
 def registered_versions(run_tags: dict[str, str]) -> list[dict[str, Any]]:
-    """The versions ``loopml.log_model`` registered in a run, from its ``loopml.registered.<model>.<version>`` tags."""
+    """The versions ``loopml.log_model`` registered in a run, from its ``loopml.registered.<model>.<version>``
+    tags (:func:`loopml.registry.tags.registered_tag`)."""
     refs = []
-    for tag, full_name in run_tags.items():
-        _, _, version = tag.rpartition(".")
-        if tag.startswith("loopml.registered.") and version.isdigit():
+    for name, full_name in run_tags.items():
+        _, _, version = name.rpartition(".")
+        if name.startswith(tag.REGISTERED_PREFIX) and version.isdigit():
             refs.append({"name": full_name, "version": int(version)})
     return sorted(refs, key=lambda ref: (ref["name"], ref["version"]))
 
@@ -64,7 +66,7 @@ class JobTracking:
         try:
             found = self.client.get_experiment_by_name(experiment_name(project))
             experiment_id = found.experiment_id if found else self.client.create_experiment(
-                experiment_name(project), tags={"loopml.project": project}
+                experiment_name(project), tags={tag.PROJECT: project}
             )
         except Exception as exc:
             raise self._unavailable(exc) from None
@@ -77,11 +79,11 @@ class JobTracking:
         from mlflow.entities import Param, RunTag
 
         experiment_id = self.experiment_id(project)
-        tags = {"loopml.job_id": job_id, "loopml.project": project, "loopml.trigger": trigger,
-                "loopml.notebook": name, "mlflow.user": user, "mlflow.source.name": name,
+        tags = {tag.JOB_ID: job_id, tag.PROJECT: project, tag.TRIGGER: trigger, tag.NOTEBOOK: name,
+                "mlflow.user": user, "mlflow.source.name": name,
                 "mlflow.runName": f"{name} ({job_id})"}
         if parent_id:
-            tags["loopml.parent_job_id"] = parent_id
+            tags[tag.PARENT_JOB_ID] = parent_id
         try:
             run = self.client.create_run(experiment_id, run_name=tags["mlflow.runName"])
         except Exception as exc:
@@ -107,7 +109,7 @@ class JobTracking:
             self.client.log_text(run_id, output, "notebook/output.ipynb")
         if log_text:
             self.client.log_text(run_id, log_text, "notebook/log.txt")
-        self.client.set_tag(run_id, "loopml.attempts", str(attempt))
+        self.client.set_tag(run_id, tag.ATTEMPTS, str(attempt))
         self.client.set_terminated(run_id, RUN_STATUS.get(status, "FAILED"))
         return registered_versions(self.client.get_run(run_id).data.tags)
 

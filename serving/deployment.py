@@ -28,7 +28,7 @@ from ray.serve.config import BackpressureConfig
 from starlette.requests import Request
 from starlette.responses import Response
 
-from loopml.monitor.capture import CaptureBuffer
+from loopml.serving.capture import CaptureBuffer
 from loopml.serving.errors import RequestError
 from loopml.serving.keys import HEALTH_ROUTES, KEY_MESSAGE, KEY_REASON, key_matches
 from loopml.serving.loading import Loaded, ModelRefused, ModelUnavailable, SandboxOptions, load
@@ -201,7 +201,9 @@ class ModelEndpoint:
 
 def capture_record(config: ReplicaConfig, request_id: str, version: int, status: int, began: float,
                    parsed, predictions) -> dict[str, Any]:
-    """The capture record of one scoring request (features and predictions as JSON values)."""
+    """The capture record of one scoring request, as the JSON of a :class:`~loopml.capture_wire.CaptureRecord`
+    (features and predictions as JSON values). Built unvalidated, to stay cheap on the request
+    path: the platform validates the batch."""
     features = None
     if parsed is not None:
         data = parsed.data

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator, model_validator
 
 from loopml.names import check_custom_resources, check_name
+from loopml.registry.tags import CHAMPION
 
 _MODEL_REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,140}?)(?:@(?P<alias>[a-z][a-z0-9_-]{0,63})|/(?P<version>\d{1,9}))?$")
 
@@ -109,7 +110,7 @@ class EndpointCreate(BaseModel):
         """(model name, alias, version) of :attr:`model`; NAME alone means ``@champion``."""
         found = _MODEL_REF.fullmatch(self.model)
         version = found.group("version")
-        alias = found.group("alias") or (None if version else "champion")
+        alias = found.group("alias") or (None if version else CHAMPION)
         return found.group("name"), alias, int(version) if version else None
 
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from loopml import sandbox
+from loopml.capture_wire import CAPTURE_PATH
 from loopml.db import Database, utcnow
 from loopml.errors import Conflict, InvalidInput, NotFound, Unavailable
 from loopml.registry import mlflow_auth
@@ -40,7 +41,8 @@ from loopml.serving.replica_config import CanaryConfig, CaptureConfig, ReplicaCo
 from loopml.settings import Settings
 
 if TYPE_CHECKING:
-    from loopml.monitor.ingest import CaptureTokens
+    from loopml.capture_wire import CaptureTokens
+    from loopml.registry.service import RegistryService
 
 log = logging.getLogger(__name__)
 
@@ -125,16 +127,15 @@ def _set_scaling(row: EndpointRow, replicas: int | None, autoscale: Autoscale | 
 
 
 class EndpointService:
-    def __init__(self, settings: Settings, db: Database, tracking_uri: str, *,
+    def __init__(self, settings: Settings, db: Database, registry: RegistryService, *,
                  capture_tokens: CaptureTokens | None = None) -> None:
-        """``capture_tokens`` give each endpoint's replicas the token that posts their own
-        captured requests to the platform; ``None`` turns capture off."""
-        from mlflow.tracking import MlflowClient
-
+        """``registry`` says which version a deploy's alias names (the replicas then load it from
+        ``registry.tracking_uri`` themselves); ``capture_tokens`` give each endpoint's replicas the
+        token that posts their own captured requests to the platform; ``None`` turns capture off."""
         self.settings = settings
         self.db = db
-        self.tracking_uri = tracking_uri
-        self.mlflow = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self.registry = registry
+        self.tracking_uri = registry.tracking_uri
         self._lock = threading.Lock()
         self._code_version = code_version()
         self._capture_tokens = capture_tokens
@@ -187,20 +188,13 @@ class EndpointService:
     def _resolve(self, project: str, spec: EndpointCreate) -> tuple[str, int, str | None]:
         model, alias, version = spec.reference()
         full = registered_name(project, short_name(project, model))
-        try:
-            found = (self.mlflow.get_model_version_by_alias(full, alias) if alias
-                     else self.mlflow.get_model_version(full, str(version)))
-        except Exception:
-            what = f"{full}@{alias}" if alias else f"{full}/{version}"
-            raise NotFound(f"model version {what} does not exist: `loopml models show {short_name(project, model)}` "
-                           "lists versions and aliases", model=what) from None
-        return full, int(found.version), alias
+        return full, self.registry.resolve(full, alias=alias, version=version), alias
 
     def _config(self, row: EndpointRow) -> dict[str, Any]:
         """The endpoint's :class:`ReplicaConfig`, as the JSON Serve carries in ``user_config``."""
         capture = None
         if self._capture_tokens is not None and self.settings.capture_sample > 0:
-            sink = f"http://{self.settings.host}:{self.settings.port}{self.settings.api_prefix}/internal/capture"
+            sink = f"http://{self.settings.host}:{self.settings.port}{self.settings.api_prefix}{CAPTURE_PATH}"
             capture = CaptureConfig(url=sink, token=self._capture_tokens.token(row.project, row.name),
                                     sample=self.settings.capture_sample)
         canary = None if row.canary_version is None else CanaryConfig(

@@ -20,13 +20,13 @@ from loopml.cli.util import (
     project_option,
     resolve_project,
 )
-from loopml.registry.models import Model, ModelVersion
+from loopml.registry import CHALLENGER, CHAMPION, Model, ModelVersion
 
 MAX_COLUMNS = 6
 """Versions ``models show`` puts side by side; older ones are counted, ``--json`` has them all."""
 MAX_CELL = 30
 """Longer params (MLflow allows 6000 characters) are cut so the columns stay readable."""
-FIRST_ALIASES = ("champion", "challenger")
+FIRST_ALIASES = (CHAMPION, CHALLENGER)
 
 
 def aliases_text(aliases: dict[str, int]) -> str:
@@ -151,7 +151,7 @@ def _echo_alias_change(model: Model, alias: str, version: int, as_json: bool) ->
 def promote(ctx: click.Context, name: str, version: int, project: str | None, as_json: bool) -> Model | None:
     """Make VERSION of model NAME the champion (it stops being challenger)."""
     project = resolve_project(ctx, project)
-    return _echo_alias_change(client_from(ctx).promote(project, name, version), "champion", version, as_json)
+    return _echo_alias_change(client_from(ctx).promote(project, name, version), CHAMPION, version, as_json)
 
 
 @models_group.command("alias")

@@ -25,12 +25,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from loopml import projects, sandbox
+from loopml import projects
 from loopml.auth import StaticTokenAuthenticator, User, current_user
 from loopml.db import Database, migrate
 from loopml.errors import LoopMLError, http_status
 from loopml.executor import routes as executor_routes
-from loopml.executor.backend import JobBackend, RayJobBackend
+from loopml.executor.backend import JobBackend, job_backend_class
 from loopml.executor.job_tokens import JobTokens
 from loopml.executor.schedules import ScheduleService
 from loopml.executor.service import JobService
@@ -260,7 +260,7 @@ def _project_mlflow(state: Services) -> Callable[[str], str]:
 
 
 def create_app(settings: Settings, *, backend: JobBackend | None = None) -> FastAPI:
-    """The platform app. ``backend`` defaults to the Ray backend (tests may pass another)."""
+    """The platform app. ``backend`` defaults to the one the ``job_backend`` setting names (tests may pass another)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -279,14 +279,11 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
         for seed in settings.projects:
             await asyncio.to_thread(state.projects.create, ProjectCreate(**seed.model_dump()), exist_ok=True)
         state.registry = RegistryService(settings.tracking_uri, endpoints_of=lambda name: state.endpoints.serving(name))
-        state.backend = backend or RayJobBackend(settings.ray_address, settings.dashboard_url, kernel_name=settings.kernel_name,
-                                                 warm_kernels=settings.warm_kernels, isolation=settings.job_isolation,
-                                                 hide=tuple(sandbox.hidden_paths(settings.home)))
+        state.backend = backend or job_backend_class(settings.job_backend).from_settings(settings)
         await state.backend.start()
         state.jobs = JobService(settings, state.db, state.tracking, state.backend, job_tokens=state.job_tokens)
         state.captures = CaptureService(state.db, capture_tokens(settings))
-        state.endpoints = EndpointService(settings, state.db, settings.tracking_uri,
-                                          capture_tokens=state.captures.tokens)
+        state.endpoints = EndpointService(settings, state.db, state.registry, capture_tokens=state.captures.tokens)
         state.monitor = MonitorService(state.db, settings, state.endpoints, state.registry, state.captures)
         if backend is None:  # Serve needs the Ray connection the Ray backend opened
             await asyncio.to_thread(state.endpoints.start)

@@ -266,20 +266,21 @@ out["connected"] = True
 try:
     d = ray.get_actor("loopml-dispatcher", namespace="loopml")
     keys = ray.get(d.known.remote(), timeout=20)
-    records = ray.get(d.updates.remote(0, 0.0), timeout=20)["records"]
-    b = [r for r in records if r["job_id"] in ctx["b_jobs"]]
+    records = ray.get(d.updates.remote(0, 0.0), timeout=20).records  # an Updates of AttemptRecords
+    b = [r for r in records if r.job_id in ctx["b_jobs"]]
     out["ray_get_dispatcher"] = (f"LEAKED: got the dispatcher handle: {len(keys)} attempts, {len(b)} of "
-                                 f"project B with log and output ({sum(len(r.get('log') or '') for r in b)} log chars)")
+                                 f"project B with log and output ({sum(len(r.log or '') for r in b)} log chars)")
     running = [k for k in keys if k.startswith(ctx["b_running"] + ":")]
     if running:
         job_id, attempt = running[0].rsplit(":", 1)
         forged = json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5, "forged": "by A"})
         try:
-            d.report.remote(job_id, int(attempt), {"state": "succeeded", "output": forged, "error": None})
+            from loopml.executor.attempts import AttemptReport
+            d.report.remote(job_id, int(attempt), AttemptReport(state="succeeded", output=forged, error=None))
             time.sleep(1.5)
-            record = [r for r in ray.get(d.updates.remote(0, 0.0), timeout=20)["records"]
-                      if f"{r['job_id']}:{r['attempt']}" == running[0]]
-            state = record[0]["state"] if record else "acked"
+            record = [r for r in ray.get(d.updates.remote(0, 0.0), timeout=20).records
+                      if f"{r.job_id}:{r.attempt}" == running[0]]
+            state = record[0].state if record else "acked"
             out["forged_report"] = (f"LEAKED: forged report accepted: B's job {job_id} is now {state!r}"
                                     if state in ("succeeded", "acked") else
                                     f"blocked: the dispatcher ignored the forged report (state {state!r})")

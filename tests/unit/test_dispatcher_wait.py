@@ -63,9 +63,11 @@ def test_feasible_request_waits_for_free_resources(request_: dict[str, float], n
     ids=["everything-new", "only-log-new", "nothing-large-new"],
 )
 def test_changes_since_leaves_out_unchanged_log_and_output(since, has_log, has_output):
+    from loopml.executor.attempts import AttemptRecord
     from loopml.executor.dispatcher import changes_since
 
-    record = {"job_id": "j", "seq": 7, "log": "text", "log_seq": 5, "output": "{}", "output_seq": 3}
+    record = AttemptRecord(job_id="j", attempt=1, seq=7, log="text", log_seq=5, output="{}", output_seq=3)
     change = changes_since(record, since)
-    assert ("log" in change, "output" in change) == (has_log, has_output)
-    assert change["seq"] == 7 and change["job_id"] == "j"
+    assert (change.log is not None, change.output is not None) == (has_log, has_output)
+    assert (change.seq, change.job_id) == (7, "j")
+    assert (record.log, record.output) == ("text", "{}")  # the dispatcher keeps them

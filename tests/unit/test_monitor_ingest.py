@@ -8,12 +8,13 @@ import hmac
 import pytest
 from sqlalchemy import func, select
 
+from loopml.capture_wire import CaptureBatch
 from loopml.db import Database, migrate
 from loopml.errors import Forbidden, InvalidInput, Unauthorized
 from loopml.monitor.ingest import CaptureService, capture_tokens
-from loopml.monitor.models import CaptureBatch
 from loopml.monitor.orm import PredictionRow
 from loopml.projects import ProjectCreate, ProjectService
+from loopml.registry.service import RegistryService
 from loopml.settings import load_settings
 
 
@@ -106,14 +107,14 @@ def test_each_endpoints_replicas_are_given_that_endpoints_token_the_route_accept
     from loopml.serving.orm import EndpointRow
     from loopml.serving.service import EndpointService
 
-    endpoints = EndpointService(settings, service.db, "http://127.0.0.1:1", capture_tokens=service.tokens)
+    endpoints = EndpointService(settings, service.db, RegistryService("http://127.0.0.1:1"), capture_tokens=service.tokens)
     given = {}
     for project, name in [("demo", "ep"), ("demo", "other"), ("shop", "ep")]:
         row = EndpointRow(project=project, name=name, model=f"{project}.m", version=1, public=False, key_hash="h")
         given[(project, name)] = endpoints._config(row)["capture"]["token"]
     assert len(set(given.values())) == 3
     assert all(service.check(token) == endpoint for endpoint, token in given.items())
-    off = EndpointService(settings, service.db, "http://127.0.0.1:1", capture_tokens=None)
+    off = EndpointService(settings, service.db, RegistryService("http://127.0.0.1:1"), capture_tokens=None)
     public = EndpointRow(project="demo", name="ep", model="demo.m", version=1, public=True)
     assert off._config(public)["capture"] is None
 
@@ -135,7 +136,7 @@ def test_platform_start_hands_running_endpoints_their_current_config_too(setting
     monkeypatch.setattr(serve, "status", lambda: SimpleNamespace(applications={"demo.running": None, "gone.ep": None}))
     deleted = []
     monkeypatch.setattr(serve, "delete", lambda name, _blocking=True: deleted.append(name))
-    endpoints = EndpointService(settings, service.db, "http://127.0.0.1:1", capture_tokens=service.tokens)
+    endpoints = EndpointService(settings, service.db, RegistryService("http://127.0.0.1:1"), capture_tokens=service.tokens)
     ran = []
     monkeypatch.setattr(endpoints, "_run",
                         lambda row: ran.append((row.name, endpoints._config(row)["capture"]["token"])))

@@ -63,8 +63,7 @@ def service(tmp_path, monkeypatch, fakes) -> PolicyService:
     endpoints = SimpleNamespace(get=lambda project, name: endpoint,
                                 deploy=lambda user, project, spec: fakes.deployed.append(spec.model))
     registry = SimpleNamespace(
-        client=SimpleNamespace(get_model_version=lambda name, version: SimpleNamespace(
-            tags={"loopml.job_id": fakes.job_of_version} if fakes.job_of_version else {})),
+        training_job_id=lambda model, version: fakes.job_of_version or None,
         set_alias=lambda project, name, alias, version, user: fakes.aliased.append(version))
     monitor = SimpleNamespace(report=fakes.report_of)
     jobs = SimpleNamespace(requeue=fakes.requeue, get=fakes.get)

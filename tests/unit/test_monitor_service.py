@@ -25,6 +25,7 @@ from loopml.monitor.orm import PredictionRow
 from loopml.monitor.service import MlflowReferences, MonitorService
 from loopml.projects import ProjectCreate, ProjectService
 from loopml.registry.sdk import LABEL_COLUMN, PREDICTION_COLUMN
+from loopml.registry.service import RegistryService
 from loopml.server.app import create_app
 from loopml.settings import load_settings
 
@@ -290,15 +291,14 @@ ROOT = "mlflow-artifacts:/1/r1/artifacts"
 OWN = "loopml/reference/iris/m-1.parquet"
 
 
-class FakeRegistry:
-    """Versions 1.. of MODEL with the given reference tags, logged by run ``r1`` of the
-    project's experiment (or ``run_of`` a version); runs ``r1`` (experiment ``demo``) and
-    ``b1`` (experiment ``bob``). ``fetched`` lists what the loader downloaded."""
+class FakeMlflow:
+    """An MLflow client with versions 1.. of MODEL with the given reference tags, logged by run
+    ``r1`` of the project's experiment (or ``run_of`` a version); runs ``r1`` (experiment ``demo``)
+    and ``b1`` (experiment ``bob``). ``fetched`` lists what the loader downloaded."""
 
     def __init__(self, tags: dict[int, str | None], run_of: dict[int, str | None] | None = None) -> None:
         self.tags, self.run_of = tags, run_of or {}
         self.runs = {"r1": ("1", ROOT), "b1": ("2", "mlflow-artifacts:/2/b1/artifacts")}
-        self.client = self
 
     def get_model_version(self, name, version):
         tag = self.tags[int(version)]
@@ -311,6 +311,13 @@ class FakeRegistry:
 
     def get_experiment(self, experiment_id):
         return SimpleNamespace(name={"1": "demo", "2": "bob"}[experiment_id])
+
+
+def fake_registry(tags: dict[int, str | None], run_of: dict[int, str | None] | None = None) -> RegistryService:
+    """The real RegistryService over :class:`FakeMlflow`: it decides what a reference tag may name."""
+    registry = RegistryService("http://127.0.0.1:1")
+    registry.client = FakeMlflow(tags, run_of)
+    return registry
 
 
 @pytest.fixture
@@ -333,7 +340,7 @@ def fetched(tmp_path, monkeypatch) -> list[str]:
 
 @pytest.mark.parametrize("tag", [f"runs:/r1/{OWN}", f"{ROOT}/{OWN}"], ids=["runs-uri", "artifact-root"])
 def test_the_mlflow_loader_reads_the_reference_artifact_of_the_versions_own_run(fetched, tag):
-    load = MlflowReferences(FakeRegistry({1: tag, 2: None}), "http://127.0.0.1:1")
+    load = MlflowReferences(fake_registry({1: tag, 2: None}), "http://127.0.0.1:1")
     pd.testing.assert_frame_equal(load(MODEL, 1), iris_reference())
     assert load(MODEL, 2) is None and fetched == [f"runs:/r1/{OWN}"]  # always through runs:/ of that run
 
@@ -356,7 +363,7 @@ def test_the_mlflow_loader_reads_the_reference_artifact_of_the_versions_own_run(
 ], ids=["file", "metadata-http", "https", "models-uri", "other-run", "run-prefix", "dotdot", "encoded-dotdot", "empty",
         "root-dotdot", "other-run-root", "root-prefix", "run-of-other-project", "no-run"])
 def test_a_reference_tag_outside_the_versions_own_run_is_refused_and_never_fetched(fetched, tag, run_id, why):
-    load = MlflowReferences(FakeRegistry({1: tag}, run_of={1: run_id}), "http://127.0.0.1:1")
+    load = MlflowReferences(fake_registry({1: tag}, run_of={1: run_id}), "http://127.0.0.1:1")
     with pytest.raises(InvalidInput, match=why) as refused:
         load(MODEL, 1)
     assert fetched == [] and "loopml.reference" in refused.value.message and "runs:/" in refused.value.message
@@ -365,7 +372,7 @@ def test_a_reference_tag_outside_the_versions_own_run_is_refused_and_never_fetch
 def test_a_refused_reference_tag_is_a_note_of_the_report_not_an_error(db, settings, endpoints, captures, traffic,
                                                                        fetched):
     traffic.add(rows=sample(40)[0])
-    references = MlflowReferences(FakeRegistry({1: "http://169.254.169.254/x"}), "http://127.0.0.1:1")
+    references = MlflowReferences(fake_registry({1: "http://169.254.169.254/x"}), "http://127.0.0.1:1")
     report = MonitorService(db, settings, endpoints, None, captures, references=references).report("demo", "iris")
     assert report.requests == 40 and report.drift == [] and fetched == []
     assert any("could not be read" in note and "not an artifact of that run" in note for note in report.notes)

@@ -13,7 +13,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from loopml.errors import InvalidInput, NotFound
-from loopml.registry.service import HISTORY_TAG, RegistryService
+from loopml.registry.service import RegistryService
+from loopml.registry.tags import ALIAS_HISTORY
 
 _projects = itertools.count(1)
 
@@ -134,7 +135,7 @@ def test_delete_alias_removes_it_and_records_what_it_pointed_at(service, registe
 def test_alias_history_is_the_models_tag(service, register, project, mlflow_client):
     register(f"{project}.iris")
     service.set_alias(project, "iris", "champion", 1, user="alice")
-    history = json.loads(mlflow_client.get_registered_model(f"{project}.iris").tags[HISTORY_TAG])
+    history = json.loads(mlflow_client.get_registered_model(f"{project}.iris").tags[ALIAS_HISTORY])
     assert [(h["alias"], h["version"], h["user"]) for h in history] == [("champion", 1, "alice")]
 
 
@@ -166,3 +167,53 @@ def test_invalid_aliases_are_refused_before_touching_mlflow(service, register, p
 def test_invalid_names_are_refused(service, project, name):
     with pytest.raises(InvalidInput, match="model"):
         service.get(project, name)
+
+
+# -- what the serving and monitor slices ask of one version ------------------------------------
+
+
+def test_resolve_names_the_version_an_alias_points_at_or_the_version_itself(service, register, project):
+    register(f"{project}.iris")
+    register(f"{project}.iris")
+    service.set_alias(project, "iris", "champion", 1, user="u")
+    assert service.resolve(f"{project}.iris", alias="champion") == 1
+    assert service.resolve(f"{project}.iris", version=2) == 2
+
+
+@pytest.mark.parametrize(
+    "model, alias, version, what",
+    [
+        pytest.param("iris", "champion", None, "iris@champion", id="alias-never-set"),
+        pytest.param("iris", None, 9, "iris/9", id="unknown-version"),
+        pytest.param("nope", "champion", None, "nope@champion", id="unknown-model"),
+    ],
+)
+def test_resolving_what_does_not_exist_is_not_found_with_how_to_list_versions(service, register, project, model,
+                                                                               alias, version, what):
+    register(f"{project}.iris")
+    with pytest.raises(NotFound, match=f"^model version {project}.{what} does not exist: `loopml models show {model}`"):
+        service.resolve(f"{project}.{model}", alias=alias, version=version)
+
+
+def test_a_versions_training_job_and_files_come_from_the_registry(service, register, project):
+    by_job = register(f"{project}.iris", job_id="j7")
+    by_hand = register(f"{project}.iris", job_id="")
+    assert service.training_job_id(f"{project}.iris", by_job) == "j7"
+    assert service.training_job_id(f"{project}.iris", by_hand) is None
+    assert service.download_uri(f"{project}.iris", by_job).endswith("/model")
+    with pytest.raises(NotFound):
+        service.training_job_id(f"{project}.iris", 9)
+
+
+def test_a_reference_is_only_an_artifact_of_the_versions_own_run_in_the_projects_experiment(
+        service, register, project, mlflow_client):
+    version = register(f"{project}.iris")  # its run is in experiment "jobs", not the project's
+    with pytest.raises(InvalidInput, match="not of the model's project"):
+        service.reference_uri(f"{project}.iris", version)
+    experiment = mlflow_client.create_experiment(project)
+    run_id = mlflow_client.create_run(experiment).info.run_id
+    mlflow_client.create_model_version(f"{project}.iris", f"runs:/{run_id}/model", run_id=run_id,
+                                       tags={"loopml.reference": f"runs:/{run_id}/loopml/reference/x.parquet"})
+    mlflow_client.create_model_version(f"{project}.iris", f"runs:/{run_id}/model", run_id=run_id)
+    assert service.reference_uri(f"{project}.iris", version + 1) == f"runs:/{run_id}/loopml/reference/x.parquet"
+    assert service.reference_uri(f"{project}.iris", version + 2) is None

@@ -19,6 +19,7 @@ from nbformat import v4
 
 from loopml.db import Database, migrate
 from loopml.errors import Conflict, InvalidInput, NotFound, Unavailable
+from loopml.executor.attempts import AttemptOptions, AttemptRecord, AttemptSpec, Updates
 from loopml.executor.backend import JobBackend
 from loopml.executor.models import Job, JobRequeue, JobStatus, JobSubmit, Resources, Trigger
 from loopml.executor.service import JobService
@@ -70,19 +71,19 @@ class FakeBackend(JobBackend):
 
     def __init__(self) -> None:
         self.submitted: list[dict[str, Any]] = []
-        self.scripted: list[dict[str, Any]] = []
+        self.scripted: list[AttemptRecord] = []
         self.acked: list[str] = []
         self.cancelled: list[tuple[str, int]] = []
         self.on_cancel: Callable[[str, int], None] | None = None
         self.seq = 0
 
-    async def submit(self, spec: dict[str, Any], options: dict[str, Any], timeout_s: float | None) -> None:
+    async def submit(self, spec: AttemptSpec, options: AttemptOptions, timeout_s: float | None) -> None:
         self.submitted.append({"spec": spec, "options": options, "timeout_s": timeout_s})
 
-    async def updates(self, since: int, wait_s: float) -> dict[str, Any]:
+    async def updates(self, since: int, wait_s: float) -> Updates:
         records, self.scripted = self.scripted, []
         self.seq += len(records)
-        return {"seq": self.seq, "records": records}
+        return Updates(seq=self.seq, records=records)
 
     async def cancel(self, job_id: str, attempt: int) -> bool:
         self.cancelled.append((job_id, attempt))
@@ -94,7 +95,7 @@ class FakeBackend(JobBackend):
         self.acked.extend(keys)
 
     async def known(self) -> list[str]:
-        held = {f"{s['spec']['job_id']}:{s['spec']['attempt']}" for s in self.submitted}
+        held = {s["spec"].key for s in self.submitted}
         return sorted(held - set(self.acked))
 
 
@@ -142,27 +143,25 @@ def dispatch(service: JobService, backend: FakeBackend) -> list[str]:
         ready = await asyncio.to_thread(service._next_to_dispatch)
         for spec, options, timeout_s in ready:
             await backend.submit(spec, options, timeout_s)
-        return [f"{spec['job_id']}:{spec['attempt']}" for spec, _, _ in ready]
+        return [spec.key for spec, _, _ in ready]
 
     return asyncio.run(one_pass())
 
 
-def follow(service: JobService, backend: FakeBackend, *records: dict[str, Any]) -> None:
+def follow(service: JobService, backend: FakeBackend, *records: AttemptRecord) -> None:
     """One pass of the update loop: the backend reports ``records``, the service stores and acknowledges them."""
     backend.scripted.extend(records)
 
     async def one_pass() -> None:
         batch = await backend.updates(0, 0)
-        await service._apply(batch["records"])
+        await service._apply(batch.records)
 
     asyncio.run(one_pass())
 
 
-def record(job: Job, state: str, *, attempt: int | None = None, **fields: Any) -> dict[str, Any]:
-    """A backend record of ``job``'s attempt, shaped like the dispatcher's."""
-    return {"job_id": job.id, "attempt": attempt or job.attempt, "state": state, "message": None, "progress": None,
-            "log": "", "output": None, "error": None, "pid": None, "node": None, "started_at": None,
-            "finished_at": None} | fields
+def record(job: Job, state: str, *, attempt: int | None = None, **fields: Any) -> AttemptRecord:
+    """A backend record of ``job``'s attempt, as the dispatcher reports it."""
+    return AttemptRecord(job_id=job.id, attempt=attempt or job.attempt, state=state, **fields)
 
 
 def finished(state: str, **fields: Any) -> dict[str, Any]:
@@ -270,12 +269,13 @@ def test_dispatched_spec_carries_notebook_parameters_resources_and_mlflow_run(
 
     [given] = backend.submitted
     spec = given["spec"]
-    assert (spec["job_id"], spec["attempt"], spec["parameters"], spec["kernel_name"]) == (job.id, 1, {"lr": 0.5}, "python3")
-    assert nbformat.reads(spec["notebook"], as_version=4) == SUBMITTED
-    assert {k: spec["env"][k] for k in ("LOOPML_JOB_ID", "LOOPML_PROJECT", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")} == {
+    assert (spec.job_id, spec.attempt, spec.parameters, spec.kernel_name) == (job.id, 1, {"lr": 0.5}, "python3")
+    assert nbformat.reads(spec.notebook, as_version=4) == SUBMITTED
+    assert {k: spec.env[k] for k in ("LOOPML_JOB_ID", "LOOPML_PROJECT", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")} == {
         "LOOPML_JOB_ID": job.id, "LOOPML_PROJECT": "demo", "MLFLOW_RUN_ID": f"run-{job.id}",
         "MLFLOW_EXPERIMENT_ID": "exp-demo"}
-    assert given["options"] == {"num_cpus": 2, "num_gpus": 0.5, "memory": 512 * 1024 * 1024, "resources": {"node2": 1}}
+    assert given["options"].ray_options() == {"num_cpus": 2, "num_gpus": 0.5, "memory": 512 * 1024 * 1024,
+                                              "resources": {"node2": 1}}
     assert given["timeout_s"] == 60
 
 
@@ -389,7 +389,7 @@ def test_records_of_a_stale_attempt_are_ignored(service: JobService, backend: Fa
 
 
 def test_records_of_an_unknown_job_are_acknowledged(service: JobService, backend: FakeBackend) -> None:
-    follow(service, backend, {"job_id": "gone", "attempt": 1, "state": "succeeded", "output": EXECUTED})
+    follow(service, backend, AttemptRecord(job_id="gone", attempt=1, state="succeeded", output=EXECUTED))
 
     assert backend.acked == ["gone:1"]
 

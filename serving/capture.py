@@ -20,18 +20,24 @@ from typing import Any
 
 import httpx
 
+from loopml.capture_wire import MAX_BATCH
 from loopml.serving.responses import dumps_json
 
 log = logging.getLogger(__name__)
 
 
 class CaptureBuffer:
-    """Bounded, sampled, batched capture to ``url`` with ``token`` (``POST /internal/capture``)."""
+    """Bounded, sampled, batched capture to ``url`` with ``token`` (``POST /internal/capture``).
+
+    Records are :class:`~loopml.capture_wire.CaptureRecord`'s JSON (``capture_record`` in
+    :mod:`loopml.serving.deployment` writes them); a batch is never larger than the platform
+    takes (:data:`~loopml.capture_wire.MAX_BATCH`).
+    """
 
     def __init__(self, url: str, token: str, *, sample: float = 1.0, max_records: int = 10_000,
                  batch: int = 500, interval_s: float = 1.0, timeout_s: float = 5.0,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self.url, self.sample, self.batch, self.interval_s = url, sample, batch, interval_s
+        self.url, self.sample, self.batch, self.interval_s = url, sample, min(batch, MAX_BATCH), interval_s
         self.queue: deque[dict[str, Any]] = deque()
         self.max_records = max_records
         self.dropped = 0  # dropped since the last batch the platform accepted

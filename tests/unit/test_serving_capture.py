@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from loopml.monitor.capture import CaptureBuffer
+from loopml.serving.capture import CaptureBuffer
 
 
 class Sink:
