@@ -15,6 +15,28 @@ the function here keeps the package attribute the function.)
 
 from .dag import direct_upstream, ready, topological_order, upstream
 from .elyra import read_elyra
+from .engine import (
+    ActionFinished,
+    CachedResult,
+    CancelJob,
+    ChildState,
+    FileRef,
+    JobFinished,
+    JobLaunched,
+    LaunchJob,
+    RunAction,
+    RunState,
+    RunStatus,
+    StepState,
+    StepStatus,
+    StoreCache,
+    advance,
+    cache_key,
+    cancel,
+    resolve_parameters,
+    retry,
+    start,
+)
 from .expr import Condition, ExpressionError, Reference, parse_condition, parse_reference, render, template_references
 from .native import read_native
 from .spec import (
@@ -35,6 +57,9 @@ from .spec import (
 from .validate import check_pipeline, validate
 
 __all__ = [
+    "ActionFinished", "CachedResult", "CancelJob", "ChildState", "FileRef", "JobFinished", "JobLaunched", "LaunchJob",
+    "RunAction", "RunState", "RunStatus", "StepState", "StepStatus", "StoreCache", "advance", "cache_key", "cancel",
+    "resolve_parameters", "retry", "start",
     "BUILTIN_OUTPUTS", "Condition", "DeployAction", "ExpressionError", "Objective", "Pipeline", "Problem",
     "PromoteAction", "Reference", "RegisterAction", "Search", "SearchParam", "Select", "Step", "StepResources",
     "check_pipeline", "direct_upstream", "parse_condition", "parse_reference", "pipeline_from_data", "read_elyra",
