@@ -15,7 +15,10 @@ the function here keeps the package attribute the function.)
 
 from .dag import direct_upstream, ready, topological_order, upstream
 from .elyra import read_elyra
-from .engine import (
+from .engine import advance, cache_key, cancel, resolve_parameters, retry, start
+from .expr import Condition, ExpressionError, Reference, parse_condition, parse_reference, render, template_references
+from .native import read_native
+from .run_state import (
     ActionFinished,
     CachedResult,
     CancelJob,
@@ -30,15 +33,7 @@ from .engine import (
     StepState,
     StepStatus,
     StoreCache,
-    advance,
-    cache_key,
-    cancel,
-    resolve_parameters,
-    retry,
-    start,
 )
-from .expr import Condition, ExpressionError, Reference, parse_condition, parse_reference, render, template_references
-from .native import read_native
 from .spec import (
     BUILTIN_OUTPUTS,
     DeployAction,
