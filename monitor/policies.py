@@ -24,7 +24,7 @@ import logging
 import tempfile
 import threading
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from sqlalchemy import select
@@ -41,6 +41,13 @@ from loopml.registry.tags import CHAMPION
 from loopml.serving.models import EndpointCreate
 from loopml.serving.protocols import ModelInput
 
+if TYPE_CHECKING:
+    from loopml.executor.service import JobService
+    from loopml.monitor.service import MonitorService
+    from loopml.registry.service import RegistryService
+    from loopml.serving.service import EndpointService
+    from loopml.settings import Settings
+
 log = logging.getLogger(__name__)
 
 POLICY_USER = "policy"
@@ -53,7 +60,8 @@ def to_alert(row: AlertRow) -> Alert:
 
 
 class PolicyService:
-    def __init__(self, db: Database, settings, monitor, jobs, endpoints, registry) -> None:
+    def __init__(self, db: Database, settings: Settings, monitor: MonitorService, jobs: JobService,
+                 endpoints: EndpointService, registry: RegistryService) -> None:
         self.db, self.settings = db, settings
         self.monitor, self.jobs, self.endpoints, self.registry = monitor, jobs, endpoints, registry
         self._lock = threading.Lock()  # one evaluation or requeue at a time: the cooldown holds
