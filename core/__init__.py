@@ -6,9 +6,9 @@ or sqlalchemy.
 """
 
 from loopml.client import Client
-from loopml.sdk import current_job, log_model
+from loopml.sdk import current_job, log_model, outputs, set_output
 
-__all__ = ["Client", "current_job", "dashboard", "load_ipython_extension", "log_model"]
+__all__ = ["Client", "current_job", "dashboard", "load_ipython_extension", "log_model", "outputs", "set_output"]
 
 
 def dashboard(project: str | None = None, client: Client | None = None):

@@ -10,6 +10,7 @@ never logged, never part of an error message and never in ``repr(client)``.
 
 from __future__ import annotations
 
+import base64
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -188,14 +189,23 @@ class Client:
         max_retries: int = 0,
         name: str | None = None,
         kernel_name: str | None = None,
+        files: Mapping[str, bytes] | None = None,
+        output_files: Iterable[str] = (),
     ) -> Job:
         """Submit ``notebook`` (a path to an .ipynb file, or its nbformat JSON) as a job.
 
         ``name`` defaults to the file name. Parameter values may be strings: the server
-        converts them to the type declared in the notebook's parameters cell. Returns the
-        QUEUED job; :class:`InvalidInput` for an unreadable notebook or a rejected value.
+        converts them to the type declared in the notebook's parameters cell. ``files``
+        (relative path → content) are written into the job's working dir before it runs;
+        ``output_files`` are the paths it writes there, kept in its MLflow run under
+        ``outputs/``. Returns the QUEUED job; :class:`InvalidInput` for an unreadable notebook
+        or a rejected value.
         """
         body = wire.job_submit(notebook, parameters, resources, timeout_s, max_retries, name, kernel_name)
+        if files:
+            body["files"] = {path: base64.b64encode(content).decode() for path, content in files.items()}
+        if output_files:
+            body["output_files"] = list(output_files)
         return self._parse(Job, self._request("POST", wire.api_path("projects", project, "jobs"), json=body))
 
     def jobs(self, project: str, status: JobStatus | str | None = None, limit: int = 50) -> list[Job]:

@@ -18,3 +18,17 @@ def log_model(model, name: str, X_train, y_train=None, metrics: dict[str, float]
     from loopml.registry import log_model as _log_model
 
     return _log_model(model, name, X_train, y_train, metrics, alias=alias, **flavor_kwargs)
+
+
+def set_output(name: str, value: Any) -> None:
+    """Publish a JSON ``value`` as the job's output ``name``; see :func:`loopml.executor.set_output`."""
+    from loopml.executor import set_output as _set_output
+
+    _set_output(name, value)
+
+
+def outputs() -> dict[str, Any]:
+    """The outputs this kernel has set with :func:`set_output`."""
+    from loopml.executor import outputs as _outputs
+
+    return _outputs()

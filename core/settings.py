@@ -144,6 +144,9 @@ class Settings(BaseSettings):
         "Where job attempts run: the name of an entry point of the loopml.job_backends group (\"ray\": the "
         "Ray cluster, through loopml's dispatcher actor); another package may add its own."))
     max_notebook_mb: float = Field(20.0, description="Largest notebook accepted by submit, in MiB.")
+    max_job_files_mb: float = Field(100.0, gt=0, description="Most a job's input files may take together, and "
+                                    "its output files together, in MiB (files sent in a REST body are also bounded "
+                                    "by its limit, twice max_notebook_mb).")
     job_token_max_s: float = Field(86400.0, gt=0, description="Longest life of a job's token (LOOPML_TOKEN in its "
                                    "kernel), in seconds, even while the job runs; a job's timeout_s ends it sooner.")
     schedule_min_interval_s: float = Field(60.0, ge=0, description="Shortest time between two runs of a "

@@ -15,6 +15,7 @@ _EXPORTS = {
     "JobService": ".service",
     "ScheduleService": ".schedules",
     "JobTokens": ".job_tokens",
+    **dict.fromkeys(["outputs", "set_output"], ".workdir"),
 }
 
 __all__ = list(_EXPORTS)

@@ -11,11 +11,15 @@ and they pickle through Ray as they are.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from loopml.executor.models import JobFailure, Progress, Resources
+from loopml.executor.workdir import check_path
+
+WorkdirPath = Annotated[str, AfterValidator(check_path)]
+DEFAULT_MAX_FILES_BYTES = 100 * 2**20
 
 AttemptState = Literal["pending", "running", "succeeded", "failed", "cancelled", "timeout", "lost"]
 TERMINAL: frozenset[str] = frozenset({"succeeded", "failed", "cancelled", "timeout", "lost"})
@@ -41,6 +45,12 @@ class AttemptSpec(BaseModel):
     warm_kernels: bool = Field(True, description="Take a pre-started kernel and start the next one meanwhile.")
     isolation: Literal["bwrap", "off"] = Field("bwrap", description="How the kernel is sandboxed (job_isolation).")
     hide: tuple[str, ...] = Field((), description="Paths the kernel must not see (the data dir).")
+    files: dict[WorkdirPath, bytes] = Field(default_factory=dict, description="Input files: path relative to the "
+                                            "working dir → content, written there before the notebook runs.")
+    output_files: tuple[WorkdirPath, ...] = Field((), description="Files the job declared it writes, relative to "
+                                                  "its working dir: returned in the final report's ``files``.")
+    max_files_bytes: int = Field(DEFAULT_MAX_FILES_BYTES, gt=0, description="Most bytes the output files may take "
+                                 "together (max_job_files_mb).")
 
     @property
     def key(self) -> str:
@@ -92,6 +102,10 @@ class AttemptReport(BaseModel):
     pid: int | None = None
     node: str | None = Field(None, description="Ray node id the runner works on.")
     log_append: str | None = Field(None, description="Log text written since the previous report.")
+    outputs: dict[str, Any] | None = Field(None, description="What the notebook set with loopml.set_output "
+                                           "(final report only).")
+    files: dict[str, bytes] | None = Field(None, description="The declared output files the notebook wrote, "
+                                           "path → content (final report only).")
 
     def changes(self) -> dict[str, Any]:
         """The fields this report sets, by name (values kept as models)."""
@@ -117,6 +131,10 @@ class AttemptRecord(BaseModel):
     error: JobFailure | None = Field(None, description="Why a failed attempt failed (the user's failure).")
     pid: int | None = Field(None, description="Process id of the runner.")
     node: str | None = Field(None, description="Ray node id the runner ran on.")
+    outputs: dict[str, Any] = Field(default_factory=dict, description="Values the notebook set with "
+                                    "loopml.set_output (once the attempt ended).")
+    files: dict[str, bytes] = Field(default_factory=dict, description="Declared output files the notebook wrote, "
+                                    "path → content (once the attempt ended).")
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     seq: int = Field(0, description="Backend sequence number of the record's last change.")

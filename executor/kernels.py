@@ -113,11 +113,17 @@ def workdir(km: KernelManager) -> str:
     return os.path.dirname(km.connection_file)
 
 
+def halt(km: KernelManager) -> None:
+    """Kill the kernel (its sandbox, and everything the job left running there); keep its dir,
+    whose files then change no more (the runner reads the job's outputs from it)."""
+    if km.has_kernel:
+        km.shutdown_kernel(now=True)
+
+
 def stop(km: KernelManager) -> None:
     """Kill the kernel (its sandbox, and everything the job left running there) and its dir."""
     try:
-        if km.has_kernel:
-            km.shutdown_kernel(now=True)
+        halt(km)
     finally:
         shutil.rmtree(workdir(km), ignore_errors=True)
 

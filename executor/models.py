@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 from enum import Enum
 from typing import Any
 
 from pydantic import BaseModel, Field, StrictFloat, StrictInt, field_validator
 
+from loopml.executor.workdir import check_path
 from loopml.names import check_custom_resources
 from loopml.registry.models import ModelRef
 
@@ -67,6 +70,33 @@ class JobSubmit(BaseModel):
     timeout_s: StrictFloat | None = Field(None, gt=0, description="Wall-clock limit of one attempt; then FAILED (timeout).")
     max_retries: StrictInt = Field(0, ge=0, le=10, description="Retries after a system failure (not after a cell error).")
     kernel_name: str | None = Field(None, max_length=100, description="Kernel to run (default: the notebook's).")
+    files: dict[str, str] = Field(default_factory=dict, description=(
+        "Input files: path relative to the job's working dir → content, base64. Written there before the "
+        "notebook runs; together at most max_job_files_mb."))
+    output_files: list[str] = Field(default_factory=list, description=(
+        "Files the notebook writes, relative to its working dir: kept as artifacts outputs/<path> of the job's "
+        "MLflow run. A succeeded notebook that did not write one fails (reason outputs)."))
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: dict[str, str]) -> dict[str, str]:
+        checked = {}
+        for path, content in value.items():
+            try:
+                base64.b64decode(content, validate=True)
+            except (binascii.Error, ValueError):
+                raise ValueError(f"the content of {path!r} is not base64") from None
+            checked[check_path(path)] = content
+        return checked
+
+    @field_validator("output_files")
+    @classmethod
+    def _output_files(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(check_path(path) for path in value))
+
+    def decoded_files(self) -> dict[str, bytes]:
+        """``files`` with their contents decoded."""
+        return {path: base64.b64decode(content) for path, content in self.files.items()}
 
 
 class JobRequeue(BaseModel):
@@ -84,7 +114,8 @@ class Progress(BaseModel):
 
 
 class JobFailure(BaseModel):
-    """Why a job failed: ``reason`` is one of cell_error, kernel_died, timeout, system, invalid."""
+    """Why a job failed: ``reason`` is one of cell_error, kernel_died, timeout, system, invalid, files (its
+    input files could not be written), outputs (its outputs or declared output files could not be read)."""
 
     reason: str
     message: str | None = None
@@ -110,6 +141,12 @@ class Job(BaseModel):
     max_retries: int
     mlflow_run_id: str | None
     models: list[ModelRef] = Field(default_factory=list, description="Model versions the job registered.")
+    outputs: dict[str, Any] = Field(default_factory=dict, description="Values the notebook set with "
+                                    "loopml.set_output (once the job ended).")
+    input_files: list[str] = Field(default_factory=list, description="The input files it was given: artifacts "
+                                   "inputs/<path> of its MLflow run.")
+    output_files: list[str] = Field(default_factory=list, description="The files it declared it writes: once it "
+                                    "succeeded, artifacts outputs/<path> of its MLflow run.")
     trigger: Trigger
     parent_id: str | None
     schedule_id: str | None

@@ -37,6 +37,11 @@ class JobRow(Base):
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     models: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True,
                                                              doc="Model versions the job registered.")
+    outputs: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, doc="What loopml.set_output set.")
+    input_files: Mapped[list[str] | None] = mapped_column(JSON, nullable=True,
+                                                          doc="Paths of its input files (artifacts inputs/<path>).")
+    output_files: Mapped[list[str] | None] = mapped_column(JSON, nullable=True,
+                                                           doc="Paths it declared it writes (artifacts outputs/<path>).")
     trigger: Mapped[str] = mapped_column(String(16), default="user")
     parent_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     schedule_id: Mapped[str | None] = mapped_column(String(32), nullable=True)

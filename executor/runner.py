@@ -1,8 +1,9 @@
 """The runner: one attempt of one job, executed by papermill inside a Ray worker.
 
-It runs wherever Ray places it and shares no disk with the platform: the notebook
-arrives as an argument, progress, log lines and output snapshots go back to the
-dispatcher actor, and the executed notebook is the task's return value.
+It runs wherever Ray places it and shares no disk with the platform: the notebook and the
+job's input files arrive as an argument, progress, log lines and output snapshots go back to
+the dispatcher actor, and the executed notebook, the job's outputs (``loopml.set_output``) and
+its declared output files are the task's return value (:mod:`loopml.executor.workdir`).
 
 Speed: a Ray worker is reused for many tasks, so while each attempt runs it starts the
 kernel for the next one (``warm`` kernels). A warm kernel is only used by a job whose
@@ -28,7 +29,7 @@ import ray
 from papermill.engines import NBClientEngine, papermill_engines
 from papermill.exceptions import PapermillExecutionError
 
-from loopml.executor import kernels
+from loopml.executor import kernels, workdir
 from loopml.executor.attempts import AttemptReport, AttemptSpec
 
 log = logging.getLogger(__name__)
@@ -178,14 +179,36 @@ def _failure(nb: nbformat.NotebookNode) -> dict[str, Any] | None:
     return None
 
 
+def _collect(spec: AttemptSpec, work: str, succeeded: bool) -> tuple[dict[str, Any], dict[str, bytes], str | None]:
+    """The outputs and declared output files the notebook left in ``work``, and what was wrong
+    with them (``None``: nothing). A declared file that is missing is wrong only when the
+    notebook succeeded: a failed one may have stopped before writing it."""
+    problems = []
+    try:
+        outputs = workdir.read_outputs(work)
+    except workdir.WorkdirError as exc:
+        outputs = {}
+        problems.append(str(exc))
+    try:
+        files, missing = workdir.read_files(work, spec.output_files, spec.max_files_bytes)
+    except workdir.WorkdirError as exc:
+        files, missing = {}, []
+        problems.append(f"output file {exc}")
+    if missing and succeeded:
+        problems.append("the notebook did not write its declared output file(s) "
+                        f"{', '.join(repr(path) for path in missing)} (output_files)")
+    return outputs, files, "; ".join(problems) or None
+
+
 @ray.remote(num_cpus=1, max_retries=0)
 def run_attempt(spec: AttemptSpec, dispatcher, secret: str) -> AttemptReport:
     """Ray task: execute one attempt and return its final report (``state, output, error,
-    progress, log_append``).
+    progress, log_append, outputs, files``).
 
     ``secret`` is the attempt's key to :meth:`Dispatcher.report`; it stays in this process
-    (the kernel runs in its sandbox and never gets it). A cell error or a dead kernel is a user
-    failure (``state: failed``); anything else raising out of here is a system failure the
+    (the kernel runs in its sandbox and never gets it). A cell error, a dead kernel, input files
+    that cannot be written or outputs that cannot be read (see :func:`_collect`) are user
+    failures (``state: failed``); anything else raising out of here is a system failure the
     platform may retry.
     """
     reporter = _Reporter(dispatcher, spec.job_id, spec.attempt, secret)
@@ -198,7 +221,13 @@ def run_attempt(spec: AttemptSpec, dispatcher, secret: str) -> AttemptReport:
     if warm:  # the next job's kernel starts while this one runs: ready when that job comes
         kernels.prestart_soon(kernel_name, isolation, hide)
     try:
-        kernels.prepare(km, spec.env)
+        work = kernels.workdir(km)
+        try:
+            workdir.write_inputs(work, spec.files)
+        except workdir.WorkdirError as exc:
+            return AttemptReport(state="failed", error={"reason": "files", "message": str(exc)}, outputs={}, files={},
+                                 log_append=reporter.drain_log())
+        kernels.prepare(km, {**spec.env, workdir.WORKDIR_ENV: work})
         error = None
         try:
             import papermill
@@ -224,12 +253,20 @@ def run_attempt(spec: AttemptSpec, dispatcher, secret: str) -> AttemptReport:
             executed = nbformat.read(output_path, as_version=4) if os.path.exists(output_path) else nb
             error = {"reason": "kernel_died", "message": "the kernel died while running the notebook", "ename": "DeadKernelError", "evalue": str(exc)}
         error = error or _failure(executed)
+        kernels.halt(km)  # nothing the job started changes its files while they are read
+        outputs, files, problem = _collect(spec, work, succeeded=error is None)
+        if problem and error is None:
+            error = {"reason": "outputs", "message": problem}
+        elif problem:
+            reporter.write(f"[loopml] the job's outputs were not all read: {problem}\n")
         return AttemptReport(
             state="failed" if error else "succeeded",
             error=error,
             output=nbformat.writes(executed),
             progress={"cells_done": reporter.cells_done, "cells_total": reporter.cells_total},
             log_append=reporter.drain_log(),
+            outputs=outputs,
+            files=files,
         )
     finally:
         kernels.stop(km)

@@ -14,6 +14,7 @@ import json
 import logging
 import re
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import nbformat
@@ -22,17 +23,18 @@ from sqlalchemy.orm import object_session
 
 from loopml import sandbox
 from loopml.db import Database, utcnow
-from loopml.errors import Conflict, InvalidInput, NotFound, TooMany
+from loopml.errors import Conflict, InvalidInput, NotFound, TooMany, Unavailable
 from loopml.executor.attempts import AttemptOptions, AttemptRecord, AttemptSpec, key
 from loopml.executor.backend import JobBackend
 from loopml.executor.job_tokens import JobTokens
 from loopml.executor.models import Job, JobFailure, JobRequeue, JobStatus, JobSubmit, Progress, Resources, Trigger
 from loopml.executor.orm import JobOutputRow, JobRow
 from loopml.executor.params import validate_parameters
+from loopml.executor.workdir import check_path
 from loopml.projects import ProjectRow
 from loopml.registry import mlflow_auth
 from loopml.registry.models import ModelRef
-from loopml.registry.tracking import JobTracking
+from loopml.registry.tracking import INPUTS, JobTracking
 from loopml.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,7 +49,8 @@ def to_job(row: JobRow) -> Job:
         message=row.message, progress=Progress(cells_done=row.cells_done, cells_total=row.cells_total),
         error=JobFailure(**row.error) if row.error else None, attempt=row.attempt, node=row.node, parameters=row.parameters,
         resources=Resources(**row.resources), timeout_s=row.timeout_s, max_retries=row.max_retries,
-        mlflow_run_id=row.mlflow_run_id, models=[ModelRef(**m) for m in row.models or []], trigger=Trigger(row.trigger), parent_id=row.parent_id,
+        mlflow_run_id=row.mlflow_run_id, models=[ModelRef(**m) for m in row.models or []], outputs=row.outputs or {},
+        input_files=row.input_files or [], output_files=row.output_files or [], trigger=Trigger(row.trigger), parent_id=row.parent_id,
         schedule_id=row.schedule_id, created_at=row.created_at, started_at=row.started_at,
         finished_at=row.finished_at,
     )
@@ -85,13 +88,19 @@ class JobService:
     # ---- requests ---------------------------------------------------------------------
 
     def submit(self, user: str, project: str, spec: JobSubmit, *, trigger: Trigger = Trigger.USER,
-               parent_id: str | None = None, schedule_id: str | None = None) -> Job:
+               parent_id: str | None = None, schedule_id: str | None = None,
+               files: Mapping[str, bytes] | None = None) -> Job:
         """Accept a job: validate notebook and parameters, open its MLflow run, store it QUEUED.
 
-        Raises :class:`TooMany` when the project already has ``max_queued_jobs_per_project``
-        jobs queued (checked first, so a full queue costs no parsing).
+        The job's input files are ``spec.files`` (base64, from a REST body) and ``files`` (raw
+        bytes, from callers in this process: requeue, pipelines); they are stored as artifacts
+        ``inputs/<path>`` of its run and written into its working dir when it runs. Raises
+        :class:`TooMany` when the project already has ``max_queued_jobs_per_project`` jobs queued
+        (checked first, so a full queue costs no parsing), :class:`InvalidInput` for a bad file
+        path or files over ``max_job_files_mb``.
         """
         self._check_queue(project)
+        inputs = self._input_files(spec, files)
         nb = read_notebook(spec.notebook, self.settings.max_notebook_mb)
         kernel_name = spec.kernel_name or nb.metadata.get("kernelspec", {}).get("name") or self.settings.kernel_name
         check_kernel_name(kernel_name)
@@ -101,11 +110,20 @@ class JobService:
         notebook = nbformat.writes(nb)
         run_id = self.tracking.start_run(project=project, job_id=job_id, name=name, user=user, trigger=trigger.value,
                                          parameters=parameters, notebook=notebook, parent_id=parent_id)
+        try:
+            if inputs:
+                self.tracking.log_files(run_id, inputs, prefix=INPUTS)
+        except Exception as exc:
+            self.tracking.delete_run(run_id)
+            log.warning("could not store the input files of job %s: %s", job_id, exc)
+            raise Unavailable(f"the MLflow tracking server at {self.tracking.tracking_uri} did not take the job's "
+                              f"input files ({type(exc).__name__}); nothing was created: retry when it is back",
+                              component="mlflow") from None
         row = JobRow(id=job_id, project=project, user=user, name=name, notebook=notebook, kernel_name=kernel_name,
                      parameters=parameters, resources=spec.resources.model_dump(), timeout_s=spec.timeout_s,
                      max_retries=spec.max_retries, status=JobStatus.QUEUED.value, attempt=1, trigger=trigger.value,
                      parent_id=parent_id, schedule_id=schedule_id, mlflow_run_id=run_id, created_at=utcnow(),
-                     message="queued")
+                     message="queued", input_files=sorted(inputs), output_files=list(spec.output_files))
         try:
             with self.db.session() as session:
                 session.add(row)
@@ -116,6 +134,24 @@ class JobService:
             raise
         self.wake()
         return to_job(row)
+
+    def _input_files(self, spec: JobSubmit, files: Mapping[str, bytes] | None) -> dict[str, bytes]:
+        """The job's input files by checked path: ``spec.files`` decoded, and ``files``."""
+        inputs = spec.decoded_files()
+        for path, content in (files or {}).items():
+            try:
+                checked = check_path(path)
+            except ValueError as exc:
+                raise InvalidInput(str(exc), field="files") from None
+            if checked in inputs:
+                raise InvalidInput(f"input file {checked!r} is given twice", field="files")
+            inputs[checked] = bytes(content)
+        limit = self.settings.max_job_files_mb
+        total = sum(len(content) for content in inputs.values())
+        if total > limit * 2**20:
+            raise InvalidInput(f"the job's input files take {total / 2**20:.1f} MiB, more than the "
+                               f"{limit:g} MiB a job may be given (max_job_files_mb)", field="files")
+        return inputs
 
     def _check_queue(self, project: str) -> None:
         limit = self.settings.max_queued_jobs_per_project
@@ -138,9 +174,23 @@ class JobService:
                 resources=change.resources or Resources(**original.resources),
                 timeout_s=change.timeout_s if change.timeout_s is not None else original.timeout_s,
                 max_retries=change.max_retries if change.max_retries is not None else original.max_retries,
-                kernel_name=original.kernel_name,
+                kernel_name=original.kernel_name, output_files=original.output_files or [],
             )
-        return self.submit(user, project, spec, trigger=trigger, parent_id=job_id)
+            run_id, input_paths = original.mlflow_run_id, original.input_files or []
+        files = self._download_inputs(run_id, input_paths) if input_paths else None
+        return self.submit(user, project, spec, trigger=trigger, parent_id=job_id, files=files)
+
+    def _download_inputs(self, run_id: str | None, paths: list[str]) -> dict[str, bytes]:
+        """A job's input files, from its run (:class:`NotFound` when the run lost one)."""
+        if not run_id:
+            raise NotFound("the job has input files but no MLflow run to keep them")
+        try:
+            return self.tracking.download_files(run_id, paths, prefix=INPUTS)
+        except NotFound:
+            raise
+        except Exception as exc:
+            raise Unavailable(f"the MLflow tracking server at {self.tracking.tracking_uri} did not send the job's "
+                              f"input files ({type(exc).__name__}): retry when it is back", component="mlflow") from None
 
     def get(self, project: str, job_id: str) -> Job:
         with self.db.session() as session:
@@ -245,7 +295,9 @@ class JobService:
             self._wake.clear()
             try:
                 for spec, options, timeout_s in await asyncio.to_thread(self._next_to_dispatch):
-                    await self.backend.submit(spec, options, timeout_s)
+                    spec = await asyncio.to_thread(self._with_input_files, spec)
+                    if spec is not None:
+                        await self.backend.submit(spec, options, timeout_s)
             except Exception:
                 log.exception("dispatch failed; retrying")
                 await asyncio.sleep(1.0)
@@ -272,6 +324,30 @@ class JobService:
                 ready.append((self._spec(row), AttemptOptions.of(Resources(**row.resources)), row.timeout_s))
         return ready
 
+    def _with_input_files(self, spec: AttemptSpec) -> AttemptSpec | None:
+        """``spec`` with the job's input files fetched from its run; ``None`` when they could not
+        be: the job then waits for MLflow (queued again) or fails when its run lost them."""
+        with self.db.session() as session:
+            row = session.get(JobRow, spec.job_id)
+            run_id, paths = row.mlflow_run_id, row.input_files or []
+        if not paths:
+            return spec
+        try:
+            return spec.model_copy(update={"files": self._download_inputs(run_id, paths)})
+        except (NotFound, Unavailable) as exc:
+            failed, why = isinstance(exc, NotFound), exc.message
+            log.warning("job %s: %s", spec.job_id, why)
+        with self.db.session() as session:
+            row = session.get(JobRow, spec.job_id)
+            if row.status == JobStatus.QUEUED.value and row.dispatched:
+                if failed:
+                    self._finish(row, JobStatus.FAILED, message=f"its input files are gone: {why}",
+                                 error={"reason": "system", "message": why})
+                else:
+                    row.dispatched = False
+                    row.message = f"waiting for MLflow to send its input files: {why}"
+        return None
+
     def _spec(self, row: JobRow) -> AttemptSpec:
         env = {"LOOPML_JOB_ID": row.id, "LOOPML_PROJECT": row.project, "LOOPML_USER": row.user,
                "LOOPML_ATTEMPT": str(row.attempt), "LOOPML_URL": self.settings.url, "LOOPML_JOB_NAME": row.name,
@@ -287,7 +363,8 @@ class JobService:
         return AttemptSpec(job_id=row.id, attempt=row.attempt, notebook=row.notebook, parameters=row.parameters,
                            kernel_name=row.kernel_name or self.settings.kernel_name, env=env,
                            warm_kernels=self.settings.warm_kernels, isolation=self.settings.job_isolation,
-                           hide=sandbox.hidden_paths(self.settings.home))
+                           hide=sandbox.hidden_paths(self.settings.home), output_files=row.output_files or [],
+                           max_files_bytes=int(self.settings.max_job_files_mb * 2**20))
 
     async def _update_loop(self, since: int) -> None:
         while True:
@@ -345,6 +422,10 @@ class JobService:
             row.cells_done = record.progress.cells_done
             row.cells_total = record.progress.cells_total
         state = record.state
+        if state in ("succeeded", "failed"):
+            row.outputs = record.outputs
+            if record.files and not self._log_output_files(row, record):
+                return
         if state == "pending":
             row.message = record.message or row.message
         elif state == "running":
@@ -368,6 +449,26 @@ class JobService:
                          error={"reason": "timeout", "message": message})
         elif state == "lost":
             self._system_failure(row, record.message or "the runner died", output=output)
+
+    def _log_output_files(self, row: JobRow, record: AttemptRecord) -> bool:
+        """Store the attempt's output files as artifacts ``outputs/<path>`` of the job's run.
+
+        False when MLflow did not take them from a succeeded attempt: the job then is a system
+        failure (retried if it may be), since its downstream would miss them. A failed attempt's
+        files are kept if they can be, for whoever looks into it.
+        """
+        try:
+            if not row.mlflow_run_id:
+                raise RuntimeError("the job has no MLflow run")
+            self.tracking.log_files(row.mlflow_run_id, record.files)
+            return True
+        except Exception as exc:
+            log.exception("could not store the output files of job %s", row.id)
+            if record.state != "succeeded":
+                return True
+            self._system_failure(row, f"its output files could not be stored in MLflow ({type(exc).__name__}: "
+                                      f"{str(exc)[:300]})")
+            return False
 
     def _system_failure(self, row: JobRow, why: str, output: JobOutputRow | None = None) -> None:
         """Retry the job if it has retries left, else FAILED with reason ``system``."""

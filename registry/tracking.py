@@ -2,22 +2,28 @@
 
 The platform service alone talks to the tracking server here: it opens the run when a
 job is accepted (so a job that MLflow cannot record is refused up front, with nothing
-half-created), and closes it with the executed notebook as an artifact.
+half-created), and closes it with the executed notebook as an artifact. A job's files travel
+as artifacts of its run too: its input files under ``inputs/``, its output files under
+``outputs/`` (:meth:`JobTracking.log_files`, :meth:`JobTracking.download_files`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-from loopml.errors import Unavailable
+from loopml.errors import NotFound, Unavailable
 from loopml.registry import tags as tag
 
 log = logging.getLogger(__name__)
 
 MAX_PARAM_CHARS = 6000
 RUN_STATUS = {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "CANCELLED": "KILLED"}
+INPUTS, OUTPUTS = "inputs", "outputs"  # where a job's files lie in its run
 
 # Fail in seconds, not minutes, when the tracking server is down (MLflow retries 7x by default).
 for _name, _value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
@@ -112,6 +118,51 @@ class JobTracking:
         self.client.set_tag(run_id, tag.ATTEMPTS, str(attempt))
         self.client.set_terminated(run_id, RUN_STATUS.get(status, "FAILED"))
         return registered_versions(self.client.get_run(run_id).data.tags)
+
+    def log_files(self, run_id: str, files: Mapping[str, bytes], *, prefix: str = OUTPUTS) -> None:
+        """Store ``files`` (relative path → content; paths already checked, see
+        :func:`loopml.executor.workdir.check_path`) as artifacts ``<prefix>/<path>`` of the run,
+        in one upload. MLflow's errors pass through."""
+        if not files:
+            return
+        with tempfile.TemporaryDirectory(prefix="loopml-files-") as folder:
+            for path, content in files.items():
+                target = Path(folder, path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(content)
+            self.client.log_artifacts(run_id, folder, artifact_path=prefix)
+
+    def download_files(self, run_id: str, paths: Iterable[str], *, prefix: str = OUTPUTS) -> dict[str, bytes]:
+        """The artifacts ``<prefix>/<path>`` of the run, by ``path``.
+
+        Raises :class:`NotFound` naming the first path the run does not have; MLflow's other
+        errors pass through.
+        """
+        from mlflow.exceptions import MlflowException
+
+        found: dict[str, bytes] = {}
+        with tempfile.TemporaryDirectory(prefix="loopml-files-") as folder:
+            for path in paths:
+                try:
+                    local = self.client.download_artifacts(run_id, f"{prefix}/{path}", folder)
+                except (MlflowException, OSError) as exc:
+                    if not self._missing(run_id, prefix, path):
+                        raise
+                    raise NotFound(f"run {run_id} has no file {path!r} under {prefix}/ (its job did not "
+                                   "produce it)", run_id=run_id, path=path) from exc
+                if not os.path.isfile(local):
+                    raise NotFound(f"{prefix}/{path} of run {run_id} is a folder, not a file",
+                                   run_id=run_id, path=path)
+                found[path] = Path(local).read_bytes()
+        return found
+
+    def _missing(self, run_id: str, prefix: str, path: str) -> bool:
+        """Whether the run has no artifact ``<prefix>/<path>`` (rather than MLflow failing to send it)."""
+        folder, _, name = f"{prefix}/{path}".rpartition("/")
+        try:
+            return not any(item.path == f"{folder}/{name}" for item in self.client.list_artifacts(run_id, folder))
+        except Exception:
+            return False
 
     def delete_run(self, run_id: str) -> None:
         """Undo :meth:`start_run` when the job could not be stored."""
