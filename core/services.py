@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from loopml.db import Database
     from loopml.executor.backend import JobBackend
     from loopml.executor.job_tokens import JobTokens
+    from loopml.executor.pipelines.service import PipelineService
     from loopml.executor.schedules import ScheduleService
     from loopml.executor.service import JobService
     from loopml.hub_config.admin.recent_logs import RecentLogs
@@ -57,6 +58,7 @@ class Services:
     backend: JobBackend = _started()
     jobs: JobService = _started()
     schedules: ScheduleService = _started()
+    pipelines: PipelineService = _started()
     captures: CaptureService = _started()
     endpoints: EndpointService = _started()
     monitor: MonitorService = _started()

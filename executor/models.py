@@ -33,6 +33,7 @@ class Trigger(str, Enum):
     SCHEDULE = "schedule"
     REQUEUE = "requeue"
     POLICY = "policy"
+    PIPELINE = "pipeline"
 
 
 class Resources(BaseModel):
@@ -147,6 +148,8 @@ class Job(BaseModel):
                                    "inputs/<path> of its MLflow run.")
     output_files: list[str] = Field(default_factory=list, description="The files it declared it writes: once it "
                                     "succeeded, artifacts outputs/<path> of its MLflow run.")
+    output_hashes: dict[str, str] = Field(default_factory=dict, description="sha256 (hex) of each output file "
+                                          "stored, by path.")
     trigger: Trigger
     parent_id: str | None
     schedule_id: str | None

@@ -42,6 +42,8 @@ class JobRow(Base):
                                                           doc="Paths of its input files (artifacts inputs/<path>).")
     output_files: Mapped[list[str] | None] = mapped_column(JSON, nullable=True,
                                                            doc="Paths it declared it writes (artifacts outputs/<path>).")
+    output_hashes: Mapped[dict[str, str] | None] = mapped_column(JSON, nullable=True,
+                                                            doc="sha256 of each output file stored, by path.")
     trigger: Mapped[str] = mapped_column(String(16), default="user")
     parent_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     schedule_id: Mapped[str | None] = mapped_column(String(32), nullable=True)

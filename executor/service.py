@@ -50,7 +50,8 @@ def to_job(row: JobRow) -> Job:
         error=JobFailure(**row.error) if row.error else None, attempt=row.attempt, node=row.node, parameters=row.parameters,
         resources=Resources(**row.resources), timeout_s=row.timeout_s, max_retries=row.max_retries,
         mlflow_run_id=row.mlflow_run_id, models=[ModelRef(**m) for m in row.models or []], outputs=row.outputs or {},
-        input_files=row.input_files or [], output_files=row.output_files or [], trigger=Trigger(row.trigger), parent_id=row.parent_id,
+        input_files=row.input_files or [], output_files=row.output_files or [],
+        output_hashes=row.output_hashes or {}, trigger=Trigger(row.trigger), parent_id=row.parent_id,
         schedule_id=row.schedule_id, created_at=row.created_at, started_at=row.started_at,
         finished_at=row.finished_at,
     )
@@ -89,7 +90,8 @@ class JobService:
 
     def submit(self, user: str, project: str, spec: JobSubmit, *, trigger: Trigger = Trigger.USER,
                parent_id: str | None = None, schedule_id: str | None = None,
-               files: Mapping[str, bytes] | None = None) -> Job:
+               files: Mapping[str, bytes] | None = None, parent_run_id: str | None = None,
+               run_tags: Mapping[str, str] | None = None) -> Job:
         """Accept a job: validate notebook and parameters, open its MLflow run, store it QUEUED.
 
         The job's input files are ``spec.files`` (base64, from a REST body) and ``files`` (raw
@@ -97,7 +99,8 @@ class JobService:
         ``inputs/<path>`` of its run and written into its working dir when it runs. Raises
         :class:`TooMany` when the project already has ``max_queued_jobs_per_project`` jobs queued
         (checked first, so a full queue costs no parsing), :class:`InvalidInput` for a bad file
-        path or files over ``max_job_files_mb``.
+        path or files over ``max_job_files_mb``. ``parent_run_id`` makes the job's MLflow run a
+        child of that run, with ``run_tags`` on it (a pipeline run's steps).
         """
         self._check_queue(project)
         inputs = self._input_files(spec, files)
@@ -108,8 +111,9 @@ class JobService:
         name = spec.name or nb.metadata.get("loopml", {}).get("name") or "notebook.ipynb"
         job_id = uuid.uuid4().hex[:16]
         notebook = nbformat.writes(nb)
+        child = {"parent_run_id": parent_run_id, "tags": dict(run_tags or {})} if parent_run_id else {}
         run_id = self.tracking.start_run(project=project, job_id=job_id, name=name, user=user, trigger=trigger.value,
-                                         parameters=parameters, notebook=notebook, parent_id=parent_id)
+                                         parameters=parameters, notebook=notebook, parent_id=parent_id, **child)
         try:
             if inputs:
                 self.tracking.log_files(run_id, inputs, prefix=INPUTS)
@@ -461,6 +465,7 @@ class JobService:
             if not row.mlflow_run_id:
                 raise RuntimeError("the job has no MLflow run")
             self.tracking.log_files(row.mlflow_run_id, record.files)
+            row.output_hashes = {path: hashlib.sha256(content).hexdigest() for path, content in record.files.items()}
             return True
         except Exception as exc:
             log.exception("could not store the output files of job %s", row.id)

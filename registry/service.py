@@ -200,6 +200,31 @@ class RegistryService:
             raise refuse("is not an artifact of that run")
         return f"runs:/{run_id}/{path}"
 
+    # -- registering ---------------------------------------------------------------------
+
+    def register_run_model(self, project: str, name: str, run_id: str, artifact_path: str = "model", *,
+                           tags: dict[str, str] | None = None) -> int:
+        """Register the model that MLflow run ``run_id`` logged at ``artifact_path`` as a new
+        version of the project's model ``name`` (created if new), tagged with the run's job and
+        ``tags``; returns the version. :class:`NotFound` for an unknown run, :class:`Unavailable`."""
+        from mlflow.exceptions import MlflowException
+
+        full = registered_name(project, name)
+        run = self._call(f"run {run_id}", self.client.get_run, run_id, missing=(NOT_FOUND, "INVALID_PARAMETER_VALUE"))
+        version_tags = {**(tags or {}), tag.PROJECT: project, tag.RUN_ID: run_id}
+        if run.data.tags.get(tag.JOB_ID):
+            version_tags[tag.JOB_ID] = run.data.tags[tag.JOB_ID]
+        try:
+            self.client.create_registered_model(full, tags={tag.PROJECT: project})
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise Unavailable(f"the MLflow server at {self.tracking_uri} failed: {exc.message[:300]}",
+                                  component="mlflow") from None
+        version = self._call(f"model {full!r}", self.client.create_model_version, full,
+                             source=f"runs:/{run_id}/{artifact_path}", run_id=run_id, tags=version_tags,
+                             await_creation_for=30)
+        return int(version.version)
+
     # -- aliases -------------------------------------------------------------------------
 
     def set_alias(self, project: str, name: str, alias: str, version: int, *, user: str) -> Model:

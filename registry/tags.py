@@ -30,6 +30,12 @@ PARENT_JOB_ID = "loopml.parent_job_id"
 ATTEMPTS = "loopml.attempts"
 REGISTERED_PREFIX = "loopml.registered."  # + "<model>.<version>", valued with the registered name
 
+# A pipeline run's MLflow run (the parent of its steps' job runs), and each step's job run.
+PIPELINE = "loopml.pipeline"  # the pipeline's name
+PIPELINE_RUN_ID = "loopml.pipeline_run_id"
+PIPELINE_SOURCE = "loopml.pipeline_source"  # the pipeline file's name
+PIPELINE_STEP = "loopml.pipeline_step"
+
 
 def registered_tag(model: str, version: int | str) -> str:
     """The run tag saying that the run registered ``version`` of ``model`` (its short name)."""

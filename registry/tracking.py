@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 MAX_PARAM_CHARS = 6000
 RUN_STATUS = {"SUCCEEDED": "FINISHED", "FAILED": "FAILED", "CANCELLED": "KILLED"}
 INPUTS, OUTPUTS = "inputs", "outputs"  # where a job's files lie in its run
+PIPELINE_FILES = "pipeline"  # where a pipeline run's files (the pipeline file and what came with it) lie in its run
 
 # Fail in seconds, not minutes, when the tracking server is down (MLflow retries 7x by default).
 for _name, _value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
@@ -80,16 +81,22 @@ class JobTracking:
         return experiment_id
 
     def start_run(self, *, project: str, job_id: str, name: str, user: str, trigger: str,
-                  parameters: dict[str, Any], notebook: str, parent_id: str | None) -> str:
-        """Create the job's run with its parameters, tags and input notebook; returns the run id."""
+                  parameters: dict[str, Any], notebook: str, parent_id: str | None,
+                  parent_run_id: str | None = None, tags: Mapping[str, str] | None = None) -> str:
+        """Create the job's run with its parameters, tags and input notebook; returns the run id.
+
+        ``parent_run_id`` makes it a child run of that run (MLflow's ``mlflow.parentRunId``: a
+        pipeline run's steps); ``tags`` are set on it too."""
         from mlflow.entities import Param, RunTag
 
         experiment_id = self.experiment_id(project)
-        tags = {tag.JOB_ID: job_id, tag.PROJECT: project, tag.TRIGGER: trigger, tag.NOTEBOOK: name,
+        tags = {**(tags or {}), tag.JOB_ID: job_id, tag.PROJECT: project, tag.TRIGGER: trigger, tag.NOTEBOOK: name,
                 "mlflow.user": user, "mlflow.source.name": name,
                 "mlflow.runName": f"{name} ({job_id})"}
         if parent_id:
             tags[tag.PARENT_JOB_ID] = parent_id
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
         try:
             run = self.client.create_run(experiment_id, run_name=tags["mlflow.runName"])
         except Exception as exc:
@@ -106,6 +113,37 @@ class JobTracking:
             self.delete_run(run_id)  # no half-created run: the job is refused whole
             raise self._unavailable(exc) from None
         return run_id
+
+    def start_pipeline_run(self, *, project: str, pipeline_run_id: str, name: str, source: str, user: str,
+                           parameters: Mapping[str, Any]) -> str:
+        """Create the MLflow run of a pipeline run (its steps' job runs become its children);
+        returns its id. :class:`Unavailable` when MLflow does not answer, with nothing created."""
+        from mlflow.entities import Param, RunTag
+
+        experiment_id = self.experiment_id(project)
+        run_name = f"{name} (pipeline {pipeline_run_id})"
+        tags = {tag.PIPELINE_RUN_ID: pipeline_run_id, tag.PIPELINE: name, tag.PIPELINE_SOURCE: source,
+                tag.PROJECT: project, "mlflow.user": user, "mlflow.source.name": source, "mlflow.runName": run_name}
+        try:
+            run = self.client.create_run(experiment_id, run_name=run_name)
+        except Exception as exc:
+            raise self._unavailable(exc) from None
+        try:
+            self.client.log_batch(run.info.run_id, params=[Param(k, str(v)[:MAX_PARAM_CHARS])
+                                                           for k, v in parameters.items()],
+                                  tags=[RunTag(k, v) for k, v in tags.items()])
+        except Exception as exc:
+            self.delete_run(run.info.run_id)
+            raise self._unavailable(exc) from None
+        return run.info.run_id
+
+    def end_pipeline_run(self, run_id: str, status: str) -> None:
+        """Close a pipeline run's MLflow run with the run's final status (SUCCEEDED, FAILED, CANCELLED)."""
+        self.client.set_terminated(run_id, RUN_STATUS.get(status, "FAILED"))
+
+    def reopen_pipeline_run(self, run_id: str) -> None:
+        """Mark a pipeline run's MLflow run running again (a retry)."""
+        self.client.update_run(run_id, status="RUNNING")
 
     def finish_run(self, run_id: str, status: str, *, output: str | None, log_text: str,
                    attempt: int) -> list[dict[str, Any]]:

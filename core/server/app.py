@@ -32,6 +32,8 @@ from loopml.errors import LoopMLError, http_status
 from loopml.executor import routes as executor_routes
 from loopml.executor.backend import JobBackend, job_backend_class
 from loopml.executor.job_tokens import JobTokens
+from loopml.executor.pipelines import routes as pipeline_routes
+from loopml.executor.pipelines.service import PipelineService
 from loopml.executor.schedules import ScheduleService
 from loopml.executor.service import JobService
 from loopml.hub_config import admin as admin_panel
@@ -47,6 +49,7 @@ from loopml.registry import routes as registry_routes
 from loopml.registry.mlflow_auth import ProjectAccess
 from loopml.registry.service import RegistryService
 from loopml.registry.tracking import JobTracking
+from loopml.server.pipeline_actions import pipeline_actions
 from loopml.server.service_auth import (
     BrowserSessions,
     ChainAuthenticator,
@@ -289,10 +292,13 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
             await asyncio.to_thread(state.endpoints.start)
         state.schedules = ScheduleService(state.db, state.jobs, projects=state.projects)
         state.projects.on_members_changed.append(state.schedules.check_members)
+        state.pipelines = PipelineService(settings, state.db, state.jobs, state.tracking,
+                                          actions=pipeline_actions(lambda: state.registry, lambda: state.endpoints))
         state.policies = PolicyService(state.db, settings, state.monitor, state.jobs, state.endpoints, state.registry)
         tasks = [asyncio.create_task(state.jobs.run(), name="jobs"),
                  asyncio.create_task(_set_up_projects(state.projects), name="project-setup"),
                  asyncio.create_task(state.schedules.run(), name="schedules"),
+                 asyncio.create_task(state.pipelines.drive(), name="pipelines"),
                  asyncio.create_task(state.policies.run(), name="policies")]
         log.info("platform service ready at %s", settings.url)
         yield
@@ -309,8 +315,8 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=int(settings.max_notebook_mb * 2 * 2**20))
     prefix = settings.api_prefix
-    for router in (health_router, projects.router, executor_routes.router, registry_routes.router,
-                   serving_routes.router, monitor_routes.router, policy_routes.router, ingest.router):
+    for router in (health_router, projects.router, executor_routes.router, pipeline_routes.router,
+                   registry_routes.router, serving_routes.router, monitor_routes.router, policy_routes.router, ingest.router):
         app.include_router(router, prefix=prefix, responses=ERROR_RESPONSES)
     app.include_router(browser_router, prefix=base.rstrip("/"))
     app.include_router(admin_panel.router, prefix=base.rstrip("/"))
