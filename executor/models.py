@@ -15,6 +15,17 @@ from loopml.names import check_custom_resources
 from loopml.registry.models import ModelRef
 
 
+def check_base64_files(value: dict[str, str]) -> dict[str, str]:
+    """Files of a request body (relative path -> base64 content), paths checked; content must be base64."""
+    checked = {}
+    for path, content in value.items():
+        try:
+            base64.b64decode(content, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"the content of {path!r} is not base64") from None
+        checked[check_path(path)] = content
+    return checked
+
 class JobStatus(str, Enum):
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
@@ -81,14 +92,7 @@ class JobSubmit(BaseModel):
     @field_validator("files")
     @classmethod
     def _files(cls, value: dict[str, str]) -> dict[str, str]:
-        checked = {}
-        for path, content in value.items():
-            try:
-                base64.b64decode(content, validate=True)
-            except (binascii.Error, ValueError):
-                raise ValueError(f"the content of {path!r} is not base64") from None
-            checked[check_path(path)] = content
-        return checked
+        return check_base64_files(value)
 
     @field_validator("output_files")
     @classmethod

@@ -67,7 +67,7 @@ from typing import Any, Literal
 from loopml.errors import Conflict, InvalidInput
 
 from .dag import direct_upstream, topological_order, upstream
-from .expr import ExpressionError, parse_condition, render
+from .expr import ExpressionError, kind_of, parse_condition, render
 from .run_state import (
     _BROKEN,
     DONE,
@@ -94,16 +94,6 @@ log = logging.getLogger(__name__)
 CACHE_KEY_VERSION = 1
 
 
-def _kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, (int, float)):
-        return "number"
-    return {str: "string", list: "list", dict: "mapping"}.get(type(value), type(value).__name__)
-
-
 def _override(name: str, default: Any, value: Any) -> Any:
     """``value`` for parameter ``name``: text (as ``-p k=v`` sends it) is read as the default's
     JSON type; anything else must already be of that type."""
@@ -113,12 +103,12 @@ def _override(name: str, default: Any, value: Any) -> Any:
             value = json.loads(text.lower() if text.lower() in ("true", "false") else text)
         except ValueError:
             if default is not None:
-                raise InvalidInput(f"parameter {name!r} is a {_kind(default)} (default {json.dumps(default)}): "
+                raise InvalidInput(f"parameter {name!r} is a {kind_of(default)} (default {json.dumps(default)}): "
                                    f"{text!r} is not one", field=f"parameters.{name}") from None
-    if default is None or _kind(value) == _kind(default):
-        return float(value) if isinstance(default, float) and _kind(value) == "number" else value
-    raise InvalidInput(f"parameter {name!r} is a {_kind(default)} (default {json.dumps(default)}), got "
-                       f"{_kind(value)} {json.dumps(value)}", field=f"parameters.{name}")
+    if default is None or kind_of(value) == kind_of(default):
+        return float(value) if isinstance(default, float) and kind_of(value) == "number" else value
+    raise InvalidInput(f"parameter {name!r} is a {kind_of(default)} (default {json.dumps(default)}), got "
+                       f"{kind_of(value)} {json.dumps(value)}", field=f"parameters.{name}")
 
 
 def resolve_parameters(pipeline: Pipeline, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -459,7 +449,7 @@ class _Run:
         if metric is None:
             return
         value = child.outputs.get(metric)
-        if _kind(value) != "number" or not math.isfinite(value):
+        if kind_of(value) != "number" or not math.isfinite(value):
             child.status = StepStatus.FAILED
             child.message = (f"output {metric!r} must be a number, got {json.dumps(value)}" if metric in child.outputs
                              else f"it did not set output {metric!r} (it set: {', '.join(child.outputs) or 'none'})")

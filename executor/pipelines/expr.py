@@ -227,16 +227,15 @@ class _Parser:
                                                f"or steps.<step>...), found {self.show(token)}")
 
 
-def _kind(value: Any) -> str:
+def kind_of(value: Any) -> str:
+    """A JSON value's kind as messages name it: null, bool, number, string, list, mapping."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return "bool"
     if isinstance(value, (int, float)):
         return "number"
-    if isinstance(value, str):
-        return "string"
-    return type(value).__name__
+    return {str: "string", list: "list", dict: "mapping"}.get(type(value), type(value).__name__)
 
 
 def _shown(value: Any) -> str:
@@ -267,12 +266,12 @@ def lookup(reference: Reference, context: Mapping[str, Any]) -> Any:
 
 def _compare(op: str, left: Any, right: Any) -> bool:
     if op in ("==", "!="):
-        same = _kind(left) == _kind(right) and left == right
+        same = kind_of(left) == kind_of(right) and left == right
         return same if op == "==" else not same
-    if _kind(left) != _kind(right) or _kind(left) not in ("number", "string"):
-        raise ExpressionError(f"cannot order {_kind(left)} {_shown(left)} and {_kind(right)} {_shown(right)} "
+    if kind_of(left) != kind_of(right) or kind_of(left) not in ("number", "string"):
+        raise ExpressionError(f"cannot order {kind_of(left)} {_shown(left)} and {kind_of(right)} {_shown(right)} "
                               f"with {op!r}: compare numbers with numbers, strings with strings")
-    if _kind(left) == "number" and (math.isnan(left) or math.isnan(right)):
+    if kind_of(left) == "number" and (math.isnan(left) or math.isnan(right)):
         return False
     return {"<": left < right, "<=": left <= right, ">": left > right, ">=": left >= right}[op]
 
@@ -314,7 +313,7 @@ class Condition:
         """
         value, why = self._eval(self._tree, context)
         if not isinstance(value, bool):
-            raise ExpressionError(f"condition {self.text!r} gives {_kind(value)} {_shown(value)}, not true/false: "
+            raise ExpressionError(f"condition {self.text!r} gives {kind_of(value)} {_shown(value)}, not true/false: "
                                   "compare it, e.g. `... == true`")
         return value, why
 
@@ -344,14 +343,14 @@ class Condition:
     def _truth(self, node: tuple, context: Mapping[str, Any]) -> tuple[bool, str]:
         value, why = self._eval(node, context)
         if not isinstance(value, bool):
-            raise ExpressionError(f"{why} is {_kind(value)}, not true/false, in {self.text!r}: compare it")
+            raise ExpressionError(f"{why} is {kind_of(value)}, not true/false, in {self.text!r}: compare it")
         return value, why
 
 
 def parse_condition(text: str) -> Condition:
     """``text`` parsed; :class:`ExpressionError` naming the position and what was expected."""
     if not isinstance(text, str):
-        raise ExpressionError(f"a condition is a string, got {_kind(text)}")
+        raise ExpressionError(f"a condition is a string, got {kind_of(text)}")
     if len(text) > MAX_CONDITION_CHARS:
         raise ExpressionError(f"the condition has {len(text)} characters, more than {MAX_CONDITION_CHARS}")
     try:

@@ -4,12 +4,11 @@ and a run with its steps. The engine's own records (:mod:`.run_state`) stay inte
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 
 from pydantic import BaseModel, Field, JsonValue, field_validator
 
-from loopml.executor.workdir import check_path
+from loopml.executor.models import check_base64_files
 
 from .run_state import FileRef, RunStatus, StepStatus
 
@@ -38,14 +37,7 @@ class PipelineSubmit(BaseModel):
     @field_validator("files")
     @classmethod
     def _files(cls, value: dict[str, str]) -> dict[str, str]:
-        checked = {}
-        for path, content in value.items():
-            try:
-                base64.b64decode(content, validate=True)
-            except (binascii.Error, ValueError):
-                raise ValueError(f"the content of {path!r} is not base64") from None
-            checked[check_path(path)] = content
-        return checked
+        return check_base64_files(value)
 
     def decoded_files(self) -> dict[str, bytes]:
         return {path: base64.b64decode(content) for path, content in self.files.items()}
