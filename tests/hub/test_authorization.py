@@ -29,7 +29,8 @@ PROJECT = "fraud"
 CALLERS = {"member": "bob", "non_member": "alice", "admin": "carol"}
 # what each path parameter of the OpenAPI templates becomes in the requests
 PATH_VALUES = {"project": PROJECT, "job_id": "nonexistent", "schedule_id": "nonexistent", "name": "nonexistent",
-               "alias": "champion"}
+               "alias": "champion", "run_id": "nonexistent"}
+BAD_PIPELINE = {"source_name": "x.pipeline.yaml", "content": "steps: ["}  # not YAML: nothing runs
 NOTEBOOK = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
 
@@ -65,6 +66,13 @@ MATRIX = [
     project_route("GET", P + "/jobs/{job_id}/output", ok=404),
     project_route("POST", P + "/jobs/{job_id}/cancel", ok=404),
     project_route("POST", P + "/jobs/{job_id}/requeue", ok=404),
+    # pipelines
+    project_route("POST", P + "/pipelines/validate", ok=422, body=BAD_PIPELINE),
+    project_route("POST", P + "/pipelines", ok=422, body=BAD_PIPELINE),
+    project_route("GET", P + "/pipelines", ok=200),
+    project_route("GET", P + "/pipelines/{run_id}", ok=404),
+    project_route("POST", P + "/pipelines/{run_id}/cancel", ok=404),
+    project_route("POST", P + "/pipelines/{run_id}/retry", ok=404),
     # schedules
     project_route("POST", P + "/schedules", ok=422, body={"cron": "not a cron", "template": {"notebook": NOTEBOOK}}),
     project_route("GET", P + "/schedules", ok=200),
