@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -21,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from loopml import _client_wire as wire
 from loopml.errors import InvalidInput, LoopMLError, Unauthorized, Unavailable
-from loopml.executor import Job, JobStatus, Resources, Schedule
+from loopml.executor import Job, JobStatus, PipelineCheck, PipelineRun, Resources, Schedule
 from loopml.monitor import (
     MAX_FEEDBACK,
     Alert,
@@ -276,30 +278,67 @@ class Client:
         (the job keeps running), and :class:`Unavailable` when the platform stays unreachable
         for longer than :data:`WAIT_OUTAGE_S`.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        outage_since: float | None = None
-        while True:
-            try:
-                job = self.job(project, job_id)
-            except Unavailable:
-                now = time.monotonic()
-                outage_since = outage_since or now
-                if now - outage_since > WAIT_OUTAGE_S:
-                    raise
-                log.warning("platform at %s unavailable while waiting for job %s; retrying", self.url, job_id)
-            else:
-                outage_since = None
-                if on_update is not None:
-                    on_update(job)
-                if job.status.terminal:
-                    return job
-            if deadline is not None and time.monotonic() >= deadline:
-                raise LoopMLError(
-                    f"job {job_id} did not finish within {timeout:g} s; it keeps running",
-                    reason="timeout",
-                    job_id=job_id,
-                )
-            time.sleep(poll_s)
+        return self._poll(lambda: self.job(project, job_id), lambda job: job.status.terminal, f"job {job_id}",
+                          timeout, poll_s, on_update, job_id=job_id)
+
+    # -- pipelines -----------------------------------------------------------------------
+
+    def validate_pipeline(self, project: str, path: str | os.PathLike, *,
+                          files: Mapping[str, bytes] | None = None) -> PipelineCheck:
+        """Check the pipeline file at ``path`` (native ``*.pipeline.yaml`` or Elyra ``.pipeline``) with
+        the files its steps name (read from its folder, or ``files``), running nothing: the
+        steps as they would run, or :class:`InvalidInput` naming each bad step and field."""
+        body = self._pipeline_body(path, files)
+        return self._parse(PipelineCheck, self._request("POST", wire.api_path("projects", project, "pipelines",
+                                                                               "validate"), json=body))
+
+    def run_pipeline(self, project: str, path: str | os.PathLike, *, parameters: Mapping[str, Any] | None = None,
+                     no_cache: bool = False, files: Mapping[str, bytes] | None = None) -> PipelineRun:
+        """Run the pipeline file at ``path`` with the files its steps name (from its folder, or
+        ``files``); ``parameters`` override the pipeline's (text is read as the default's type).
+        Returns the run once its first steps were submitted."""
+        body = self._pipeline_body(path, files)
+        body.update(parameters=dict(parameters or {}), no_cache=no_cache)
+        return self._parse(PipelineRun, self._request("POST", wire.api_path("projects", project, "pipelines"),
+                                                      json=body))
+
+    def pipeline_runs(self, project: str, limit: int = 50) -> list[PipelineRun]:
+        """The project's pipeline runs, newest first."""
+        return self._parse_list(PipelineRun, self._request("GET", wire.api_path("projects", project, "pipelines"),
+                                                           params={"limit": limit}))
+
+    def pipeline_run(self, project: str, run_id: str) -> PipelineRun:
+        return self._parse(PipelineRun, self._request("GET", wire.api_path("projects", project, "pipelines", run_id)))
+
+    def cancel_pipeline_run(self, project: str, run_id: str) -> PipelineRun:
+        """Cancel the run and its running jobs; :class:`Conflict` once it ended."""
+        path = wire.api_path("projects", project, "pipelines", run_id, "cancel")
+        return self._parse(PipelineRun, self._request("POST", path))
+
+    def retry_pipeline_run(self, project: str, run_id: str) -> PipelineRun:
+        """Re-run a failed or cancelled run from its failed steps, keeping what succeeded."""
+        path = wire.api_path("projects", project, "pipelines", run_id, "retry")
+        return self._parse(PipelineRun, self._request("POST", path))
+
+    def wait_pipeline_run(self, project: str, run_id: str, *, timeout: float | None = None, poll_s: float = 0.5,
+                          on_update: Callable[[PipelineRun], None] | None = None) -> PipelineRun:
+        """Poll the run until it ended, as :meth:`wait` does for a job (same outage riding, same
+        ``timeout`` error: the run keeps running)."""
+        return self._poll(lambda: self.pipeline_run(project, run_id), lambda run: run.status.terminal,
+                          f"pipeline run {run_id}", timeout, poll_s, on_update, run_id=run_id)
+
+    def _pipeline_body(self, path: str | os.PathLike, files: Mapping[str, bytes] | None) -> dict[str, Any]:
+        from loopml.executor import needed_files, read_pipeline
+
+        source = Path(path)
+        try:
+            content = source.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"cannot read the pipeline file {str(source)!r}: {exc}", field="path") from None
+        if files is None:
+            files = needed_files(read_pipeline(source.name, content), source.parent)
+        return {"source_name": source.name, "content": content,
+                "files": {name: base64.b64encode(data).decode() for name, data in files.items()}}
 
     # -- schedules -----------------------------------------------------------------------
 
@@ -463,6 +502,32 @@ class Client:
         return self._parse_list(Alert, self._request("GET", wire.api_path("projects", project, "alerts"), params=params))
 
     # -- plumbing ------------------------------------------------------------------------
+
+    def _poll(self, fetch: Callable[[], _M], ended: Callable[[_M], bool], what: str, timeout: float | None,
+              poll_s: float, on_update: Callable[[_M], None] | None, **detail: Any) -> _M:
+        """``fetch()`` every ``poll_s`` seconds until ``ended``; platform outages shorter than
+        :data:`WAIT_OUTAGE_S` are ridden out; ``timeout`` raises reason ``timeout`` naming ``what``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        outage_since: float | None = None
+        while True:
+            try:
+                found = fetch()
+            except Unavailable:
+                now = time.monotonic()
+                outage_since = outage_since or now
+                if now - outage_since > WAIT_OUTAGE_S:
+                    raise
+                log.warning("platform at %s unavailable while waiting for %s; retrying", self.url, what)
+            else:
+                outage_since = None
+                if on_update is not None:
+                    on_update(found)
+                if ended(found):
+                    return found
+            if deadline is not None and time.monotonic() >= deadline:
+                raise LoopMLError(f"{what} did not finish within {timeout:g} s; it keeps running", reason="timeout",
+                                  **detail)
+            time.sleep(poll_s)
 
     def _request(
         self,

@@ -16,6 +16,10 @@ _EXPORTS = {
     "ScheduleService": ".schedules",
     "JobTokens": ".job_tokens",
     **dict.fromkeys(["outputs", "set_output"], ".workdir"),
+    **dict.fromkeys(["PipelineCheck", "PipelineChild", "PipelineRun", "PipelineStep", "PipelineSubmit"],
+                    ".pipelines.models"),
+    **dict.fromkeys(["RunStatus", "StepStatus"], ".pipelines.run_state"),
+    **dict.fromkeys(["needed_files", "read_pipeline"], ".pipelines.local"),
 }
 
 __all__ = list(_EXPORTS)

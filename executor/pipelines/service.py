@@ -61,9 +61,8 @@ from loopml.settings import Settings
 
 from . import engine
 from .dag import direct_upstream
-from .elyra import read_elyra
+from .local import read_pipeline
 from .models import PipelineCheck, PipelineChild, PipelineRun, PipelineStep
-from .native import read_native
 from .orm import PipelineCacheRow, PipelineRunRow
 from .run_state import (
     ActionFinished,
@@ -108,16 +107,6 @@ class ActionCall:
 ActionRunner = Callable[[ActionCall], Mapping[str, Any]]
 """Carries out a register, promote or deploy step; returns the step's outputs (see
 :data:`~.spec.BUILTIN_OUTPUTS`); a :class:`LoopMLError` fails the step with its message."""
-
-
-def read_pipeline(source_name: str, content: str) -> Pipeline:
-    """The pipeline in ``content``: Elyra's format for a ``.pipeline`` file, else the native YAML."""
-    if source_name.endswith(".pipeline"):
-        return read_elyra(content, source=source_name)
-    if source_name.endswith((".yaml", ".yml")):
-        return read_native(content, source=source_name)
-    raise InvalidInput(f"{source_name!r}: a pipeline file ends with .pipeline.yaml (or .yaml, .yml) for the native "
-                       "format, .pipeline for Elyra's", field="source_name")
 
 
 def _checked_files(files: Mapping[str, bytes]) -> dict[str, bytes]:
