@@ -16,12 +16,13 @@ from loopml.serving.service import EndpointService
 
 
 def _version(call: ActionCall) -> int:
-    """The version an action names, or the newest one a register step of the run registered."""
+    """The version an action names, or the newest one registered upstream of it in the run."""
     model, given = call.arguments["model"], call.arguments.get("version")
     if given is None:
         if model not in call.registered:
-            raise InvalidInput(f"step {call.step!r} names no version of model {model!r}, and no register step of "
-                               "this run registered one: give version", field=f"{call.kind}.version")
+            raise InvalidInput(f"step {call.step!r} names no version of model {model!r}, and no step upstream of it "
+                               "registered one (a register step, or a notebook calling loopml.log_model): give "
+                               "version", field=f"{call.kind}.version")
         return call.registered[model]
     try:
         return int(str(given))

@@ -476,6 +476,7 @@ class _Run:
         metric = step.search.objective.metric if step.search else step.select.output
         pick = max if maximize else min  # both return the first of equals: ties go to the first child
         best = pick(children, key=lambda child: child.value)
+        self.state.steps[step_id].job_id = best.job_id  # the step's job: the one whose outputs it took
         self._succeed(step_id, dict(best.outputs), dict(best.files),
                       f"child {best.index} ({_shown(best.parameters)}) is the best: {metric} = {best.value}")
 

@@ -60,11 +60,12 @@ from loopml.registry.tracking import OUTPUTS, PIPELINE_FILES, JobTracking
 from loopml.settings import Settings
 
 from . import engine
-from .dag import direct_upstream
+from .dag import direct_upstream, upstream
 from .local import read_pipeline
 from .models import PipelineCheck, PipelineChild, PipelineRun, PipelineStep
 from .orm import PipelineCacheRow, PipelineRunRow
 from .run_state import (
+    DONE,
     ActionFinished,
     CachedResult,
     CancelJob,
@@ -91,8 +92,8 @@ ENDED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 @dataclass(frozen=True)
 class ActionCall:
     """What a built-in action step is given: its rendered arguments and the run it belongs to.
-    ``registered`` is each model's newest version a register step of this run registered
-    (promote and deploy without a version use it)."""
+    ``registered`` is each model's newest version registered upstream of the step (by a
+    register step, else by a step's job; promote and deploy without a version use it)."""
 
     user: str
     project: str
@@ -470,16 +471,9 @@ class PipelineService:
         if runner is None:
             return ActionFinished(step=action.step, status=StepStatus.FAILED,
                                   message=f"this platform runs no {action.kind} steps")
-        registered = {}
-        for step_id, step_state in live.state.steps.items():
-            if live.state.pipeline.steps[step_id].kind == "register" and step_state.status in (
-                    StepStatus.SUCCEEDED, StepStatus.CACHED):
-                model, version = step_state.outputs.get("model"), step_state.outputs.get("version")
-                if isinstance(model, str) and isinstance(version, int):
-                    registered[model] = max(version, registered.get(model, 0))
         call = ActionCall(user=live.user, project=live.project, pipeline_run_id=live.id, step=action.step,
                           kind=action.kind, arguments=dict(action.arguments), mlflow_run_id=live.mlflow_run_id,
-                          registered=registered)
+                          registered=self._registered(live, action.step))
         try:
             outputs = dict(runner(call))
         except LoopMLError as exc:
@@ -489,6 +483,27 @@ class PipelineService:
             return ActionFinished(step=action.step, status=StepStatus.FAILED,
                                   message=f"the {action.kind} action failed: {type(exc).__name__}: {str(exc)[:300]}")
         return ActionFinished(step=action.step, status=StepStatus.SUCCEEDED, outputs=outputs)
+
+    def _registered(self, live: _Live, step_id: str) -> dict[str, int]:
+        """Each model's newest version registered upstream of ``step_id``: by a register step, else
+        by the job of a notebook or script step (a foreach or search step's: its picked child's)."""
+        from_steps: dict[str, int] = {}
+        from_jobs: dict[str, int] = {}
+        for other in upstream(live.state.pipeline, step_id):
+            kind, state = live.state.pipeline.steps[other].kind, live.state.steps[other]
+            if kind == "register" and state.status in DONE:
+                model, version = state.outputs.get("model"), state.outputs.get("version")
+                if isinstance(model, str) and isinstance(version, int):
+                    from_steps[model] = max(version, from_steps.get(model, 0))
+            elif kind in ("notebook", "script") and state.status == StepStatus.SUCCEEDED and state.job_id:
+                try:
+                    models = self.jobs.get(live.project, state.job_id).models
+                except NotFound:
+                    continue
+                for ref in models:
+                    name = ref.name.removeprefix(f"{live.project}.")
+                    from_jobs[name] = max(ref.version, from_jobs.get(name, 0))
+        return {**from_jobs, **from_steps}
 
     async def _cancel_job(self, live: _Live, action: CancelJob, user: str) -> None:
         try:

@@ -377,6 +377,34 @@ steps:
     assert run.steps[3].message == "this platform runs no deploy steps"
 
 
+def test_a_deploy_without_version_takes_the_version_the_picked_child_of_a_grid_registered(
+        settings, db: Database, service: JobService, tracking: PipelineTracking, backend: FakeBackend,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    registers: dict[str, list[dict[str, Any]]] = {}  # what each job's run registers when it finishes
+    monkeypatch.setattr(tracking, "finish_run", lambda run_id, status, **fields: registers.get(run_id, []))
+    calls = []
+    pipelines = PipelineService(settings, db, service, tracking, actions={
+        "deploy": lambda call: calls.append(call) or {"model": "wine", "version": call.registered["wine"],
+                                                       "endpoint": "wine"}})
+    content = """
+name: ship
+steps:
+  train: {notebook: train.ipynb, foreach: {rows: [1, 2, 3]}, select: {max: accuracy}}
+  deploy: {after: [train], deploy: {model: wine, endpoint: wine}}
+"""
+    run = start(pipelines, content)
+    [train] = [step for step in run.steps if step.id == "train"]
+    for child, accuracy in zip(train.children, (0.5, 0.9, 0.7), strict=True):
+        registers[service.get("demo", child.job_id).mlflow_run_id] = [
+            {"name": "demo.wine", "version": child.index + 1}]
+        end_job(service, backend, child.job_id, outputs={"accuracy": accuracy})
+    run = poll(pipelines, run)
+
+    assert [call.registered for call in calls] == [{"wine": 2}]  # child 1's version, not the newest (3)
+    assert steps(run) == {"train": StepStatus.SUCCEEDED, "deploy": StepStatus.SUCCEEDED}
+    assert run.steps[0].job_id == train.children[1].job_id
+
+
 def test_the_platform_actions_take_the_version_a_register_step_of_the_run_registered() -> None:
     from loopml.executor.pipelines.service import ActionCall
     from loopml.server.pipeline_actions import pipeline_actions
@@ -394,5 +422,5 @@ def test_the_platform_actions_take_the_version_a_register_step_of_the_run_regist
     assert promote(call) == {"model": "wine", "version": 4, "alias": "champion"}
     assert promote(ActionCall(**{**call.__dict__, "arguments": {**call.arguments, "version": "2"}}))["version"] == 2
     assert moved == [("demo", "wine", "champion", 4, "alice"), ("demo", "wine", "champion", 2, "alice")]
-    with pytest.raises(InvalidInput, match="no register step of this run registered one"):
+    with pytest.raises(InvalidInput, match="no step upstream of it registered one"):
         promote(ActionCall(**{**call.__dict__, "registered": {}}))
