@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, field
 
 from loopml.errors import InvalidInput
 from loopml.executor.models import Job
+from loopml.executor.pipelines.models import PipelineRun
 
 MAX_FEEDBACK = 10_000  # labels per feedback call (one transaction)
 
@@ -130,6 +131,8 @@ class Alert(BaseModel):
     opened_at: dt.datetime
     closed_at: dt.datetime | None
     job_id: str | None
+    pipeline_run_id: str | None = Field(None, description="The pipeline run a requeue started (a version made "
+                                        "by a pipeline is retrained by its pipeline).")
     produced_version: int | None
     evaluation: dict[str, Any] | None
 
@@ -142,5 +145,9 @@ class RequeueRequest(BaseModel):
 
 
 class Requeued(BaseModel):
-    job: Job
+    """What a requeue started: the training job, or the pipeline run when the serving version
+    came from a pipeline (then ``job`` is ``None``)."""
+
+    job: Job | None = None
+    pipeline_run: PipelineRun | None = None
     alert: Alert

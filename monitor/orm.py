@@ -59,8 +59,8 @@ class PolicyRow(Base):
 class AlertRow(Base):
     """A threshold an endpoint crossed, what was done about it, and what came of it.
 
-    ``job_id`` is the training job a requeue started; ``produced_version`` the version that
-    job registered (the challenger) and ``evaluation`` its comparison with the champion.
+    ``job_id`` is the training job a requeue started (``pipeline_run_id`` the pipeline run, when
+    the serving version came from a pipeline); ``produced_version`` the version that it registered (the challenger) and ``evaluation`` its comparison with the champion.
     """
 
     __tablename__ = "alerts"
@@ -80,5 +80,7 @@ class AlertRow(Base):
     opened_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     closed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     job_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    pipeline_run_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True,
+                                                        doc="The pipeline run a requeue started instead of a job.")
     produced_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     evaluation: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSON, nullable=True)

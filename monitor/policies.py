@@ -5,7 +5,9 @@ Every ``monitor_interval_s`` the platform evaluates each endpoint's policy over 
 endpoint and kind; it closes when the condition clears or the version changes). With action
 ``requeue`` the alert resubmits the training job of the serving version (same notebook
 snapshot and parameters, the policy's overrides on top) with trigger ``policy`` — at most once
-per endpoint per cooldown, however many alerts fire. A user requeue (button, CLI, API) does
+per endpoint per cooldown, however many alerts fire. A version a pipeline registered is
+retrained by its pipeline instead: the run that made it runs again (same files and parameters,
+the overrides on top, no cache), and the challenger is the version its gate let through. A user requeue (button, CLI, API) does
 the same with trigger ``user`` and a ``manual`` alert that records it.
 
 When the requeued job succeeds, the version it registered is the challenger: it is scored
@@ -27,12 +29,14 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import or_, select
 
 from loopml import sandbox
 from loopml.db import Database, utcnow
 from loopml.errors import Conflict, NotFound
 from loopml.executor.models import Job, JobRequeue, JobStatus, Trigger
+from loopml.executor.pipelines.models import PipelineRun
+from loopml.executor.pipelines.run_state import RunStatus, StepStatus
 from loopml.monitor.models import Alert, Policy, PolicySpec, Requeued, RequeueRequest
 from loopml.monitor.orm import AlertRow, PolicyRow, PredictionRow
 from loopml.monitor.stats import quality
@@ -42,6 +46,7 @@ from loopml.serving.models import EndpointCreate
 from loopml.serving.protocols import ModelInput
 
 if TYPE_CHECKING:
+    from loopml.executor.pipelines.service import PipelineService
     from loopml.executor.service import JobService
     from loopml.monitor.service import MonitorService
     from loopml.registry.service import RegistryService
@@ -61,9 +66,11 @@ def to_alert(row: AlertRow) -> Alert:
 
 class PolicyService:
     def __init__(self, db: Database, settings: Settings, monitor: MonitorService, jobs: JobService,
-                 endpoints: EndpointService, registry: RegistryService) -> None:
+                 endpoints: EndpointService, registry: RegistryService,
+                 pipelines: PipelineService | None = None) -> None:
         self.db, self.settings = db, settings
         self.monitor, self.jobs, self.endpoints, self.registry = monitor, jobs, endpoints, registry
+        self.pipelines = pipelines
         self._lock = threading.Lock()  # one evaluation or requeue at a time: the cooldown holds
         self.predict = predict_sandboxed
 
@@ -121,16 +128,24 @@ class PolicyService:
                                version=endpoint.version, window="-", value=0.0, detail={"user": user},
                                status="closed", action="requeue", closed_at=utcnow(), opened_at=utcnow())
                 session.add(row)
-            job = self._requeue_job(user, endpoint, request.parameters, Trigger.USER)
-            row.action, row.job_id = "requeue", job.id
+            started = self._requeue_training(user, endpoint, request.parameters, Trigger.USER)
+            _record(row, started)
             session.flush()
-            return Requeued(job=job, alert=to_alert(row))
+            if isinstance(started, Job):
+                return Requeued(job=started, alert=to_alert(row))
+            return Requeued(pipeline_run=started, alert=to_alert(row))
 
-    def _requeue_job(self, user: str, endpoint, parameters: dict[str, Any], trigger: Trigger) -> Job:
+    def _requeue_training(self, user: str, endpoint, parameters: dict[str, Any], trigger: Trigger) -> Job | PipelineRun:
+        """Train the serving version again: re-run the pipeline that registered it, else its job."""
+        pipeline_run_id = (self.registry.training_pipeline_run_id(endpoint.model, endpoint.version)
+                           if self.pipelines is not None else None)
+        if pipeline_run_id:
+            return self.pipelines.rerun_blocking(user, endpoint.project, pipeline_run_id, parameters, trigger=trigger)
         job_id = self.registry.training_job_id(endpoint.model, endpoint.version)
         if not job_id:
-            raise Conflict(f"{endpoint.model} v{endpoint.version} was not registered by a loopml job: there is no "
-                           "training job to requeue; submit the training notebook instead", endpoint=endpoint.name)
+            raise Conflict(f"{endpoint.model} v{endpoint.version} was not registered by a loopml job or pipeline: "
+                           "there is no training to requeue; submit the training notebook instead",
+                           endpoint=endpoint.name)
         return self.jobs.requeue(user, endpoint.project, job_id, JobRequeue(parameters=parameters), trigger=trigger)
 
     # -- evaluation ---------------------------------------------------------------------
@@ -146,7 +161,7 @@ class PolicyService:
         with self.db.session() as session:
             policies = {(r.project, r.endpoint) for r in session.scalars(select(PolicyRow))}
             waiting = {(r.project, r.endpoint) for r in session.scalars(select(AlertRow).where(
-                AlertRow.job_id.is_not(None), AlertRow.evaluation.is_(None)))}
+                _requeued(), AlertRow.evaluation.is_(None)))}
         for project, name in sorted(policies | waiting):
             try:
                 with self._lock:
@@ -192,32 +207,52 @@ class PolicyService:
             alert.action = "cooldown"
             return
         try:
-            job = self._requeue_job(POLICY_USER, self.endpoints.get(policy.project, policy.endpoint),
-                                    spec.parameters, Trigger.POLICY)
-        except Conflict as exc:
+            started = self._requeue_training(POLICY_USER, self.endpoints.get(policy.project, policy.endpoint),
+                                             spec.parameters, Trigger.POLICY)
+        except (Conflict, NotFound) as exc:  # NotFound: the pipeline run that made the version is gone
             alert.action, alert.detail = "no_training_job", {**alert.detail, "error": exc.message}
             return
-        alert.action, alert.job_id = "requeue", job.id
+        _record(alert, started)
         policy.last_requeue_at = now
 
     def _follow_up(self, project: str, name: str) -> None:
         """Find the challengers of requeued jobs that finished, score them, promote winners."""
         with self.db.session() as session:
             waiting = session.scalars(select(AlertRow).where(
-                AlertRow.project == project, AlertRow.endpoint == name, AlertRow.job_id.is_not(None),
+                AlertRow.project == project, AlertRow.endpoint == name, _requeued(),
                 AlertRow.evaluation.is_(None))).all()
             for alert in waiting:
+                if alert.pipeline_run_id is not None:
+                    self._follow_pipeline(alert)
+                    continue
                 job = self.jobs.get(project, alert.job_id)
                 if job.status in (JobStatus.FAILED, JobStatus.CANCELLED):
                     alert.evaluation = {"result": f"the training job {job.status.value.lower()}: no challenger"}
                 elif job.status == JobStatus.SUCCEEDED:
-                    alert.evaluation = self._challenge(alert, job)
+                    endpoint = self.endpoints.get(alert.project, alert.endpoint)
+                    short = short_name(alert.project, endpoint.model)
+                    produced = [m.version for m in job.models if m.name in (endpoint.model, short)]
+                    alert.evaluation = self._challenge(alert, produced, f"the training job registered no version "
+                                                                        f"of {endpoint.model}")
 
-    def _challenge(self, alert: AlertRow, job: Job) -> dict[str, Any]:
+    def _follow_pipeline(self, alert: AlertRow) -> None:
+        if self.pipelines is None:
+            return
+        run = self.pipelines.get(alert.project, alert.pipeline_run_id)
+        if run.status in (RunStatus.FAILED, RunStatus.CANCELLED):
+            failed = "; ".join(f"{s.id}: {s.message}" for s in run.steps if s.status == StepStatus.FAILED)
+            alert.evaluation = {"result": f"the training pipeline run {run.status.value.lower()}"
+                                          f"{' (' + failed + ')' if failed else ''}: no challenger"}
+        elif run.status == RunStatus.SUCCEEDED:
+            endpoint = self.endpoints.get(alert.project, alert.endpoint)
+            produced, why = self.pipelines.registered_versions(alert.project, run.id,
+                                                               short_name(alert.project, endpoint.model))
+            alert.evaluation = self._challenge(alert, produced, why or "")
+
+    def _challenge(self, alert: AlertRow, produced: list[int], none_because: str) -> dict[str, Any]:
         endpoint = self.endpoints.get(alert.project, alert.endpoint)
-        produced = [m.version for m in job.models if m.name in (endpoint.model, short_name(alert.project, endpoint.model))]
         if not produced:
-            return {"result": f"the training job registered no version of {endpoint.model}"}
+            return {"result": none_because}
         alert.produced_version = challenger = max(produced)
         policy = self._spec(alert.project, alert.endpoint)
         evaluation = self.compare(alert.project, alert.endpoint, endpoint.model, endpoint.version, challenger,
@@ -267,6 +302,19 @@ class PolicyService:
         return {"winner": "challenger" if won else "champion", "champion": champion, "challenger": challenger,
                 "n": len(labels), "champion_quality": old, "challenger_quality": new, "margin": margin,
                 "promoted": False}
+
+
+def _requeued():
+    """Alerts that started a training (a job or a pipeline run)."""
+    return or_(AlertRow.job_id.is_not(None), AlertRow.pipeline_run_id.is_not(None))
+
+
+def _record(alert: AlertRow, started: Job | PipelineRun) -> None:
+    alert.action = "requeue"
+    if isinstance(started, Job):
+        alert.job_id = started.id
+    else:
+        alert.pipeline_run_id = started.id
 
 
 def predict_sandboxed(uri: str, features: pd.DataFrame, settings) -> list[Any]:

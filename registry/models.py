@@ -17,6 +17,8 @@ class Lineage(BaseModel):
     notebook: str | None = None
     notebook_sha256: str | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
+    pipeline_run_id: str | None = Field(None, description="The pipeline run whose step registered it.")
+    pipeline_step: str | None = Field(None, description="That step.")
     endpoints: list[str] = Field(default_factory=list, description="Endpoints serving it (serving slice).")
 
 

@@ -116,10 +116,11 @@ class RegistryService:
         tags = version.tags or {}
         metrics: dict[str, float] = {}
         params: dict[str, str] = {}
+        run_tags: dict[str, str] = {}
         if version.run_id:
             try:
                 run = self.client.get_run(version.run_id)
-                metrics, params = dict(run.data.metrics), dict(run.data.params)
+                metrics, params, run_tags = dict(run.data.metrics), dict(run.data.params), dict(run.data.tags)
             except Exception:  # a deleted run leaves the version readable
                 log.info("run %s of %s v%s is gone", version.run_id, version.name, version.version)
         return ModelVersion(
@@ -129,7 +130,10 @@ class RegistryService:
             lineage=Lineage(job_id=tags.get(tag.JOB_ID) or None, run_id=version.run_id,
                             user=tags.get(tag.USER) or None, notebook=tags.get(tag.NOTEBOOK) or None,
                             notebook_sha256=tags.get(tag.NOTEBOOK_SHA256) or None,
-                            parameters=json.loads(tags.get(tag.PARAMETERS) or "{}"), endpoints=endpoints),
+                            parameters=json.loads(tags.get(tag.PARAMETERS) or "{}"),
+                            pipeline_run_id=tags.get(tag.PIPELINE_RUN_ID) or run_tags.get(tag.PIPELINE_RUN_ID) or None,
+                            pipeline_step=tags.get(tag.PIPELINE_STEP) or run_tags.get(tag.PIPELINE_STEP) or None,
+                            endpoints=endpoints),
         )
 
     # -- one version, for the serving and monitor slices -------------------------------
@@ -157,6 +161,18 @@ class RegistryService:
         logged outside a job. :class:`NotFound` for an unknown version, :class:`Unavailable`."""
         found = self._read(f"version {version} of {model!r}", self.client.get_model_version, model, str(version))
         return (found.tags or {}).get(tag.JOB_ID) or None
+
+    def training_pipeline_run_id(self, model: str, version: int) -> str | None:
+        """The id of the pipeline run whose step registered ``version`` of ``model`` (a register
+        step tags the version, a step's job tags its run); ``None`` when no pipeline did.
+        :class:`NotFound` for an unknown version, :class:`Unavailable`."""
+        found = self._read(f"version {version} of {model!r}", self.client.get_model_version, model, str(version))
+        if (found.tags or {}).get(tag.PIPELINE_RUN_ID):
+            return found.tags[tag.PIPELINE_RUN_ID]
+        if not found.run_id:
+            return None
+        run = self._read(f"run {found.run_id} of {model!r} v{version}", self.client.get_run, found.run_id)
+        return run.data.tags.get(tag.PIPELINE_RUN_ID) or None
 
     def download_uri(self, model: str, version: int) -> str:
         """Where the files of ``version`` of ``model`` are, as an artifact URI MLflow downloads

@@ -24,6 +24,7 @@ from loopml.cli.util import (
     wait_with_progress,
 )
 from loopml.errors import NotFound
+from loopml.executor import PipelineRun, RunStatus
 from loopml.executor.models import Job, JobStatus
 from loopml.monitor.models import Policy
 
@@ -37,17 +38,30 @@ from loopml.monitor.models import Policy
 @json_option
 @click.pass_context
 def requeue(ctx: click.Context, endpoint: str, project: str | None, parameters: dict[str, str],
-            alert_id: str | None, wait: bool, as_json: bool) -> Job | None:
+            alert_id: str | None, wait: bool, as_json: bool) -> Job | PipelineRun | None:
     """Run the training job of the version ENDPOINT serves again (-p overrides parameters).
 
-    The version it registers becomes the challenger, scored against the champion on the
-    endpoint's labelled requests (see `loopml alerts`).
+    A version a pipeline registered is retrained by re-running that pipeline (same files and
+    parameters, no cache). The version it registers becomes the challenger, scored against the
+    champion on the endpoint's labelled requests (see `loopml alerts`).
     """
     project, name = endpoint_ref(ctx, endpoint, project)
-    requeued = client_from(ctx).requeue_endpoint(project, name, parameters=parameters, alert_id=alert_id)
+    client = client_from(ctx)
+    requeued = client.requeue_endpoint(project, name, parameters=parameters, alert_id=alert_id)
     if as_json and not wait:
         echo_json(requeued)
         return None
+    if requeued.pipeline_run is not None:
+        run = requeued.pipeline_run
+        click.echo(f"requeued the training pipeline of {name}: pipeline run {run.id} re-runs {run.parent_id} "
+                   f"(alert {requeued.alert.id})")
+        if not wait:
+            return run
+        run = client.wait_pipeline_run(project, run.id)
+        click.echo(f"pipeline run {run.id}: {run.status.value}")
+        if run.status is not RunStatus.SUCCEEDED:
+            raise Ended(1, run)
+        return run
     click.echo(f"requeued the training job of {name} as job {requeued.job.id} (alert {requeued.alert.id})")
     if not wait:
         return requeued.job

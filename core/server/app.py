@@ -294,7 +294,8 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
         state.projects.on_members_changed.append(state.schedules.check_members)
         state.pipelines = PipelineService(settings, state.db, state.jobs, state.tracking,
                                           actions=pipeline_actions(lambda: state.registry, lambda: state.endpoints))
-        state.policies = PolicyService(state.db, settings, state.monitor, state.jobs, state.endpoints, state.registry)
+        state.policies = PolicyService(state.db, settings, state.monitor, state.jobs, state.endpoints, state.registry,
+                                       state.pipelines)
         tasks = [asyncio.create_task(state.jobs.run(), name="jobs"),
                  asyncio.create_task(_set_up_projects(state.projects), name="project-setup"),
                  asyncio.create_task(state.schedules.run(), name="schedules"),

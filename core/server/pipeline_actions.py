@@ -39,7 +39,8 @@ def pipeline_actions(registry: Callable[[], RegistryService],
         args = call.arguments
         version = registry().register_run_model(call.project, args["model"], args["run_id"],
                                                 args.get("artifact_path") or "model",
-                                                tags={tag.PIPELINE_RUN_ID: call.pipeline_run_id})
+                                                tags={tag.PIPELINE_RUN_ID: call.pipeline_run_id,
+                                                      tag.PIPELINE_STEP: call.step})
         if args.get("alias"):
             registry().set_alias(call.project, args["model"], args["alias"], version, user=call.user)
         return {"model": args["model"], "version": version}
@@ -51,8 +52,13 @@ def pipeline_actions(registry: Callable[[], RegistryService],
         return {"model": call.arguments["model"], "version": version, "alias": alias}
 
     def deploy(call: ActionCall) -> dict[str, Any]:
-        version, canary = _version(call), call.arguments.get("canary")
-        spec = EndpointCreate(name=call.arguments["endpoint"], model=f"{call.arguments['model']}/{version}",
+        version, canary, name = _version(call), call.arguments.get("canary"), call.arguments["endpoint"]
+        if canary is not None and not any(found.name == name for found in endpoints().list(call.project)):
+            # A pipeline's first run has no serving version to share the traffic with: where the CLI
+            # refuses `--canary` on a new endpoint, an unattended run creates it with the version alone
+            # and its later runs add their versions as canaries.
+            canary = None
+        spec = EndpointCreate(name=name, model=f"{call.arguments['model']}/{version}",
                               canary=float(canary) if canary is not None else None)
         endpoints().deploy(call.user, call.project, spec)
         return {"model": call.arguments["model"], "version": version, "endpoint": call.arguments["endpoint"]}

@@ -8,7 +8,7 @@ import datetime as dt
 
 from pydantic import BaseModel, Field, JsonValue, field_validator
 
-from loopml.executor.models import check_base64_files
+from loopml.executor.models import Trigger, check_base64_files
 
 from .run_state import FileRef, RunStatus, StepStatus
 
@@ -81,6 +81,8 @@ class PipelineRun(BaseModel):
     ignored: list[str] = Field(default_factory=list, description="Properties of the file that have no meaning "
                                "here (an Elyra file's runtime images...), by name.")
     mlflow_run_id: str | None
+    trigger: Trigger = Field(Trigger.USER, description="user, schedule or policy (a requeue of the run it re-ran).")
+    parent_id: str | None = Field(None, description="The run a requeue re-ran.")
     created_at: dt.datetime
     updated_at: dt.datetime
     finished_at: dt.datetime | None

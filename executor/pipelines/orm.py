@@ -26,6 +26,8 @@ class PipelineRunRow(Base):
     files: Mapped[list[str]] = mapped_column(JSON, default=list, doc="Paths of the pipeline's files: artifacts "
                                              "pipeline/<path> of its MLflow run.")
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    trigger: Mapped[str] = mapped_column(String(16), default="user", doc="Who started it: a Trigger value.")
+    parent_id: Mapped[str | None] = mapped_column(String(32), nullable=True, doc="The run it re-ran (a requeue).")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

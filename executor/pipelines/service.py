@@ -43,7 +43,7 @@ import posixpath
 import uuid
 import weakref
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +86,7 @@ from .validate import validate as validate_pipeline
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
+RERUN_TIMEOUT_S = 120.0  # a requeue's new run: checked, its files logged, its first steps submitted
 ENDED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
@@ -160,6 +161,7 @@ class PipelineService:
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self._files: dict[str, dict[str, bytes]] = {}  # the pipeline files of runs this process drives
         self._seen: set[str] = set()  # runs this process has driven (the others are checked for lost launches)
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop of drive(), once it runs
 
     # ---- requests ---------------------------------------------------------------------
 
@@ -179,7 +181,8 @@ class PipelineService:
                                     for step_id, step in pipeline.steps.items()])
 
     async def run(self, user: str, project: str, source_name: str, content: str, files: Mapping[str, bytes],
-                  overrides: Mapping[str, Any] | None = None, no_cache: bool = False) -> PipelineRun:
+                  overrides: Mapping[str, Any] | None = None, no_cache: bool = False, *,
+                  trigger: Trigger = Trigger.USER, parent_id: str | None = None) -> PipelineRun:
         """Check the pipeline, open its MLflow run with its files, store the run and start its
         first steps. :class:`InvalidInput` (nothing created) for a bad pipeline or override,
         :class:`~loopml.errors.Unavailable` when MLflow does not take the run."""
@@ -190,14 +193,15 @@ class PipelineService:
                                                  no_cache=no_cache, cache_lookup=self._lookup(project))
         run_id = uuid.uuid4().hex[:16]
         async with self._lock(run_id):
-            live = await asyncio.to_thread(self._create, run_id, user, project, source_name, content, files, state)
+            live = await asyncio.to_thread(self._create, run_id, user, project, source_name, content, files, state,
+                                           trigger, parent_id)
             self._seen.add(run_id)
             await self._carry_out(live, actions)
             await asyncio.to_thread(self._ended, live)
         return await asyncio.to_thread(self.get, project, run_id)
 
     def _create(self, run_id: str, user: str, project: str, source_name: str, content: str,
-                files: dict[str, bytes], state: RunState) -> _Live:
+                files: dict[str, bytes], state: RunState, trigger: Trigger, parent_id: str | None) -> _Live:
         stored = {**files, source_name.rpartition("/")[2]: content.encode()}
         mlflow_run_id = self.tracking.start_pipeline_run(project=project, pipeline_run_id=run_id,
                                                          name=state.pipeline.name, source=source_name, user=user,
@@ -209,7 +213,8 @@ class PipelineService:
                 session.add(PipelineRunRow(id=run_id, project=project, user=user, name=state.pipeline.name,
                                            source_name=source_name, status=state.status.value,
                                            state=state.model_dump_json(), files=sorted(stored),
-                                           mlflow_run_id=mlflow_run_id, created_at=now, updated_at=now,
+                                           mlflow_run_id=mlflow_run_id, trigger=trigger.value, parent_id=parent_id,
+                                           created_at=now, updated_at=now,
                                            finished_at=now if state.status in ENDED else None))
         except Exception:
             self.tracking.delete_run(mlflow_run_id)
@@ -258,6 +263,50 @@ class PipelineService:
             await asyncio.to_thread(self._ended, live)
         return await asyncio.to_thread(self.get, project, run_id)
 
+    async def rerun(self, user: str, project: str, run_id: str, overrides: Mapping[str, Any] | None = None, *,
+                    trigger: Trigger = Trigger.USER) -> PipelineRun:
+        """Run the pipeline of run ``run_id`` again as a new run: the same file and files, its
+        parameters with ``overrides`` on top, every step run afresh (``no_cache``: what the
+        notebooks read may have changed since, which no cache key sees). The new run's
+        ``parent_id`` is ``run_id``. :class:`NotFound`, :class:`~loopml.errors.Unavailable`."""
+        earlier = await asyncio.to_thread(self.get, project, run_id)
+        live = await asyncio.to_thread(self._load, run_id)
+        files = dict(await asyncio.to_thread(self._pipeline_files, live))
+        content = files.pop(earlier.source_name.rpartition("/")[2]).decode()
+        return await self.run(user, project, earlier.source_name, content, files,
+                              {**earlier.parameters, **(overrides or {})}, no_cache=True, trigger=trigger,
+                              parent_id=run_id)
+
+    def rerun_blocking(self, user: str, project: str, run_id: str, overrides: Mapping[str, Any] | None = None, *,
+                       trigger: Trigger = Trigger.USER) -> PipelineRun:
+        """:meth:`rerun` from a worker thread (a policy's requeue), on the loop that drives the
+        runs when there is one (its locks belong to it), else on a loop of its own."""
+        coroutine = self.rerun(user, project, run_id, overrides, trigger=trigger)
+        if self._loop is not None and self._loop.is_running():
+            return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=RERUN_TIMEOUT_S)
+        return asyncio.run(coroutine)
+
+    def registered_versions(self, project: str, run_id: str, model: str) -> tuple[list[int], str | None]:
+        """The versions of ``model`` (short name) run ``run_id`` made and let through, newest first,
+        with why there are none. A pipeline with register, promote or deploy steps for the model
+        lets through what those steps acted on (a step its condition skipped lets nothing through:
+        the gate held the version back); one without lets through what its steps' jobs registered
+        (a grid or search step's: its picked child's)."""
+        live = self._load(run_id)
+        if live.project != project:
+            raise NotFound(f"pipeline run {run_id!r} does not exist in project {project!r}", run_id=run_id)
+        pipeline, steps = live.state.pipeline, live.state.steps
+        gates = [step_id for step_id, step in pipeline.steps.items()
+                 if step.action is not None and step.action.model == model]
+        if gates:
+            versions = {steps[step_id].outputs.get("version") for step_id in gates if steps[step_id].status in DONE}
+            found = sorted((v for v in versions if isinstance(v, int)), reverse=True)
+            held = "; ".join(f"{step_id}: {steps[step_id].message}" for step_id in gates
+                             if steps[step_id].status == StepStatus.SKIPPED)
+            return found, None if found else f"the pipeline's gate held the new version back ({held or 'not run'})"
+        found = [version for name, version in self._registered(live, pipeline.steps).items() if name == model]
+        return found, None if found else f"no step of pipeline run {run_id} registered a version of {model}"
+
     @staticmethod
     def _row(session, project: str, run_id: str) -> PipelineRunRow:
         row = session.get(PipelineRunRow, run_id)
@@ -270,6 +319,7 @@ class PipelineService:
 
     async def drive(self) -> None:
         """Follow the RUNNING runs until cancelled (the platform's lifespan starts it)."""
+        self._loop = asyncio.get_running_loop()
         while True:
             try:
                 await self.poll()
@@ -473,7 +523,7 @@ class PipelineService:
                                   message=f"this platform runs no {action.kind} steps")
         call = ActionCall(user=live.user, project=live.project, pipeline_run_id=live.id, step=action.step,
                           kind=action.kind, arguments=dict(action.arguments), mlflow_run_id=live.mlflow_run_id,
-                          registered=self._registered(live, action.step))
+                          registered=self._registered(live, upstream(live.state.pipeline, action.step)))
         try:
             outputs = dict(runner(call))
         except LoopMLError as exc:
@@ -484,12 +534,12 @@ class PipelineService:
                                   message=f"the {action.kind} action failed: {type(exc).__name__}: {str(exc)[:300]}")
         return ActionFinished(step=action.step, status=StepStatus.SUCCEEDED, outputs=outputs)
 
-    def _registered(self, live: _Live, step_id: str) -> dict[str, int]:
-        """Each model's newest version registered upstream of ``step_id``: by a register step, else
-        by the job of a notebook or script step (a foreach or search step's: its picked child's)."""
+    def _registered(self, live: _Live, step_ids: Iterable[str]) -> dict[str, int]:
+        """Each model's newest version registered by the steps ``step_ids``: by a register step,
+        else by the job of a notebook or script step (a foreach or search step's: its picked child's)."""
         from_steps: dict[str, int] = {}
         from_jobs: dict[str, int] = {}
-        for other in upstream(live.state.pipeline, step_id):
+        for other in step_ids:
             kind, state = live.state.pipeline.steps[other].kind, live.state.steps[other]
             if kind == "register" and state.status in DONE:
                 model, version = state.outputs.get("model"), state.outputs.get("version")
@@ -582,6 +632,7 @@ def to_pipeline_run(row: PipelineRunRow) -> PipelineRun:
     return PipelineRun(id=row.id, project=row.project, user=row.user, name=row.name, source_name=row.source_name,
                        status=state.status, attempt=state.attempt, parameters=state.parameters,
                        no_cache=state.no_cache, ignored=state.pipeline.ignored, mlflow_run_id=row.mlflow_run_id,
+                       trigger=Trigger(row.trigger or Trigger.USER), parent_id=row.parent_id,
                        steps=[_step(step_id, step, graph[step_id], state.steps[step_id])
                               for step_id, step in state.pipeline.steps.items()],
                        created_at=row.created_at, updated_at=row.updated_at, finished_at=row.finished_at)

@@ -32,7 +32,8 @@ def version_json(version: int, metrics: dict[str, float] | None = None, params: 
         "source": f"runs:/{run_id}/model", "metrics": metrics or {}, "params": params or {}, "flavor": "sklearn",
         "reference": None,
         "lineage": {"job_id": job_id or f"j{version}", "run_id": run_id, "user": "alice", "notebook": "train.ipynb",
-                    "notebook_sha256": None, "parameters": {}, "endpoints": []},
+                    "notebook_sha256": None, "parameters": {}, "pipeline_run_id": None,
+                    "pipeline_step": None, "endpoints": []},
     }
 
 

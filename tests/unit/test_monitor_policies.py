@@ -3,6 +3,7 @@ requeue records a manual alert, and a finished job's challenger is followed up."
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
@@ -12,6 +13,8 @@ import pytest
 from loopml.db import Database, migrate
 from loopml.errors import Conflict
 from loopml.executor.models import Job, JobStatus, Trigger
+from loopml.executor.pipelines.models import PipelineRun, PipelineStep
+from loopml.executor.pipelines.run_state import RunStatus, StepStatus
 from loopml.monitor.models import PolicySpec, RequeueRequest
 from loopml.monitor.policies import PolicyService
 from loopml.projects import ProjectCreate, ProjectService
@@ -30,6 +33,24 @@ class Fakes:
     job_of_version: str | None = "train-1"
     deployed: list[str] = field(default_factory=list)
     aliased: list[int] = field(default_factory=list)
+    pipeline_of_version: str | None = None
+    reruns: list[tuple[str, str, dict, Trigger]] = field(default_factory=list)
+    runs: dict[str, PipelineRun] = field(default_factory=dict)
+    gate: tuple[list[int], str | None] = ([], "no step registered one")
+
+    # pipelines
+    def rerun_blocking(self, user, project, run_id, overrides, *, trigger):
+        self.reruns.append((user, run_id, overrides, trigger))
+        run = pipeline_run(f"p{len(self.reruns) + 1}", trigger=trigger, parent_id=run_id)
+        self.runs[run.id] = run
+        return run
+
+    def get_run(self, project, run_id):
+        return self.runs[run_id]
+
+    def registered_versions(self, project, run_id, model):
+        assert model == "iris"
+        return self.gate
 
     # monitor
     def report_of(self, project, name, window):
@@ -45,6 +66,15 @@ class Fakes:
 
     def get(self, project, job_id):
         return self.jobs[job_id]
+
+
+def pipeline_run(run_id: str, status: RunStatus = RunStatus.RUNNING, **fields: Any) -> PipelineRun:
+    now = dt.datetime.now(dt.timezone.utc)
+    step = PipelineStep(id="train", kind="notebook", after=[], status=StepStatus.FAILED if status == RunStatus.FAILED
+                        else StepStatus.RUNNING, message="its job failed: boom" if status == RunStatus.FAILED else None)
+    return PipelineRun(id=run_id, project="demo", user="alice", name="retrain", source_name="retrain.pipeline.yaml",
+                       status=status, attempt=1, parameters={}, no_cache=True, steps=[step], mlflow_run_id=None,
+                       created_at=now, updated_at=now, finished_at=None, **fields)
 
 
 @pytest.fixture
@@ -64,10 +94,13 @@ def service(tmp_path, monkeypatch, fakes) -> PolicyService:
                                 deploy=lambda user, project, spec: fakes.deployed.append(spec.model))
     registry = SimpleNamespace(
         training_job_id=lambda model, version: fakes.job_of_version or None,
+        training_pipeline_run_id=lambda model, version: fakes.pipeline_of_version,
         set_alias=lambda project, name, alias, version, user: fakes.aliased.append(version))
     monitor = SimpleNamespace(report=fakes.report_of)
     jobs = SimpleNamespace(requeue=fakes.requeue, get=fakes.get)
-    policies = PolicyService(db, settings, monitor, jobs, endpoints, registry)
+    pipelines = SimpleNamespace(rerun_blocking=fakes.rerun_blocking, get=fakes.get_run,
+                                registered_versions=fakes.registered_versions)
+    policies = PolicyService(db, settings, monitor, jobs, endpoints, registry, pipelines)
     policies.compare = lambda *args: {"winner": "challenger", "promoted": False}
     yield policies
     db.engine.dispose()
@@ -151,9 +184,50 @@ def test_a_failed_training_job_ends_the_follow_up(service, fakes):
 
 def test_a_version_without_a_training_job_cannot_be_requeued(service, fakes):
     fakes.job_of_version = None
-    with pytest.raises(Conflict, match="no training job to requeue"):
+    with pytest.raises(Conflict, match="no training to requeue"):
         service.requeue("alice", "demo", "ep", RequeueRequest())
     assert service.alerts("demo") == []
+
+
+def test_a_version_a_pipeline_made_is_retrained_by_rerunning_that_pipeline(service, fakes):
+    fakes.pipeline_of_version = "p1"
+    service.set_policy("alice", "demo", "ep", PolicySpec(action="requeue", auto_promote=True, parameters={"C": 3}))
+    fakes.report["drifted_features"] = ["x"]
+    service.evaluate_once()
+    [alert] = open_alerts(service)
+    assert fakes.reruns == [("policy", "p1", {"C": 3}, Trigger.POLICY)] and fakes.requeued == []
+    assert (alert.action, alert.pipeline_run_id, alert.job_id) == ("requeue", "p2", None)
+
+    service.evaluate_once()  # the run is still going: nothing to follow up
+    assert service.alerts("demo")[0].evaluation is None
+    fakes.gate = ([4], None)
+    fakes.runs["p2"] = fakes.runs["p2"].model_copy(update={"status": RunStatus.SUCCEEDED})
+    service.evaluate_once()
+    [alert] = service.alerts("demo")
+    assert alert.produced_version == 4 and alert.evaluation["promoted"] is True
+    assert fakes.aliased == [4] and fakes.deployed == ["iris/4"]
+
+
+def test_a_pipeline_whose_gate_held_the_version_back_leaves_no_challenger(service, fakes):
+    fakes.pipeline_of_version = "p1"
+    requeued = service.requeue("alice", "demo", "ep", RequeueRequest())
+    assert requeued.job is None and requeued.pipeline_run.parent_id == "p1"
+    assert requeued.alert.pipeline_run_id == requeued.pipeline_run.id
+    fakes.gate = ([], "the pipeline's gate held the new version back (deploy: accuracy = 0.5 < 0.9)")
+    fakes.runs["p2"] = fakes.runs["p2"].model_copy(update={"status": RunStatus.SUCCEEDED})
+    service.evaluate_once()
+    [alert] = service.alerts("demo")
+    assert alert.produced_version is None and "gate held the new version back" in alert.evaluation["result"]
+    assert fakes.aliased == [] and fakes.deployed == []
+
+
+def test_a_failed_training_pipeline_ends_the_follow_up_naming_the_failed_step(service, fakes):
+    fakes.pipeline_of_version = "p1"
+    requeued = service.requeue("alice", "demo", "ep", RequeueRequest())
+    fakes.runs[requeued.pipeline_run.id] = pipeline_run(requeued.pipeline_run.id, RunStatus.FAILED)
+    service.evaluate_once()
+    assert service.alerts("demo")[0].evaluation == {
+        "result": "the training pipeline run failed (train: its job failed: boom): no challenger"}
 
 
 def test_policy_rejects_a_bad_window():

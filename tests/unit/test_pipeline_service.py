@@ -424,3 +424,43 @@ def test_the_platform_actions_take_the_version_a_register_step_of_the_run_regist
     assert moved == [("demo", "wine", "champion", 4, "alice"), ("demo", "wine", "champion", 2, "alice")]
     with pytest.raises(InvalidInput, match="no step upstream of it registered one"):
         promote(ActionCall(**{**call.__dict__, "registered": {}}))
+
+
+def test_a_rerun_runs_the_same_files_and_parameters_afresh_with_the_overrides_on_top(
+        pipelines: PipelineService, tracking: PipelineTracking) -> None:
+    first = start(pipelines, overrides={"threshold": 0.7})
+    rerun = asyncio.run(pipelines.rerun("policy", "demo", first.id, {"threshold": 0.2}, trigger=Trigger.POLICY))
+    assert (rerun.parent_id, rerun.trigger, rerun.no_cache) == (first.id, Trigger.POLICY, True)
+    assert rerun.parameters == {"threshold": 0.2} and rerun.source_name == first.source_name
+    def files(run: PipelineRun) -> dict[str, bytes]:
+        return {path: data for (run_id, path), data in tracking.artifacts.items() if run_id == run.mlflow_run_id}
+
+    assert files(rerun) == files(first) and len(files(first)) == 3  # the pipeline file and its two notebooks
+    assert pipelines.rerun_blocking("policy", "demo", first.id).parameters == {"threshold": 0.7}
+    with pytest.raises(NotFound):
+        asyncio.run(pipelines.rerun("policy", "demo", "0123456789abcdef"))
+
+
+def test_registered_versions_are_what_the_gate_let_through(settings, db: Database, service: JobService,
+                                                            tracking: PipelineTracking, backend: FakeBackend) -> None:
+    pipelines = PipelineService(settings, db, service, tracking, actions={
+        "deploy": lambda call: {"model": "wine", "version": 3, "endpoint": "wine"}})
+    content = """
+name: ship
+parameters: {min_accuracy: 0.9}
+steps:
+  train: {notebook: train.ipynb}
+  deploy: {after: [train], when: "steps.train.outputs.accuracy >= params.min_accuracy",
+           deploy: {model: wine, endpoint: wine, version: 3}}
+"""
+    passed = start(pipelines, content, {"train.ipynb": FILES["train.ipynb"]})
+    end_job(service, backend, job_of(passed, "train"), outputs={"accuracy": 0.95})
+    passed = poll(pipelines, passed)
+    assert pipelines.registered_versions("demo", passed.id, "wine") == ([3], None)
+
+    held = start(pipelines, content, {"train.ipynb": FILES["train.ipynb"]}, no_cache=True)
+    end_job(service, backend, job_of(held, "train"), outputs={"accuracy": 0.5})
+    held = poll(pipelines, held)
+    versions, why = pipelines.registered_versions("demo", held.id, "wine")
+    assert versions == [] and why.startswith("the pipeline's gate held the new version back (deploy: ")
+    assert "0.5" in why
