@@ -1,7 +1,7 @@
 """Sync Python client of the platform's REST API (``<url>/api/v1``), for the CLI, notebooks and widgets.
 
 Every method either returns the answer parsed into the pydantic model the server documents
-(exported by ``loopml.executor``, ``loopml.projects``, ``loopml.registry``,
+(exported by ``loopml.executor``, ``loopml.projects``, ``loopml.loop_state``, ``loopml.registry``,
 ``loopml.serving``, ``loopml.monitor``) or raises a
 :class:`loopml.errors.LoopMLError`: the class matching the HTTP status, built from the body's
 ``message`` and ``reason``. The token travels only in the ``Authorization`` header: it is
@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from loopml import _client_wire as wire
 from loopml.errors import InvalidInput, LoopMLError, Unauthorized, Unavailable
 from loopml.executor import Job, JobStatus, PipelineCheck, PipelineRun, Resources, Schedule
+from loopml.loop_state import LoopState
 from loopml.monitor import (
     MAX_FEEDBACK,
     Alert,
@@ -39,7 +40,7 @@ from loopml.serving import Autoscale, Deployed, Endpoint, EndpointResources
 from loopml.settings import read_client_config
 
 if TYPE_CHECKING:
-    from loopml.projects import Project
+    from loopml.projects import Project, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,16 @@ class Client:
         if clear_quota:
             body["clear_quota"] = True
         return self._parse(Project, self._request("PATCH", wire.api_path("projects", name), json=body))
+
+    def loop(self, project: str) -> LoopState:
+        """Where ``project`` stands in the loop: each stage, whether it was reached, by what and when."""
+        return self._parse(LoopState, self._request("GET", wire.api_path("projects", project, "loop")))
+
+    def workspace_opened(self, project: str) -> Workspace:
+        """Record that the caller's workspace of ``project`` started (the workspace server's extension calls it)."""
+        from loopml.projects import Workspace
+
+        return self._parse(Workspace, self._request("POST", wire.api_path("projects", project, "workspaces")))
 
     # -- jobs ----------------------------------------------------------------------------
 
@@ -357,6 +368,15 @@ class Client:
         """Submit ``notebook`` at every tick of ``cron``; ``name`` names the schedule and its jobs."""
         template = wire.job_submit(notebook, parameters, resources, timeout_s, max_retries, name, None)
         body = {"name": name, "cron": cron, "template": template}
+        return self._parse(Schedule, self._request("POST", wire.api_path("projects", project, "schedules"), json=body))
+
+    def create_pipeline_schedule(self, project: str, cron: str, path: str | os.PathLike, *, name: str | None = None,
+                                 parameters: Mapping[str, Any] | None = None, no_cache: bool = False,
+                                 files: Mapping[str, bytes] | None = None) -> Schedule:
+        """Run the pipeline file at ``path`` (with the files its steps name) at every tick of ``cron``."""
+        pipeline = self._pipeline_body(path, files)
+        pipeline.update(parameters=dict(parameters or {}), no_cache=no_cache)
+        body = {"name": name, "cron": cron, "pipeline": pipeline}
         return self._parse(Schedule, self._request("POST", wire.api_path("projects", project, "schedules"), json=body))
 
     def schedules(self, project: str) -> list[Schedule]:

@@ -4,6 +4,10 @@ Every project-scoped route calls :meth:`ProjectService.require_member` first. A 
 member of project P when an admin added them (stored here) or when they belong to the hub
 group ``<prefix>P`` (with the hub, from the identity provider's groups claim; see
 docs/hub.md). Admins are members of every project.
+
+Also here: when each member's workspace of a project last started (its server's extension
+reports it, ``POST /projects/{p}/workspaces``), the first stage of the loop's state tracker
+(:mod:`loopml.loop_state`).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from pydantic import BaseModel, Field, StrictBool, StrictInt, field_validator
 from sqlalchemy import ForeignKey, Integer, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from loopml.auth import User, admin_user, current_user
+from loopml.auth import User, admin_user, current_user, member
 from loopml.db import Base, Database, UTCDateTime, utcnow
 from loopml.errors import Conflict, Forbidden, NotFound
 from loopml.names import check_name
@@ -41,6 +45,16 @@ class MemberRow(Base):
 
     project: Mapped[str] = mapped_column(ForeignKey("projects.name", ondelete="CASCADE"), primary_key=True)
     user: Mapped[str] = mapped_column(String(200), primary_key=True)
+
+
+class WorkspaceRow(Base):
+    """When ``user``'s workspace of ``project`` last started (one row per member who opened one)."""
+
+    __tablename__ = "workspaces"
+
+    project: Mapped[str] = mapped_column(ForeignKey("projects.name", ondelete="CASCADE"), primary_key=True)
+    user: Mapped[str] = mapped_column(String(200), primary_key=True)
+    opened_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ProjectCreate(BaseModel):
@@ -67,6 +81,14 @@ class Project(BaseModel):
     group_members: list[str] = Field(default_factory=list, description="Current members of that group (with the hub).")
     max_concurrent_jobs: int | None
     created_at: dt.datetime
+
+
+class Workspace(BaseModel):
+    """A member's workspace of a project, as its server last reported starting."""
+
+    project: str
+    user: str
+    opened_at: dt.datetime = Field(description="When the workspace server last started.")
 
 
 class ProjectHooks:
@@ -197,6 +219,26 @@ class ProjectService:
             )
         return project
 
+    def workspace_opened(self, project: str, user: str) -> Workspace:
+        """Record that ``user``'s workspace of ``project`` started now (idempotent per user:
+        the newest start is kept). :class:`NotFound` for an unknown project."""
+        with self.db.session() as session:
+            self._row(session, project)
+            row = session.get(WorkspaceRow, (project, user))
+            if row is None:
+                row = WorkspaceRow(project=project, user=user)
+                session.add(row)
+            row.opened_at = utcnow()
+            session.flush()
+            return Workspace(project=row.project, user=row.user, opened_at=row.opened_at)
+
+    def last_workspace(self, project: str) -> Workspace | None:
+        """The workspace of ``project`` that started last; ``None`` before the first."""
+        with self.db.session() as session:
+            row = session.scalar(select(WorkspaceRow).where(WorkspaceRow.project == project)
+                                 .order_by(WorkspaceRow.opened_at.desc(), WorkspaceRow.user).limit(1))
+            return None if row is None else Workspace(project=row.project, user=row.user, opened_at=row.opened_at)
+
     @staticmethod
     def _row(session: Session, name: str) -> ProjectRow:
         row = session.get(ProjectRow, name)
@@ -237,3 +279,10 @@ def update_project(
 ):
     """Change members or quota (admins only)."""
     return service.update(project, change)
+
+
+@router.post("/projects/{project}/workspaces", response_model=Workspace)
+def workspace_opened(project: str, user: User = Depends(member), service: ProjectService = Depends(projects)):
+    """Record that the caller's workspace of the project started (its server's loopml extension
+    calls this on start, with the workspace's token): the loop's *workspace opened* stage."""
+    return service.workspace_opened(project, user.name)

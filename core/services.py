@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from loopml.registry.mlflow_auth import ProjectAccess
     from loopml.registry.service import RegistryService
     from loopml.registry.tracking import JobTracking
+    from loopml.server.loop import LoopTracker
     from loopml.server.service_auth import BrowserSessions
     from loopml.serving.service import EndpointService
     from loopml.settings import Settings
@@ -63,6 +64,7 @@ class Services:
     endpoints: EndpointService = _started()
     monitor: MonitorService = _started()
     policies: PolicyService = _started()
+    loop: LoopTracker = _started()  # set with the container (it reads the services above)
 
 
 def services(request: Request) -> Services:

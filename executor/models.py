@@ -8,7 +8,7 @@ import datetime as dt
 from enum import Enum
 from typing import Any
 
-from pydantic import BaseModel, Field, StrictFloat, StrictInt, field_validator
+from pydantic import BaseModel, Field, JsonValue, StrictFloat, StrictInt, field_validator, model_validator
 
 from loopml.executor.workdir import check_path
 from loopml.names import check_custom_resources
@@ -162,12 +162,50 @@ class Job(BaseModel):
     finished_at: dt.datetime | None
 
 
+class PipelineSubmit(BaseModel):
+    """Body of ``POST /projects/{project}/pipelines`` (run) and ``.../pipelines/validate`` (check only)."""
+
+    source_name: str = Field(min_length=1, max_length=500, description=(
+        "The pipeline file's name: ending .yaml/.yml, a native pipeline; ending .pipeline, an Elyra one."))
+    content: str = Field(description="The pipeline file's text.")
+    files: dict[str, str] = Field(default_factory=dict, description=(
+        "The files next to the pipeline file (notebooks, scripts, dependencies): path relative to the pipeline "
+        "file's folder → content, base64."))
+    parameters: dict[str, JsonValue] = Field(default_factory=dict, description=(
+        "Overrides of the pipeline's parameters; text is read as the default's type ('2' for a number)."))
+    no_cache: bool = Field(False, description="Run every step, even those the cache has a result for.")
+
+    @field_validator("source_name")
+    @classmethod
+    def _source_name(cls, value: str) -> str:
+        if not value.endswith((".yaml", ".yml", ".pipeline")):
+            raise ValueError(f"{value!r}: a pipeline file ends with .pipeline.yaml (or .yaml, .yml) for the native "
+                             "format, .pipeline for Elyra's")
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _files(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_base64_files(value)
+
+    def decoded_files(self) -> dict[str, bytes]:
+        return {path: base64.b64decode(content) for path, content in self.files.items()}
+
+
 class ScheduleCreate(BaseModel):
-    """Body of ``POST /projects/{project}/schedules``."""
+    """Body of ``POST /projects/{project}/schedules``: a job template or a pipeline, run at every tick."""
 
     name: str | None = Field(None, max_length=200)
     cron: str = Field(description="Cron expression: 5 fields, or 6 with seconds last (croniter).")
-    template: JobSubmit = Field(description="The job submitted at every tick.")
+    template: JobSubmit | None = Field(None, description="The job submitted at every tick.")
+    pipeline: PipelineSubmit | None = Field(None, description="Or the pipeline run at every tick (its files, "
+                                            "parameters and no_cache as given here).")
+
+    @model_validator(mode="after")
+    def _one(self) -> ScheduleCreate:
+        if (self.template is None) == (self.pipeline is None):
+            raise ValueError("give exactly one of template (a job) or pipeline")
+        return self
 
 
 class Schedule(BaseModel):
@@ -180,6 +218,8 @@ class Schedule(BaseModel):
     next_run_at: dt.datetime
     last_run_at: dt.datetime | None
     last_job_id: str | None
+    pipeline: str | None = Field(None, description="The pipeline file it runs (none: it submits a job).")
+    last_pipeline_run_id: str | None = None
     last_skipped_at: dt.datetime | None = None
     last_skip_reason: str | None = Field(None, description="Why the run due at last_skipped_at did not start "
                                          "(e.g. the project's queue was full).")

@@ -73,7 +73,7 @@ def requeue_job(project: str, job_id: str, change: JobRequeue | None = None, use
 @router.post("/projects/{project}/schedules", response_model=Schedule, status_code=201, tags=["schedules"])
 def create_schedule(project: str, spec: ScheduleCreate, user: User = Depends(member),
                     service: ScheduleService = Depends(schedules)):
-    """Submit ``template`` as a job at every tick of ``cron``."""
+    """Submit ``template`` as a job, or run ``pipeline``, at every tick of ``cron``."""
     return service.create(user.name, project, spec)
 
 

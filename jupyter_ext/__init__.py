@@ -3,8 +3,8 @@
 Public surface (names are part of the product):
 
 - panels (ipywidgets 8, :mod:`loopml.jupyter_ext.panels`): :class:`JobPanel`,
-  :class:`JobsPanel`, :class:`ModelsPanel`, :class:`EndpointPanel`, :class:`MonitorPanel`
-  and :func:`dashboard`; they update from one background poller
+  :class:`JobsPanel`, :class:`PipelinePanel`, :class:`PipelinesPanel`, :class:`ModelsPanel`,
+  :class:`EndpointPanel`, :class:`MonitorPanel` and :func:`dashboard`; they update from one background poller
   (:mod:`loopml.jupyter_ext.poller`) that never blocks cell execution and stops with them;
 - magics (:mod:`loopml.jupyter_ext.magics`): ``%loopml <subcommand>`` and ``%%loopml
   submit``, loaded by :func:`load_ipython_extension` (``%load_ext loopml``);
@@ -22,6 +22,8 @@ from typing import Any
 _EXPORTS = {
     "JobPanel": "loopml.jupyter_ext.panels",
     "JobsPanel": "loopml.jupyter_ext.panels",
+    "PipelinePanel": "loopml.jupyter_ext.panels",
+    "PipelinesPanel": "loopml.jupyter_ext.panels",
     "ModelsPanel": "loopml.jupyter_ext.panels",
     "EndpointPanel": "loopml.jupyter_ext.panels",
     "MonitorPanel": "loopml.jupyter_ext.panels",

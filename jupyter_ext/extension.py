@@ -19,6 +19,12 @@ besides: ``MLFLOW_TRACKING_URI`` from the platform's ``/status`` when it is not 
 and the server's root dir as ``LOOPML_JUPYTER_ROOT``, which ``%loopml submit`` needs to find
 a notebook from a root-relative ``JPY_SESSION_NAME``.
 
+A workspace server also tells the platform that it started (``POST
+/projects/<LOOPML_PROJECT>/workspaces``, with the workspace's own token): nothing else records
+that a member opened the project's workspace, the first stage of the loop's state tracker
+(``GET /projects/{p}/loop``). The hub only knows its servers of now (and keeps a record of a
+refused start too), so the server that did start is the one to say so.
+
 Nothing here imports ipywidgets or the panels: the server only ever imports this module.
 """
 
@@ -75,7 +81,18 @@ class LoopmlExtension(ExtensionApp):
         help="Give kernels MLFLOW_TRACKING_URI from the platform's /status when it is unset and LOOPML_URL is set.",
     )
 
+    report_workspace_opened = Bool(
+        True,
+        config=True,
+        help="Tell the platform this workspace started (POST /projects/<LOOPML_PROJECT>/workspaces) when "
+             "LOOPML_URL and LOOPML_PROJECT are set: the loop's 'workspace opened' stage.",
+    )
+
     def initialize_settings(self) -> None:
+        project = os.environ.get("LOOPML_PROJECT")
+        if self.report_workspace_opened and os.environ.get("LOOPML_URL") and project:
+            if report_workspace_opened(project):
+                self.log.info("loopml: the platform knows this workspace of %s started", project)
         if self.mlflow_from_platform and os.environ.get("LOOPML_URL") and not os.environ.get(MLFLOW_ENV):
             uri = platform_mlflow_uri()
             if uri:
@@ -101,6 +118,22 @@ def platform_mlflow_uri(timeout: float = 10.0) -> str | None:
         log.warning("loopml: no MLflow tracking URI from the platform: %s", exc.message)
         return None
     return uri if isinstance(uri, str) and uri else None
+
+
+def report_workspace_opened(project: str, timeout: float = 5.0) -> bool:
+    """Tell the configured platform that this workspace of ``project`` started; ``False`` (logged)
+    when it cannot be told: the server must start even when the platform is down."""
+    from loopml.client import Client
+    from loopml.errors import LoopMLError
+
+    try:
+        with Client(timeout=timeout) as client:
+            client.workspace_opened(project)
+    except LoopMLError as exc:
+        log.warning("loopml: could not tell the platform that this workspace of %s started: %s", project,
+                    exc.message)
+        return False
+    return True
 
 
 def _jupyter_server_extension_points() -> list[dict]:

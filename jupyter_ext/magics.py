@@ -98,6 +98,18 @@ def _jobs_panel(client, listing):
     return _refreshed(JobsPanel(client, listing.project, status=listing.status))
 
 
+def _pipeline_panel(client, run):
+    from loopml.jupyter_ext.panels import PipelinePanel
+
+    return _refreshed(PipelinePanel(run.id, client, run.project))
+
+
+def _pipelines_panel(client, listing):
+    from loopml.jupyter_ext.panels import PipelinesPanel
+
+    return _refreshed(PipelinesPanel(client, listing.project))
+
+
 def _model_panel(client, model):
     from loopml.jupyter_ext.panels import ModelsPanel
 
@@ -159,6 +171,11 @@ PANELS: Mapping[str, Callable[[Any, Any], Any]] = {
     "jobs cancel": _job_panel,
     "jobs requeue": _job_panel,
     "requeue": _job_panel,
+    "pipelines run": _pipeline_panel,
+    "pipelines list": _pipelines_panel,
+    "pipelines show": _pipeline_panel,
+    "pipelines cancel": _pipeline_panel,
+    "pipelines retry": _pipeline_panel,
     "models list": _models_panel,
     "models show": _model_panel,
     "models promote": _model_panel,
@@ -176,8 +193,9 @@ PANELS: Mapping[str, Callable[[Any, Any], Any]] = {
 }
 """Command path -> the panel of its result; the other commands answer with their text."""
 
-SHOWN_BY_PANEL = frozenset({"jobs list", "jobs show", "models list", "models show", "endpoints list",
-                            "endpoints show", "monitor", "projects show", "deploy", "endpoints update"})
+SHOWN_BY_PANEL = frozenset({"jobs list", "jobs show", "pipelines list", "pipelines show", "models list",
+                            "models show", "endpoints list", "endpoints show", "monitor", "projects show", "deploy",
+                            "endpoints update"})
 """Commands whose text the panel shows (or, for a new key, must not land in the notebook):
 the magic leaves it out."""
 

@@ -25,6 +25,7 @@ class PredictionRow(Base):
     __table_args__ = (
         UniqueConstraint("project", "endpoint", "request_id", name="uq_predictions_request"),
         Index("ix_predictions_endpoint_at", "project", "endpoint", "at"),
+        Index("ix_predictions_endpoint_labelled", "project", "endpoint", "labelled_at"),  # the newest feedback
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)

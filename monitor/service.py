@@ -243,6 +243,26 @@ class MonitorService:
                 self._references.popitem(last=False)
         return found
 
+    # -- the loop's state tracker --------------------------------------------------------
+
+    def last_capture(self, project: str) -> tuple[str, dt.datetime] | None:
+        """``(endpoint, when)`` of the newest captured request of the project's endpoints;
+        ``None`` before the first."""
+        return self._newest(project, PredictionRow.at)
+
+    def last_feedback(self, project: str) -> tuple[str, dt.datetime] | None:
+        """``(endpoint, when)`` of the newest feedback label of the project's endpoints; ``None`` before the first."""
+        return self._newest(project, PredictionRow.labelled_at)
+
+    def _newest(self, project: str, column) -> tuple[str, dt.datetime] | None:
+        # one max() per endpoint: each is answered from an index on (project, endpoint, column)
+        names = [endpoint.name for endpoint in self.endpoints.list(project)]
+        with self.db.session() as session:
+            found = [(name, session.scalar(select(func.max(column)).where(PredictionRow.project == project,
+                                                                          PredictionRow.endpoint == name)))
+                     for name in names]
+        return max(((name, at) for name, at in found if at is not None), key=lambda item: item[1], default=None)
+
     # -- feedback ----------------------------------------------------------------------
 
     def feedback(self, project: str, name: str, items: list[FeedbackItem]) -> FeedbackResult:

@@ -68,3 +68,10 @@ class ModelRef(BaseModel):
 
     name: str
     version: int
+
+
+class RegisteredVersion(ModelRef):
+    """A version as the registry has it: its model (name within the project), when and by which job."""
+
+    created_at: dt.datetime | None
+    job_id: str | None = Field(None, description="The loopml job that registered it, if one did.")

@@ -18,7 +18,7 @@ from typing import Any
 
 from loopml.errors import InvalidInput, NotFound, Unavailable
 from loopml.registry import tags as tag
-from loopml.registry.models import AliasChange, Lineage, Model, ModelSummary, ModelVersion
+from loopml.registry.models import AliasChange, Lineage, Model, ModelSummary, ModelVersion, RegisteredVersion
 from loopml.registry.names import SEPARATOR, check_alias, registered_name, short_name
 from loopml.registry.tags import CHALLENGER, CHAMPION
 
@@ -28,6 +28,7 @@ NOT_FOUND = "RESOURCE_DOES_NOT_EXIST"
 NO_ALIAS = "INVALID_PARAMETER_VALUE"  # MLflow's answer for an alias a model does not have
 MAX_HISTORY = 100
 MAX_VERSIONS = 100
+NEWEST_OF = 50  # versions asked for to find a project's newest (LIKE may match others' too)
 
 
 def _time(ms: int | None) -> dt.datetime | None:
@@ -87,6 +88,20 @@ class RegistryService:
                            filter_string=f"name LIKE '{project}{SEPARATOR}%'", max_results=1000)
         return sorted((self._summary(project, m) for m in found if m.name.startswith(project + SEPARATOR)),
                       key=lambda s: s.name)
+
+    def newest_version(self, project: str) -> RegisteredVersion | None:
+        """The project's most recently registered model version; ``None`` before the first.
+        :class:`Unavailable` when MLflow is away."""
+        found = self._read(f"model versions of {project!r}", lambda: self.client.search_model_versions(
+            filter_string=f"name LIKE '{project}{SEPARATOR}%'", order_by=["creation_timestamp DESC"],
+            max_results=NEWEST_OF))
+        # LIKE reads a '_' of the project's name as any character: keep the project's own
+        newest = next((v for v in found if v.name.startswith(project + SEPARATOR)), None)
+        if newest is None:
+            return None
+        return RegisteredVersion(name=newest.name[len(project) + 1:], version=int(newest.version),
+                                 created_at=_time(newest.creation_timestamp),
+                                 job_id=(newest.tags or {}).get(tag.JOB_ID) or None)
 
     def _summary(self, project: str, model) -> ModelSummary:
         latest = max((int(v.version) for v in (model.latest_versions or [])), default=None)

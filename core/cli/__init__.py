@@ -33,6 +33,7 @@ from loopml.cli.endpoints import COMMANDS as ENDPOINT_COMMANDS
 from loopml.cli.jobs import COMMANDS as JOB_COMMANDS
 from loopml.cli.models import COMMANDS as MODEL_COMMANDS
 from loopml.cli.monitor import COMMANDS as MONITOR_COMMANDS
+from loopml.cli.pipelines import COMMANDS as PIPELINE_COMMANDS
 from loopml.cli.policies import COMMANDS as POLICY_COMMANDS
 from loopml.cli.util import (
     client_from,
@@ -84,7 +85,7 @@ def main() -> None:
 
 
 for _command in (*JOB_COMMANDS, *MODEL_COMMANDS, *ENDPOINT_COMMANDS, *MONITOR_COMMANDS, *POLICY_COMMANDS,
-                 *DEMO_COMMANDS):
+                 *PIPELINE_COMMANDS, *DEMO_COMMANDS):
     main.add_command(_command)
 
 
@@ -335,10 +336,13 @@ def update_project(ctx: click.Context, name: str, add: tuple[str, ...], remove: 
 @json_option
 @click.pass_context
 def show_project(ctx: click.Context, name: str | None, as_json: bool) -> Project | None:
-    """One project (default: $LOOPML_PROJECT, else your only project)."""
-    project = client_from(ctx).project(resolve_project(ctx, name))
+    """One project (default: $LOOPML_PROJECT, else your only project), and where it stands in
+    the loop: each stage, whether it was reached, by what and when (``--json``: as ``loop``)."""
+    client = client_from(ctx)
+    project = client.project(resolve_project(ctx, name))
+    loop = client.loop(project.name)
     if as_json:
-        echo_json(project)
+        echo_json({**project.model_dump(mode="json"), "loop": loop.model_dump(mode="json")})
         return None
     echo_fields(
         [
@@ -347,6 +351,12 @@ def show_project(ctx: click.Context, name: str | None, as_json: bool) -> Project
             (f"group {project.group}", ", ".join(project.group_members) or None),
             ("max concurrent jobs", project.max_concurrent_jobs or "no limit"),
             ("created", fmt_time(project.created_at)),
+            ("loop", f"reached {loop.furthest.label}" if loop.furthest else "no stage reached yet"),
         ]
     )
+    click.echo()
+    echo_table(("STAGE", "REACHED", "BY", "WHEN"),
+               ((stage.name.label, "yes" if stage.reached else "no",
+                 str(stage.object) if stage.object else stage.note or "-", fmt_time(stage.at) or "-")
+                for stage in loop.stages))
     return project

@@ -257,7 +257,7 @@ def requeue_job(
 
 @click.group("schedules")
 def schedules_group() -> None:
-    """Run notebooks on a cron schedule."""
+    """Run notebooks or pipelines on a cron schedule."""
 
 
 @schedules_group.command("list")
@@ -274,8 +274,9 @@ def list_schedules(ctx: click.Context, project: str | None, as_json: bool) -> No
     echo_table(
         ("ID", "NAME", "CRON", "NEXT RUN", "LAST RUN", "LAST JOB", "USER", "STATE"),
         (
-            (s.id, s.name, s.cron, fmt_time(s.next_run_at), fmt_time(s.last_run_at), s.last_job_id, s.user,
-             "paused" if s.paused_reason else "active")
+            (s.id, s.name, s.cron, fmt_time(s.next_run_at), fmt_time(s.last_run_at),
+             (f"run {s.last_pipeline_run_id}" if s.last_pipeline_run_id else None) if s.pipeline else s.last_job_id,
+             s.user, "paused" if s.paused_reason else "active")
             for s in schedules
         ),
     )
@@ -291,6 +292,7 @@ def list_schedules(ctx: click.Context, project: str | None, as_json: bool) -> No
 @params_option
 @job_options
 @click.option("--name", default=None, help="Name of the schedule and of its jobs (default: the notebook's file name).")
+@click.option("--no-cache", is_flag=True, help="A pipeline's runs run every step, even those the cache has.")
 @json_option
 @click.pass_context
 def create_schedule(
@@ -300,21 +302,30 @@ def create_schedule(
     project: str | None,
     parameters: dict[str, str],
     name: str | None,
+    no_cache: bool,
     as_json: bool,
     **job: Any,
 ) -> None:
-    """Submit NOTEBOOK at every tick of CRON (5 fields, e.g. "0 3 * * *"; quote it)."""
+    """Submit NOTEBOOK at every tick of CRON (5 fields, e.g. "0 3 * * *"; quote it).
+
+    NOTEBOOK may be a pipeline file (*.pipeline.yaml, or Elyra's .pipeline): each tick runs the
+    pipeline, with the files its steps name uploaded now; -p overrides its parameters.
+    """
     project = resolve_project(ctx, project)
-    schedule = client_from(ctx).create_schedule(
-        project,
-        cron,
-        notebook,
-        name=name,
-        parameters=parameters,
-        resources=resources_from(job["cpus"], job["gpus"], job["memory_mb"], job["custom"]),
-        timeout_s=job["timeout_s"],
-        max_retries=job["max_retries"],
-    )
+    if notebook.name.endswith((".yaml", ".yml", ".pipeline")):
+        schedule = client_from(ctx).create_pipeline_schedule(project, cron, notebook, name=name,
+                                                             parameters=parameters, no_cache=no_cache)
+    else:
+        schedule = client_from(ctx).create_schedule(
+            project,
+            cron,
+            notebook,
+            name=name,
+            parameters=parameters,
+            resources=resources_from(job["cpus"], job["gpus"], job["memory_mb"], job["custom"]),
+            timeout_s=job["timeout_s"],
+            max_retries=job["max_retries"],
+        )
     if as_json:
         echo_json(schedule)
     else:

@@ -12,6 +12,7 @@ import click
 
 from loopml.cli.common import Ended, Listing, fmt_time
 from loopml.cli.monitor import endpoint_ref
+from loopml.cli.pipelines import follow_run
 from loopml.cli.util import (
     client_from,
     echo_fields,
@@ -24,7 +25,7 @@ from loopml.cli.util import (
     wait_with_progress,
 )
 from loopml.errors import NotFound
-from loopml.executor import PipelineRun, RunStatus
+from loopml.executor import PipelineRun
 from loopml.executor.models import Job, JobStatus
 from loopml.monitor.models import Policy
 
@@ -46,22 +47,14 @@ def requeue(ctx: click.Context, endpoint: str, project: str | None, parameters: 
     champion on the endpoint's labelled requests (see `loopml alerts`).
     """
     project, name = endpoint_ref(ctx, endpoint, project)
-    client = client_from(ctx)
-    requeued = client.requeue_endpoint(project, name, parameters=parameters, alert_id=alert_id)
+    requeued = client_from(ctx).requeue_endpoint(project, name, parameters=parameters, alert_id=alert_id)
     if as_json and not wait:
         echo_json(requeued)
         return None
     if requeued.pipeline_run is not None:
         run = requeued.pipeline_run
-        click.echo(f"requeued the training pipeline of {name}: pipeline run {run.id} re-runs {run.parent_id} "
-                   f"(alert {requeued.alert.id})")
-        if not wait:
-            return run
-        run = client.wait_pipeline_run(project, run.id)
-        click.echo(f"pipeline run {run.id}: {run.status.value}")
-        if run.status is not RunStatus.SUCCEEDED:
-            raise Ended(1, run)
-        return run
+        return follow_run(ctx, project, run, wait, None, as_json, f"requeued the training pipeline of {name}: "
+                          f"pipeline run {run.id} re-runs {run.parent_id} (alert {requeued.alert.id})")
     click.echo(f"requeued the training job of {name} as job {requeued.job.id} (alert {requeued.alert.id})")
     if not wait:
         return requeued.job

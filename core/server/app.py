@@ -49,6 +49,7 @@ from loopml.registry import routes as registry_routes
 from loopml.registry.mlflow_auth import ProjectAccess
 from loopml.registry.service import RegistryService
 from loopml.registry.tracking import JobTracking
+from loopml.server import loop
 from loopml.server.pipeline_actions import pipeline_actions
 from loopml.server.service_auth import (
     BrowserSessions,
@@ -290,10 +291,10 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
         state.monitor = MonitorService(state.db, settings, state.endpoints, state.registry, state.captures)
         if backend is None:  # Serve needs the Ray connection the Ray backend opened
             await asyncio.to_thread(state.endpoints.start)
-        state.schedules = ScheduleService(state.db, state.jobs, projects=state.projects)
-        state.projects.on_members_changed.append(state.schedules.check_members)
         state.pipelines = PipelineService(settings, state.db, state.jobs, state.tracking,
                                           actions=pipeline_actions(lambda: state.registry, lambda: state.endpoints))
+        state.schedules = ScheduleService(state.db, state.jobs, projects=state.projects, pipelines=state.pipelines)
+        state.projects.on_members_changed.append(state.schedules.check_members)
         state.policies = PolicyService(state.db, settings, state.monitor, state.jobs, state.endpoints, state.registry,
                                        state.pipelines)
         tasks = [asyncio.create_task(state.jobs.run(), name="jobs"),
@@ -313,10 +314,11 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
     app = FastAPI(title="loopml", version="0.1.0", lifespan=lifespan, openapi_url=f"{base}openapi.json",
                   docs_url=f"{base}docs", redoc_url=None)
     app.state.services = Services(settings)  # filled in by the lifespan, before the first request
+    app.state.services.loop = loop.LoopTracker(app.state.services)
     _install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=int(settings.max_notebook_mb * 2 * 2**20))
     prefix = settings.api_prefix
-    for router in (health_router, projects.router, executor_routes.router, pipeline_routes.router,
+    for router in (health_router, projects.router, loop.router, executor_routes.router, pipeline_routes.router,
                    registry_routes.router, serving_routes.router, monitor_routes.router, policy_routes.router, ingest.router):
         app.include_router(router, prefix=prefix, responses=ERROR_RESPONSES)
     app.include_router(browser_router, prefix=base.rstrip("/"))

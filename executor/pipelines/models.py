@@ -3,44 +3,15 @@ and a run with its steps. The engine's own records (:mod:`.run_state`) stay inte
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 
-from pydantic import BaseModel, Field, JsonValue, field_validator
+from pydantic import BaseModel, Field, JsonValue
 
-from loopml.executor.models import Trigger, check_base64_files
+from loopml.executor.models import PipelineSubmit, Trigger
 
 from .run_state import FileRef, RunStatus, StepStatus
 
-
-class PipelineSubmit(BaseModel):
-    """Body of ``POST /projects/{project}/pipelines`` (run) and ``.../pipelines/validate`` (check only)."""
-
-    source_name: str = Field(min_length=1, max_length=500, description=(
-        "The pipeline file's name: ending .yaml/.yml, a native pipeline; ending .pipeline, an Elyra one."))
-    content: str = Field(description="The pipeline file's text.")
-    files: dict[str, str] = Field(default_factory=dict, description=(
-        "The files next to the pipeline file (notebooks, scripts, dependencies): path relative to the pipeline "
-        "file's folder → content, base64."))
-    parameters: dict[str, JsonValue] = Field(default_factory=dict, description=(
-        "Overrides of the pipeline's parameters; text is read as the default's type ('2' for a number)."))
-    no_cache: bool = Field(False, description="Run every step, even those the cache has a result for.")
-
-    @field_validator("source_name")
-    @classmethod
-    def _source_name(cls, value: str) -> str:
-        if not value.endswith((".yaml", ".yml", ".pipeline")):
-            raise ValueError(f"{value!r}: a pipeline file ends with .pipeline.yaml (or .yaml, .yml) for the native "
-                             "format, .pipeline for Elyra's")
-        return value
-
-    @field_validator("files")
-    @classmethod
-    def _files(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_base64_files(value)
-
-    def decoded_files(self) -> dict[str, bytes]:
-        return {path: base64.b64decode(content) for path, content in self.files.items()}
+__all__ = ["PipelineCheck", "PipelineChild", "PipelineRun", "PipelineStep", "PipelineSubmit"]
 
 
 class PipelineChild(BaseModel):

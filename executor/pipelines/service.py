@@ -43,7 +43,7 @@ import posixpath
 import uuid
 import weakref
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +86,7 @@ from .validate import validate as validate_pipeline
 log = logging.getLogger(__name__)
 
 TICK_S = 0.5
-RERUN_TIMEOUT_S = 120.0  # a requeue's new run: checked, its files logged, its first steps submitted
+START_TIMEOUT_S = 120.0  # a run started from a thread: checked, its files logged, its first steps submitted
 ENDED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
@@ -279,11 +279,21 @@ class PipelineService:
 
     def rerun_blocking(self, user: str, project: str, run_id: str, overrides: Mapping[str, Any] | None = None, *,
                        trigger: Trigger = Trigger.USER) -> PipelineRun:
-        """:meth:`rerun` from a worker thread (a policy's requeue), on the loop that drives the
-        runs when there is one (its locks belong to it), else on a loop of its own."""
-        coroutine = self.rerun(user, project, run_id, overrides, trigger=trigger)
+        """:meth:`rerun` from a worker thread (a policy's requeue)."""
+        return self._blocking(self.rerun(user, project, run_id, overrides, trigger=trigger))
+
+    def run_blocking(self, user: str, project: str, source_name: str, content: str, files: Mapping[str, bytes],
+                     overrides: Mapping[str, Any] | None = None, no_cache: bool = False, *,
+                     trigger: Trigger = Trigger.USER) -> PipelineRun:
+        """:meth:`run` from a worker thread (a schedule's tick)."""
+        return self._blocking(self.run(user, project, source_name, content, files, overrides, no_cache,
+                                       trigger=trigger))
+
+    def _blocking(self, coroutine: Coroutine[Any, Any, PipelineRun]) -> PipelineRun:
+        """Run ``coroutine`` on the loop that drives the runs when there is one (the runs' locks
+        belong to it), else on a loop of its own; called from a worker thread, never that loop."""
         if self._loop is not None and self._loop.is_running():
-            return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=RERUN_TIMEOUT_S)
+            return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout=START_TIMEOUT_S)
         return asyncio.run(coroutine)
 
     def registered_versions(self, project: str, run_id: str, model: str) -> tuple[list[int], str | None]:

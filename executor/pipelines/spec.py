@@ -153,7 +153,8 @@ class DeployAction(_Strict):
     version: TemplatedVersion = Field(None, description="As for promote: none means the newest version of the "
                                       "model that this pipeline run registered.")
     canary: StrictInt | None = Field(None, ge=1, le=99, description="Percent of traffic for the new version; "
-                                     "none: replace the serving version.")
+                                     "none: replace the serving version. An endpoint that does not exist yet is "
+                                     "created serving the version alone.")
 
     @field_validator("endpoint")
     @classmethod

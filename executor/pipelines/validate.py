@@ -70,7 +70,10 @@ class _FileSet:
 
 
 def _similar(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
+    # difflib scores 'c' against 'C' as unlike as any two letters: a name that differs only in
+    # case is the likeliest typo, so it is named first
+    same_but_case = [other for other in known if other.lower() == name.lower()]
+    close = same_but_case[:1] or difflib.get_close_matches(name, known, n=1)
     listed = ", ".join(known) or "none"
     return f"{' (did you mean ' + repr(close[0]) + '?)' if close else ''}; known: {listed}"
 

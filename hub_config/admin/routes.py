@@ -61,7 +61,9 @@ class Section:
 
 SECTIONS: dict[str, Section] = {
     "projects": Section("Projects", "", "projects.html", sections.projects_section),
+    "loop": Section("Loop", "/loop", "loop.html", sections.loop_section),
     "jobs": Section("Jobs", "/jobs", "jobs.html", sections.jobs_section),
+    "pipelines": Section("Pipelines", "/pipelines", "pipelines.html", sections.pipelines_section),
     "models": Section("Models", "/models", "models.html", sections.models_section),
     "endpoints": Section("Endpoints", "/endpoints", "endpoints.html", sections.endpoints_section),
     "alerts": Section("Open alerts", "/alerts", "alerts.html", sections.alerts_section),

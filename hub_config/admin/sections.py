@@ -1,4 +1,5 @@
-"""What each section of the admin panel shows, read from the platform's services.
+"""What each section of the admin panel shows, read from the platform's services (the loop
+section from ``services.loop``, :class:`~loopml.server.loop.LoopTracker`).
 
 Every ``*_section`` function takes the platform's :class:`~loopml.services.Services`, the admin looking and the page's query
 parameters, and returns its template's data; a :class:`~loopml.errors.LoopMLError` from a
@@ -19,6 +20,7 @@ from loopml.serving.models import Endpoint
 from loopml.units import resource_text
 
 MAX_JOBS = 200  # rows of the jobs table, newest first
+MAX_PIPELINE_RUNS = 100  # rows of the pipeline runs table, newest first
 MAX_FAILED_JOBS = 50  # rows of the recent errors' failed jobs
 
 
@@ -56,6 +58,19 @@ def jobs_section(state: Services, admin: User, query: Mapping[str, str]) -> dict
         jobs = [job for job in jobs if job.user == filters["user"]]
     return {"jobs": jobs[:MAX_JOBS], "filters": filters, "projects": projects,
             "statuses": list(JobStatus.__members__)}
+
+
+def pipelines_section(state: Services, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
+    """The newest :data:`MAX_PIPELINE_RUNS` pipeline runs of every project."""
+    runs = [run for project in project_names(state, admin)
+            for run in state.pipelines.list(project, limit=MAX_PIPELINE_RUNS, offset=0)]
+    return {"runs": sorted(runs, key=lambda run: run.created_at, reverse=True)[:MAX_PIPELINE_RUNS]}
+
+
+def loop_section(state: Services, admin: User, query: Mapping[str, str]) -> dict[str, Any]:
+    """Where each project stands in the loop: a row of stages per project."""
+    states = [state.loop.of(project) for project in project_names(state, admin)]
+    return {"states": states, "stages": [stage.name for stage in states[0].stages] if states else []}
 
 
 def models_section(state: Services, admin: User, query: Mapping[str, str]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The loopml panels (ipywidgets 8): jobs, models, endpoints and monitoring, live in the notebook.
+"""The loopml panels (ipywidgets 8): jobs, pipelines, models, endpoints and monitoring, live in the notebook.
 
 Every panel is an ``ipywidgets.VBox`` built as ``Panel(<its own args>, client=None,
 project=None, *, poll_s=...)``: ``client`` defaults to the workspace's
@@ -14,7 +14,10 @@ from loopml.jupyter_ext.panels.dashboard import dashboard
 from loopml.jupyter_ext.panels.endpoint import EndpointPanel
 from loopml.jupyter_ext.panels.job import JobPanel
 from loopml.jupyter_ext.panels.jobs import JobsPanel
+from loopml.jupyter_ext.panels.loop import LoopPanel
 from loopml.jupyter_ext.panels.models import ModelsPanel
 from loopml.jupyter_ext.panels.monitor import MonitorPanel
+from loopml.jupyter_ext.panels.pipeline import PipelinePanel, PipelinesPanel
 
-__all__ = ["EndpointPanel", "JobPanel", "JobsPanel", "ModelsPanel", "MonitorPanel", "dashboard"]
+__all__ = ["EndpointPanel", "JobPanel", "JobsPanel", "LoopPanel", "ModelsPanel", "MonitorPanel", "PipelinePanel",
+           "PipelinesPanel", "dashboard"]

@@ -1,4 +1,5 @@
-"""``dashboard()``: the project's panels in tabs — Jobs, Models, Endpoints, Monitor."""
+"""``dashboard()``: where the project stands in the loop (a row of stages), over its panels in
+tabs — Jobs, Models, Endpoints, Monitor."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from loopml.jupyter_ext.panels._base import Panel, set_trait
 from loopml.jupyter_ext.panels._html import esc
 from loopml.jupyter_ext.panels.endpoint import EndpointPanel
 from loopml.jupyter_ext.panels.jobs import JobsPanel
+from loopml.jupyter_ext.panels.loop import LoopPanel
 from loopml.jupyter_ext.panels.models import ModelsPanel
 from loopml.jupyter_ext.panels.monitor import MonitorPanel
 
@@ -64,27 +66,32 @@ class EndpointPicker(Panel):
             previous.close()
 
 
-class Dashboard(ipywidgets.Tab):
-    """The tabs of :func:`dashboard`; :meth:`close` closes every panel."""
+class Dashboard(ipywidgets.VBox):
+    """What :func:`dashboard` shows: :attr:`loop` (the row of stages) over :attr:`tabs` (the
+    panels); :meth:`close` closes every panel."""
 
-    def __init__(self, panels: list[Panel]) -> None:
-        super().__init__(children=panels, titles=TABS)
-        self.panels = panels
+    def __init__(self, loop: LoopPanel, panels: list[Panel]) -> None:
+        tabs = ipywidgets.Tab(children=panels, titles=TABS)
+        super().__init__(children=[loop, tabs])
+        self.loop, self.tabs, self.panels = loop, tabs, panels
 
     def close(self) -> None:
-        for panel in self.panels:
+        for panel in (self.loop, *self.panels):
             panel.close()
+        self.tabs.close()
         super().close()
 
 
-def dashboard(project: str | None = None, client: Client | None = None) -> ipywidgets.Tab:
-    """Every panel of ``project`` in tabs: Jobs (:class:`JobsPanel`), Models (:class:`ModelsPanel`),
-    Endpoints and Monitor (an endpoint dropdown over its :class:`EndpointPanel` /
-    :class:`MonitorPanel`). ``client``/``project`` default as for the panels; all panels share
-    one client. Closing the tab closes its panels. Raises only what the defaults raise."""
+def dashboard(project: str | None = None, client: Client | None = None) -> Dashboard:
+    """Where ``project`` stands in the loop (:class:`LoopPanel`: each stage, the object that
+    reached it and when) over every panel of it in tabs: Jobs (:class:`JobsPanel`), Models
+    (:class:`ModelsPanel`), Endpoints and Monitor (an endpoint dropdown over its
+    :class:`EndpointPanel` / :class:`MonitorPanel`). ``client``/``project`` default as for the
+    panels; all panels share one client. Closing the dashboard closes its panels. Raises only
+    what the defaults raise."""
     client = context.workspace_client() if client is None else client
     project = project or context.default_project(client)
-    return Dashboard([
+    return Dashboard(LoopPanel(client, project), [
         JobsPanel(client, project),
         ModelsPanel(None, client, project),
         EndpointPicker(lambda name: EndpointPanel(name, client, project), client, project),

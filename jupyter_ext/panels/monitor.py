@@ -15,6 +15,7 @@ from loopml.jupyter_ext.panels._base import Panel, close_tree, set_trait, wide_l
 from loopml.jupyter_ext.panels._html import Raw, colored, esc, fmt_num, table
 from loopml.jupyter_ext.panels._svg import bar_chart, line_chart
 from loopml.jupyter_ext.panels.job import JobPanel
+from loopml.jupyter_ext.panels.pipeline import PipelinePanel
 from loopml.monitor import Alert, MonitorReport, parse_window
 from loopml.registry import CHALLENGER, Model, short_name
 from loopml.serving import Endpoint
@@ -115,7 +116,7 @@ class MonitorPanel(Panel):
         self.endpoint: Endpoint | None = None
         self.alerts: list[Alert] = []
         self.challenger: int | None = None
-        self.job_panel: JobPanel | None = None
+        self.job_panel: JobPanel | PipelinePanel | None = None
         self._served_model: str | None = None
         self._quality: deque[tuple[dt.datetime, float | None]] = deque(maxlen=QUALITY_SAMPLES)
         self._quality_name = "accuracy"
@@ -164,11 +165,17 @@ class MonitorPanel(Panel):
 
     def _requeue(self) -> None:
         requeued = self.client.requeue_endpoint(self.project, self.endpoint_name)
-        panel = JobPanel(requeued.job.id, self.client, self.project, poll_s=1.0 if self.poll_s else None)
+        poll_s = 1.0 if self.poll_s else None
+        if requeued.pipeline_run is not None:  # the version came from a pipeline: it runs again
+            what, started = "training pipeline run", requeued.pipeline_run.id
+            panel = PipelinePanel(started, self.client, self.project, poll_s=poll_s)
+        else:
+            what, started = "training job", requeued.job.id
+            panel = JobPanel(started, self.client, self.project, poll_s=poll_s)
         if not panel.polling:
             panel.refresh()
         old, self.job_panel = self.job_box.children, panel
-        self.job_box.children = [ipywidgets.HTML(f"<b>training job</b> <code>{esc(requeued.job.id)}</code> "
+        self.job_box.children = [ipywidgets.HTML(f"<b>{what}</b> <code>{esc(started)}</code> "
                                                  f"(alert {esc(requeued.alert.id)}):"), panel]
         for widget in old:
             close_tree(widget)

@@ -15,8 +15,9 @@ pytestmark = pytest.mark.integration
 
 XSRF = re.compile(r'name="_xsrf" value="([^"]+)"')
 PROJECT_ROWS = re.compile(r'<tr data-project="([^"]+)"')
-SECTIONS = {"jobs": 'id="jobs"', "models": "<h1>Models</h1>", "endpoints": 'id="endpoints"',
-            "alerts": 'id="alerts"', "cluster": 'id="nodes"', "errors": 'id="failed-jobs"'}
+SECTIONS = {"loop": 'id="loop"', "jobs": 'id="jobs"', "pipelines": 'id="pipeline-runs"', "models": "<h1>Models</h1>",
+            "endpoints": 'id="endpoints"', "alerts": 'id="alerts"', "cluster": 'id="nodes"',
+            "errors": 'id="failed-jobs"'}
 
 
 @pytest.fixture(scope="module")
@@ -184,6 +185,11 @@ def test_an_admin_sees_a_model_and_manages_its_endpoint_from_the_panel(hub, caro
     page = carol.get(f"{hub.platform_url}/admin/endpoints").text
     row = page.split('<tr data-endpoint="demo/panel-ep">')[1].split("</tr>")[0]
     assert f"v{version}: 100%" in row and "RUNNING" in row
+    loop = carol.get(f"{hub.platform_url}/admin/loop").text  # demo's newest of each: this test's
+    demo = loop.split('<tr data-project="demo">')[1].split("</tr>")[0]
+    for stage, reached_by in [("trained", f"job:{job.id}"), ("versioned", f"model_version:panel-iris/{version}"),
+                              ("live", "endpoint:panel-ep")]:
+        assert f'data-stage="{stage}" data-reached="yes" data-object="{reached_by}"' in demo, stage
 
     endpoints = f"{hub.platform_url}/admin/endpoints/demo/panel-ep"
     nothing_to_undo = post(carol, f"{endpoints}/rollback", _xsrf=xsrf(hub, carol))

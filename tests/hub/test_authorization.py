@@ -58,6 +58,8 @@ MATRIX = [
     admin_route("POST", "/projects", ok=409, body={"name": PROJECT}),  # exists already
     project_route("GET", P, ok=200),
     admin_route("PATCH", P, ok=200, body={}),  # an empty change
+    project_route("GET", P + "/loop", ok=200),
+    project_route("POST", P + "/workspaces", ok=200),  # records the caller's workspace start: nothing runs
     # jobs
     project_route("POST", P + "/jobs", ok=422, body={"notebook": {}}),  # not nbformat: nothing runs
     project_route("GET", P + "/jobs", ok=200),

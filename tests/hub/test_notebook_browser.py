@@ -5,10 +5,12 @@ and runs
 - a ``%%loopml submit`` cell: its JobPanel ends SUCCEEDED with a full progress bar;
 - ``%loopml monitor <endpoint>``: the MonitorPanel of an endpoint serving a version trained by
   a job; its "Requeue training" button runs that job again, and the new job's panel, with its
-  progress, shows inside the MonitorPanel.
+  progress, shows inside the MonitorPanel;
+- ``%loopml pipelines run`` on a two-step pipeline it writes: the PipelinePanel draws the DAG
+  and follows the run to SUCCEEDED; a step's job button opens that job's panel.
 
-Screenshots of the panels (``5-job-panel``, ``6-monitor-panel``, ``7-monitor-requeued``) and of
-any failure land in ``test-artifacts/browser/``.
+Screenshots of the panels (``5-job-panel``, ``6-monitor-panel``, ``7-monitor-requeued``,
+``8-pipeline-panel``, ``9-pipeline-job-panel``) and of any failure land in ``test-artifacts/browser/``.
 """
 
 from __future__ import annotations
@@ -139,3 +141,59 @@ def test_a_monitor_panel_requeues_the_training_and_shows_its_progress(hub, serve
     assert (job.trigger, job.parent_id, job.user) == (Trigger.USER, served_training_job.id, "alice"), job
     job = admin.wait(PROJECT, new_id, timeout=JOB_MS / 1000)  # the platform stays quiet for the tests after this one
     assert job.status is JobStatus.SUCCEEDED, (job.error, admin.logs(PROJECT, new_id)[-3000:])
+
+
+# A cell that writes a two-step pipeline (prepare publishes a value, train reads it as a
+# parameter) into a folder of the workspace and runs it: the magic answers with its PipelinePanel.
+PIPELINE_CELL = """\
+import pathlib, nbformat
+from nbformat.v4 import new_code_cell, new_notebook
+folder = pathlib.Path("pipeline-panel")
+folder.mkdir(exist_ok=True)
+def write(name, source, parameters=None):
+    nb = new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    if parameters:
+        nb.cells.append(new_code_cell(parameters, metadata={"tags": ["parameters"]}))
+    nb.cells.append(new_code_cell(source))
+    nbformat.write(nb, str(folder / name))
+write("prepare.ipynb", "import loopml\\nloopml.set_output('rows', 178)")
+write("train.ipynb", "import loopml\\nloopml.set_output('accuracy', round(0.9 + rows / 10000, 4))", "rows = 0")
+(folder / "panel.pipeline.yaml").write_text(
+    "name: panel-demo\\nsteps:\\n"
+    "  prepare: {notebook: prepare.ipynb, resources: {cpus: 0.5}}\\n"
+    "  train: {notebook: train.ipynb, resources: {cpus: 0.5}, parameters: {rows: '{{ steps.prepare.outputs.rows }}'}}\\n")
+%loopml pipelines run pipeline-panel/panel.pipeline.yaml"""
+
+
+@pytest.mark.timeout(600)
+def test_a_pipeline_panel_draws_the_dag_and_follows_the_run_to_its_end(hub, notebook_page):
+    page, notebook, errors = notebook_page
+    type_into_cell(page, notebook, 0, PIPELINE_CELL)
+    run_cell(page, notebook, 0, step="8")
+    outputs = cell_outputs(notebook, 0)
+
+    wait_or_fail(page, outputs.locator("svg.loopml-dag"), PANEL_MS, "8-no-pipeline-panel",
+                 lambda: _explain(page, outputs, errors, f"no PipelinePanel DAG under the cell within "
+                                  f"{PANEL_MS // 1000} s"))
+    summary = outputs.locator(".widget-html", has_text="2/2 steps done")
+    wait_or_fail(page, summary, 2 * JOB_MS, "8-pipeline-not-done",
+                 lambda: _explain(page, outputs, errors, f"the PipelinePanel did not show both steps done within "
+                                  f"{2 * JOB_MS // 1000} s"))
+    assert "SUCCEEDED" in summary.inner_text()
+    nodes = outputs.locator("svg.loopml-dag g.loopml-step")
+    assert [nodes.nth(i).get_attribute("data-status") for i in range(nodes.count())] == ["SUCCEEDED", "SUCCEEDED"]
+    assert "accuracy=0.9178" in outputs.locator(".widget-html", has_text="rows=178").first.inner_text()
+    shot_of(notebook.locator(".jp-Cell").first, "8-pipeline-panel")
+
+    run_id = summary.locator("code").first.inner_text()
+    run = hub.client(hub.admin_token).pipeline_run(PROJECT, run_id)
+    assert (run.user, [s.id for s in run.steps], run.steps[1].after) == ("alice", ["prepare", "train"], ["prepare"])
+
+    outputs.locator("button", has_text="train job").click()
+    # The PipelinePanel has no progress bar: a full one is the opened JobPanel's.
+    wait_or_fail(page, outputs.locator(FULL_BAR), PANEL_MS, "9-no-job-panel",
+                 lambda: _explain(page, outputs, errors, "no JobPanel with a full progress bar after clicking the "
+                                  "train step's job button"))
+    header = outputs.locator(".widget-html", has_text="step train: job").inner_text()
+    assert run.steps[1].job_id in header, header
+    shot_of(notebook.locator(".jp-Cell").first, "9-pipeline-job-panel")

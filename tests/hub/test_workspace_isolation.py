@@ -129,6 +129,9 @@ def test_a_workspace_kernel_of_demo_reaches_nothing_of_fraud(hub, fraud):
     alice_token = hub.api_token("alice")
     before = b_state(hub, fraud["bob"], fraud)
     url, kernel = _workspace_kernel(hub, alice_token)
+    # its server told the platform it started (the loopml extension, with the workspace's own token)
+    opened = hub.client(alice_token).loop(A).stage("workspace_opened")
+    assert opened.reached and opened.object.id == "alice", opened
     ctx = {**_context(hub, fraud, [alice_token]), "legit": True,
            "own_dirs": [str(hub.home / "projects" / "demo")]}
     code = (f"import json\nctx = json.loads({json.dumps(ctx)!r})\n"

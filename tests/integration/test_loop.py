@@ -110,3 +110,17 @@ def test_drift_requeues_training_once_and_the_better_challenger_is_promoted(plat
     model = alice.model(project, "iris")
     assert model.aliases["champion"] == 2
     assert [v.lineage.job_id for v in model.versions if v.version == 2] == [alert["job_id"]]
+
+    # where the project stands: every stage after the workspace (headless: there is none), each
+    # with the object of this run that reached it
+    loop = alice.loop(project)
+    reached = {s.name.value: (s.object.kind, s.object.id) if s.reached else None for s in loop.stages}
+    assert {name: found for name, found in reached.items() if name != "monitored"} == {
+        "workspace_opened": None, "code_submitted": ("job", alert["job_id"]), "trained": ("job", alert["job_id"]),
+        "versioned": ("model_version", "iris/2"), "live": ("endpoint", "loop"),
+        "feedback_received": ("endpoint", "loop")}
+    kind, alert_id = reached["monitored"]  # the newest alert: the drift one, or one opened on v2 since
+    assert kind == "alert" and alert_id in {a.id for a in alice.alerts(project)}
+    assert loop.furthest.value == "feedback_received" and loop.stage("workspace_opened").note is None
+    assert loop.stage("trained").at == alice.job(project, alert["job_id"]).finished_at
+    assert loop.stage("live").object.detail == "serving iris v2"

@@ -244,7 +244,8 @@ def test_models_deploy_monitor_feedback_requeue_rollback(kernel, alice, project,
     assert kernel.value("dict(v=_.endpoint.version, c=_.endpoint.canary_version)") == {"v": 1, "c": None}
     assert alice.endpoint(project, "ep").canary_version is None
 
-    assert kernel.ok("%loopml projects show").widget and kernel.value("len(_.children)") == 4
+    assert kernel.ok("%loopml projects show").widget
+    assert kernel.value("[len(_.tabs.children), type(_.loop).__name__, _.loop.project]") == [4, "LoopPanel", project]
     assert "deleted endpoint ep" in kernel.ok("%loopml endpoints delete ep").stdout
     assert alice.endpoints(project) == []
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 import warnings
 
 import pytest
@@ -17,7 +18,8 @@ from loopml.auth import StaticTokenAuthenticator, User
 from loopml.db import Database, migrate
 from loopml.errors import InvalidInput, Unavailable
 from loopml.executor.backend import JobBackend
-from loopml.executor.models import JobStatus
+from loopml.executor.models import Job, JobStatus
+from loopml.executor.pipelines.models import PipelineRun
 from loopml.hub_config.admin.actions import check_user_name, parse_quota
 from loopml.hub_config.admin.pages import templates
 from loopml.hub_config.admin.recent_logs import RecentLogs, redact
@@ -28,6 +30,7 @@ from loopml.server.app import create_app
 from loopml.server.service_auth import BrowserSessions
 from loopml.serving.models import Endpoint
 from loopml.settings import load_settings
+from tests.unit.payloads import job_json
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
@@ -156,6 +159,90 @@ def test_a_failing_service_reads_as_an_error_on_its_section(panel):
     panel.app.state.services.policies = _Policies(fail=True)
     page = panel.get("/services/loopml/admin/alerts", headers=ADMIN)
     assert page.status_code == 503 and 'id="error"' in page.text and "the platform DB is locked" in page.text
+
+
+class _Slices:
+    """What the loop tracker reads of the other slices for project demo (fraud has nothing): a succeeded job,
+    a registered version MLflow cannot tell now, a live endpoint, an alert."""
+
+    class Jobs:
+        def list(self, project, status=None, limit=50, offset=0):
+            return [] if project != "demo" else [
+                Job.model_validate(job_json("j1", "SUCCEEDED", finished_at="2025-01-01T10:05:00Z"))]
+
+    class Endpoints:
+        def list(self, project):
+            return [_endpoint()] if project == "demo" else []
+
+    class Registry:
+        def newest_version(self, project):
+            raise Unavailable("the MLflow server at http://mlflow:5000 did not answer", component="mlflow")
+
+    class Monitor:
+        def last_capture(self, project):
+            return ("iris", dt.datetime(2025, 1, 1, 11, tzinfo=dt.timezone.utc)) if project == "demo" else None
+
+        def last_feedback(self, project):
+            return None
+
+    class Policies(_Policies):
+        def alerts(self, project, endpoint=None, status=None, job_id=None):
+            return super().alerts(project, endpoint, status or "open", job_id)
+
+
+def test_the_loop_section_has_a_row_of_stages_per_project(panel):
+    state = panel.app.state.services
+    state.jobs, state.endpoints, state.registry = _Slices.Jobs(), _Slices.Endpoints(), _Slices.Registry()
+    state.monitor, state.policies = _Slices.Monitor(), _Slices.Policies()
+    state.projects.workspace_opened("fraud", "bob")
+    page = panel.get("/services/loopml/admin/loop", headers=ADMIN)
+    assert page.status_code == 200, page.text
+    assert 'id="loop"' in page.text and 'id="error"' not in page.text
+    demo = page.text.split('<tr data-project="demo">')[1].split("</tr>")[0]
+    assert '<td class="furthest">monitored</td>' in demo
+    assert 'data-stage="trained" data-reached="yes" data-object="job:j1"' in demo
+    assert 'href="/services/loopml/api/v1/projects/demo/jobs/j1/logs">job j1 (train.ipynb, SUCCEEDED)</a>' in demo
+    assert 'data-stage="live" data-reached="yes" data-object="endpoint:iris"' in demo
+    assert "endpoint iris (serving iris v3)" in demo
+    assert 'data-object="alert:a1"' in demo and 'href="/services/loopml/admin/alerts"' in demo
+    assert 'data-stage="versioned" data-reached="no"' in demo and "the MLflow server at http://mlflow:5000" in demo
+    assert 'data-stage="workspace_opened" data-reached="no"' in demo
+    fraud = page.text.split('<tr data-project="fraud">')[1].split("</tr>")[0]
+    assert 'data-stage="workspace_opened" data-reached="yes"' in fraud and "workspace bob" in fraud
+    assert '<td class="furthest">workspace opened</td>' in fraud
+
+
+def _pipeline_run(run_id: str, project: str, minute: int, status: str = "SUCCEEDED") -> PipelineRun:
+    created = f"2025-01-01T10:{minute:02d}:00Z"
+    return PipelineRun.model_validate({
+        "id": run_id, "project": project, "user": "alice", "name": "wine-retrain", "source_name": "wine.pipeline.yaml",
+        "status": status, "attempt": 1, "parameters": {}, "no_cache": False, "mlflow_run_id": None,
+        "created_at": created, "updated_at": created, "finished_at": None,
+        "steps": [{"id": "prepare", "kind": "notebook", "after": [], "status": "SUCCEEDED", "job_id": "j7"},
+                  {"id": "deploy", "kind": "deploy", "after": ["prepare"], "status": "SKIPPED",
+                   "message": "steps.evaluate.outputs.accuracy >= 0.9 is false (0.8)"}]})
+
+
+class _Pipelines:
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, int, int]] = []
+
+    def list(self, project, limit=50, offset=0):
+        self.asked.append((project, limit, offset))
+        return {"demo": [_pipeline_run("p2", "demo", 30, "RUNNING"), _pipeline_run("p1", "demo", 10)],
+                "fraud": [_pipeline_run("p3", "fraud", 20, "FAILED")]}[project]
+
+
+def test_the_pipelines_section_lists_the_runs_of_every_project_newest_first(panel):
+    panel.app.state.services.pipelines = pipelines = _Pipelines()
+    page = panel.get("/services/loopml/admin/pipelines", headers=ADMIN)
+    assert page.status_code == 200, page.text
+    assert re.findall(r'<tr data-pipeline-run="([^"]+)"', page.text) == ["p2", "p3", "p1"]
+    assert {project for project, _, _ in pipelines.asked} == {"demo", "fraud"}
+    row = page.text.split('<tr data-pipeline-run="p3" data-status="FAILED">')[1].split("</tr>")[0]
+    assert "fraud" in row and "wine.pipeline.yaml" in row and 'data-step="deploy"' in row
+    assert "0.9 is false (0.8)" in row  # escaped: &gt;= in the page
+    assert 'href="/services/loopml/api/v1/projects/fraud/jobs/j7/logs"' in row
 
 
 @pytest.mark.parametrize("name", templates.list_templates())

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from loopml.cli import main
 from loopml.client import Client
-from tests.unit.payloads import NOTEBOOK, job_json
+from tests.unit.payloads import NOTEBOOK, job_json, loop_json
 
 pytestmark = pytest.mark.usefixtures("no_ambient_config")
 HEAVY = ("ray", "mlflow", "papermill", "pandas", "fastapi", "sqlalchemy")
@@ -31,6 +31,7 @@ class FakePlatform:
     jobs: list[dict[str, Any]] = field(default_factory=list)
     # statuses GET /jobs/{id} walks through, one per poll; the last one repeats
     polls: list[dict[str, Any]] = field(default_factory=list)
+    loop: dict[str, Any] = field(default_factory=loop_json)
     fail: tuple[int, dict[str, Any]] | None = None
     requests: list[httpx.Request] = field(default_factory=list)
 
@@ -43,6 +44,7 @@ class FakePlatform:
         answers = [
             (r"GET /projects", lambda: [project | {"name": n} for n in self.projects]),
             (r"GET /projects/([^/]+)", lambda p: project | {"name": p}),
+            (r"GET /projects/([^/]+)/loop", lambda p: self.loop | {"project": p}),
             (r"PATCH /projects/([^/]+)", lambda p: project | {"name": p} | self.body()),
             (r"POST /projects/([^/]+)/jobs", lambda p: (201, job_json(project=p))),
             (r"GET /projects/[^/]+/jobs", lambda: self.jobs),
@@ -201,6 +203,32 @@ def test_projects_and_schedules(run, platform, notebook):
     assert platform.body() == {"members": ["bob"], "clear_quota": True}
     assert "updated project demo: members bob" in updated.stdout
     assert run("projects", "update", "demo", "--max-concurrent-jobs", "2", "--no-quota").exit_code == 2
+
+
+def test_projects_show_says_where_the_project_stands_in_the_loop(run, platform):
+    platform.loop = loop_json(code_submitted={"kind": "job", "id": "j3", "detail": "train.ipynb, RUNNING"},
+                              trained={"kind": "job", "id": "j1", "detail": "train.ipynb, SUCCEEDED"},
+                              versioned={"note": "cannot be told now: the MLflow server did not answer"})
+    result = run("projects", "show", "demo")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert "loop:                reached trained" in lines
+    table = lines[lines.index("") + 1:]
+    assert table[0].split() == ["STAGE", "REACHED", "BY", "WHEN"]
+    rows = {line[:len("model code submitted")].strip(): line for line in table[1:]}
+    assert list(rows) == ["workspace opened", "model code submitted", "trained", "versioned", "live", "monitored",
+                          "feedback received"]
+    assert "yes" in rows["trained"] and "job j1 (train.ipynb, SUCCEEDED)" in rows["trained"]
+    assert rows["model code submitted"].split()[3:6] == ["yes", "job", "j3"]
+    assert rows["versioned"].split()[1] == "no" and "cannot be told now: the MLflow server" in rows["versioned"]
+    assert rows["live"].split() == ["live", "no", "-", "-"]
+    shown = json.loads(run("projects", "show", "--json").stdout)
+    assert shown["name"] == "demo" and shown["loop"]["furthest"] == "trained"
+    assert [s["name"] for s in shown["loop"]["stages"]][:2] == ["workspace_opened", "code_submitted"]
+
+
+def test_a_project_without_a_stage_says_so(run):
+    assert "loop:                no stage reached yet" in run("projects", "show").stdout.splitlines()
 
 
 def test_up_prints_each_step_then_how_to_connect_without_the_token(monkeypatch, tmp_path):

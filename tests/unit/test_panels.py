@@ -24,9 +24,17 @@ import pytest
 from loopml.client import Client
 from loopml.errors import InvalidInput, Unauthorized
 from loopml.jupyter_ext import context, poller
-from loopml.jupyter_ext.panels import EndpointPanel, JobPanel, JobsPanel, ModelsPanel, MonitorPanel, dashboard
+from loopml.jupyter_ext.panels import (
+    EndpointPanel,
+    JobPanel,
+    JobsPanel,
+    LoopPanel,
+    ModelsPanel,
+    MonitorPanel,
+    dashboard,
+)
 from loopml.jupyter_ext.panels.job import LOG_LINES
-from tests.unit.payloads import job_json
+from tests.unit.payloads import job_json, loop_json
 from tests.unit.test_cli_endpoints import KEY, endpoint_json
 from tests.unit.test_cli_models import model_json, version_json
 from tests.unit.test_cli_monitor import drift, report_json
@@ -56,6 +64,7 @@ class FakePlatform:
     endpoints: dict[str, dict[str, Any]] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=lambda: report_json(name="iris-api"))
     alerts: list[dict[str, Any]] = field(default_factory=list)
+    loop: dict[str, Any] = field(default_factory=loop_json)
     mlflow_uri: str = "http://mlflow.test:5000"
     fail: tuple[int, dict[str, Any]] | None = None
     raise_: Exception | None = None
@@ -167,6 +176,9 @@ class FakePlatform:
     def _alerts(self, body):
         return 200, self.alerts
 
+    def _loop(self, body):
+        return 200, self.loop
+
     routes = [
         (r"GET /projects", _projects),
         (r"GET /status", _status),
@@ -186,6 +198,7 @@ class FakePlatform:
         (r"GET /projects/demo/endpoints/([^/]+)/monitor", _monitor),
         (r"POST /projects/demo/endpoints/([^/]+)/requeue", _requeue_endpoint),
         (r"GET /projects/demo/alerts", _alerts),
+        (r"GET /projects/demo/loop", _loop),
     ]
 
     @property
@@ -726,7 +739,9 @@ def test_registration_is_thread_safe_and_leaves_no_thread():
 
 def test_dashboard_tabs_and_closing_it_closes_its_panels(client, platform, iris, opened):
     platform.endpoints["iris-api"] = endpoint_json("iris-api")
-    tab = dashboard(client=client)  # project: the caller's only one
+    board = dashboard(client=client)  # project: the caller's only one
+    tab = board.tabs
+    assert board.children == (board.loop, tab) and isinstance(board.loop, LoopPanel) and board.loop.project == "demo"
     assert isinstance(tab, ipywidgets.Tab)
     assert [tab.get_title(i) for i in range(4)] == ["Jobs", "Models", "Endpoints", "Monitor"]
     jobs, models, endpoints, monitor = tab.children
@@ -734,9 +749,9 @@ def test_dashboard_tabs_and_closing_it_closes_its_panels(client, platform, iris,
     assert until(lambda: isinstance(endpoints.panel, EndpointPanel) and isinstance(monitor.panel, MonitorPanel))
     assert endpoints.panel.name == "iris-api" and monitor.panel.endpoint_name == "iris-api"
     inner = [endpoints.panel, monitor.panel]
-    assert until(lambda: inner[0].endpoint is not None and jobs.jobs)
-    tab.close()
-    assert not any(p.polling for p in [*tab.children, *inner])
+    assert until(lambda: inner[0].endpoint is not None and jobs.jobs and board.loop.state is not None)
+    board.close()
+    assert not any(p.polling for p in [board.loop, *tab.children, *inner])
     assert poller.wait_stopped(5) and poller_threads() == []
 
 
@@ -801,9 +816,9 @@ def test_the_workspace_client_is_shared_and_renewed_when_closed_or_reconfigured(
 
 
 def test_the_endpoint_tabs_say_when_there_is_no_endpoint(client, platform, opened):
-    tab = dashboard("demo", client)
-    opened.append(tab)
-    endpoints = tab.children[2]
+    board = dashboard("demo", client)
+    opened.append(board)
+    endpoints = board.tabs.children[2]
     endpoints.refresh()
     assert endpoints.panel is None and endpoints.empty.layout.display is None
     platform.endpoints["iris-api"] = endpoint_json("iris-api")
@@ -812,3 +827,36 @@ def test_the_endpoint_tabs_say_when_there_is_no_endpoint(client, platform, opene
     del platform.endpoints["iris-api"]
     endpoints.refresh()
     assert endpoints.panel is None and endpoints.empty.layout.display is None
+
+
+# -- LoopPanel --------------------------------------------------------------------------------
+
+
+def test_the_loop_row_shows_each_stage_with_what_reached_it(client, platform, opened):
+    platform.loop = loop_json(trained={"kind": "job", "id": "j1", "detail": "train <v2>.ipynb, SUCCEEDED"},
+                              live={"kind": "endpoint", "id": "iris-api", "detail": "serving iris v2"},
+                              versioned={"note": "cannot be told now: MLflow is away"})
+    panel = LoopPanel(client, "demo", poll_s=None)
+    opened.append(panel)
+    assert platform.requests == []  # the constructor fetches nothing
+    panel.refresh()
+    assert platform.paths == ["GET /projects/demo/loop"] and panel.error.value == ""
+    html = panel.row.value
+    headers = re.findall(r"<th>(.*?)</th>", html)
+    assert headers == ["workspace opened", "model code submitted", "trained", "versioned", "live", "monitored",
+                       "feedback received"]
+    cells = dict(zip(headers, re.findall(r"<td>(.*?)</td>", html), strict=True))
+    assert "✓" in cells["trained"] and "job j1 (train &lt;v2&gt;.ipynb, SUCCEEDED)" in cells["trained"]
+    assert "<v2>" not in html and "2025-01-01" in cells["trained"]
+    assert "endpoint iris-api (serving iris v2)" in cells["live"]
+    assert "cannot be told now: MLflow is away" in cells["versioned"] and "✓" not in cells["versioned"]
+    assert "not yet" in cells["monitored"] and "✓" not in cells["monitored"]
+    assert panel.state.furthest.value == "live"
+
+
+def test_the_loop_row_shows_a_platform_error_in_red(client, platform, opened):
+    platform.fail = (403, {"message": "user 'alice' is not a member of project 'demo'", "reason": "forbidden"})
+    panel = LoopPanel(client, "demo", poll_s=None)
+    opened.append(panel)
+    panel.refresh()
+    assert RED in panel.error.value and "not a member" in panel.error.value and panel.row.value == "loading…"

@@ -5,6 +5,7 @@ backend would; :func:`poll` is one pass of the driver loop."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any
 
@@ -464,3 +465,36 @@ steps:
     versions, why = pipelines.registered_versions("demo", held.id, "wine")
     assert versions == [] and why.startswith("the pipeline's gate held the new version back (deploy: ")
     assert "0.5" in why
+
+
+def test_a_schedule_runs_the_pipeline_at_every_tick_after_checking_it_once(
+        pipelines: PipelineService, service: JobService, db: Database) -> None:
+    import datetime as dt
+
+    from loopml.executor.models import PipelineSubmit, ScheduleCreate
+    from loopml.executor.orm import ScheduleRow
+    from loopml.executor.schedules import ScheduleService
+
+    schedules = ScheduleService(db, service, pipelines=pipelines)
+    files = {path: base64.b64encode(data).decode() for path, data in FILES.items()}
+    submit = PipelineSubmit(source_name="demo.pipeline.yaml", content=PIPELINE, files=files,
+                            parameters={"threshold": "0.9"})
+    created = schedules.create("alice", "demo", ScheduleCreate(cron="0 3 * * *", pipeline=submit))
+    assert (created.name, created.pipeline, created.parameters) == ("demo-pipe", "demo.pipeline.yaml",
+                                                                    {"threshold": "0.9"})
+    with db.session() as session:  # due now
+        session.get(ScheduleRow, created.id).next_run_at = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+    [fired] = schedules.fire_due()
+    run = pipelines.get("demo", fired)
+    assert (run.trigger, run.parameters["threshold"], steps(run)["prepare"]) == (Trigger.SCHEDULE, 0.9,
+                                                                                  StepStatus.RUNNING)
+    assert schedules.get("demo", created.id).last_pipeline_run_id == run.id
+
+    with pytest.raises(InvalidInput, match="unknown"):
+        schedules.create("alice", "demo", ScheduleCreate(cron="0 3 * * *", pipeline=submit.model_copy(
+            update={"parameters": {"nope": 1}})))
+    with pytest.raises(InvalidInput, match="train.ipynb"):
+        schedules.create("alice", "demo", ScheduleCreate(cron="0 3 * * *", pipeline=submit.model_copy(
+            update={"files": {"prepare.ipynb": files["prepare.ipynb"]}})))
+    with pytest.raises(ValueError, match="exactly one of template"):
+        ScheduleCreate(cron="0 3 * * *")

@@ -342,7 +342,7 @@ BAD = [
      NATIVE_FILES, "evaluate", "steps.evaluate.parameters.runid",
      "'evaluate.ipynb' defines no parameter 'runid' (did you mean 'run_id'?); its parameters cell defines: run_id"),
     ("native-unknown-foreach-parameter", "native", native(_set(("steps", "train", "foreach"), {"c": [1.0]})),
-     NATIVE_FILES, "train", "steps.train.foreach.c", "defines no parameter 'c'"),
+     NATIVE_FILES, "train", "steps.train.foreach.c", "defines no parameter 'c' (did you mean 'C'?)"),
     ("native-wrong-parameter-type", "native", native(_set(("steps", "train", "foreach"), {"C": [0.1, "big"]})),
      NATIVE_FILES, "train", "steps.train.foreach.C", "parameter 'C' expects float"),
     ("native-notebook-without-parameters-cell", "native",
