@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -98,3 +99,14 @@ def fmt_time(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def short_value(value: Any, limit: int = 40) -> str:
+    """A JSON value as one short text: strings as they are, the rest as compact JSON, cut at ``limit``."""
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def pairs(values: dict[str, Any], limit: int = 40) -> str:
+    """``name=value, …`` with each value :func:`short_value`."""
+    return ", ".join(f"{name}={short_value(value, limit)}" for name, value in values.items())

@@ -11,7 +11,6 @@ place, otherwise one line per change of a step (logs and CI read those), and exi
 
 from __future__ import annotations
 
-import json
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
@@ -21,7 +20,7 @@ from typing import IO, Any
 
 import click
 
-from loopml.cli.common import Ended, Listing, fmt_time
+from loopml.cli.common import Ended, Listing, fmt_time, pairs
 from loopml.cli.util import (
     caller_of,
     client_from,
@@ -78,15 +77,6 @@ def _one_line_per_problem() -> Iterator[None]:
 # -- text ---------------------------------------------------------------------------------
 
 
-def _value(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    return text if len(text) <= VALUE_CHARS else text[: VALUE_CHARS - 1] + "…"
-
-
-def _pairs(values: dict[str, Any]) -> str:
-    return ", ".join(f"{name}={_value(value)}" for name, value in values.items())
-
-
 def steps_done(run: PipelineRun) -> str:
     """``"2/4"``: the steps that succeeded, were cached or were skipped, of all."""
     return f"{sum(step.status in ENDED for step in run.steps)}/{len(run.steps)}"
@@ -113,7 +103,7 @@ def _children_text(step: PipelineStep) -> str:
 
 def step_details(step: PipelineStep) -> str:
     """What a step said or produced: its message, its children, its outputs and files."""
-    parts = [step.message or "", _children_text(step), _pairs(step.outputs)]
+    parts = [step.message or "", _children_text(step), pairs(step.outputs, VALUE_CHARS)]
     if step.files:
         parts.append("files: " + ", ".join(step.files))
     return " · ".join(part for part in parts if part)
@@ -281,7 +271,7 @@ def validate_pipeline(ctx: click.Context, file: Path, project: str | None, as_js
         echo_json(check)
         return None
     click.echo(f"{file.name}: pipeline {check.name} is valid, {len(check.steps)} steps")
-    echo_fields([("parameters", _pairs(check.parameters) or None)])
+    echo_fields([("parameters", pairs(check.parameters, VALUE_CHARS) or None)])
     order = stages(check.steps)
     echo_table(("STAGE", "STEP", "KIND", "AFTER"),
                ((order[step.id], step.id, step.kind, ", ".join(step.after) or "-")
@@ -359,7 +349,7 @@ def show_pipeline_run(ctx: click.Context, run_id: str, project: str | None, as_j
         ("status", run.status.value),
         ("steps done", steps_done(run)),
         ("attempt", run.attempt),
-        ("parameters", _pairs(run.parameters) or None),
+        ("parameters", pairs(run.parameters, VALUE_CHARS) or None),
         ("cache", "off (--no-cache)" if run.no_cache else None),
         ("trigger", run.trigger.value),
         ("re-run of", run.parent_id),
@@ -382,7 +372,7 @@ def show_pipeline_run(ctx: click.Context, run_id: str, project: str | None, as_j
 
 def _child_row(step: PipelineStep, child: PipelineChild, picked: bool) -> tuple[Any, ...]:
     """A grid point's or trial's row under its step: its parameters, value, whether it was picked."""
-    details = [_pairs(child.parameters), f"value {child.value:.4g}" if child.value is not None else "",
+    details = [pairs(child.parameters, VALUE_CHARS), f"value {child.value:.4g}" if child.value is not None else "",
                "picked" if picked else "", child.message or ""]
     return (f"  {step.id} #{child.index}", "child", child.status.value, "", child.job_id or "-",
             " · ".join(part for part in details if part))

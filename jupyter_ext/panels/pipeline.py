@@ -3,12 +3,9 @@ Cancel and Retry; ``PipelinesPanel``: the project's pipeline runs as one table."
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import ipywidgets
 
-from loopml.cli.common import fmt_time
+from loopml.cli.common import fmt_time, pairs
 from loopml.client import Client
 from loopml.executor import PipelineChild, PipelineRun, PipelineStep, RunStatus, StepStatus
 from loopml.jupyter_ext import context
@@ -29,18 +26,9 @@ def badge(status: RunStatus | StepStatus) -> Raw:
     return colored(status.value, STEP_COLORS.get(StepStatus(status.value), "#000"), bold=True)
 
 
-def _value(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
-    return text if len(text) <= VALUE_CHARS else text[:VALUE_CHARS - 1] + "…"
-
-
-def _pairs(values: dict[str, Any]) -> str:
-    return ", ".join(f"{name}={_value(value)}" for name, value in values.items())
-
-
 def outputs_text(step: PipelineStep) -> str:
     """``accuracy=0.93, run_id=… · files: data/train.parquet``, or empty."""
-    parts = [_pairs(step.outputs)] if step.outputs else []
+    parts = [pairs(step.outputs, VALUE_CHARS)] if step.outputs else []
     if step.files:
         parts.append("files: " + ", ".join(step.files))
     return " · ".join(parts)
@@ -66,7 +54,7 @@ def summary_html(run: PipelineRun, mlflow_url: str | None) -> str:
         facts.append(esc("no cache"))
     lines.append(" · ".join(facts))
     if run.parameters:
-        lines.append(esc("parameters: " + _pairs(run.parameters)))
+        lines.append(esc("parameters: " + pairs(run.parameters, VALUE_CHARS)))
     if run.ignored:
         lines.append(colored("ignored: " + ", ".join(run.ignored), "#ef6c00"))
     return "<br>".join(lines)
@@ -80,7 +68,7 @@ def _child_row(step: PipelineStep, child: PipelineChild, picked: PipelineChild |
     value = f"value {child.value:.4g}" if child.value is not None else ""
     mark = " (picked)" if child is picked else ""
     return (Raw(f"&nbsp;&nbsp;↳ {esc(step.id)} #{child.index}{esc(mark)}"), "child", badge(child.status),
-            child.message or _pairs(child.parameters), value, _job_cell(child.job_id))
+            child.message or pairs(child.parameters, VALUE_CHARS), value, _job_cell(child.job_id))
 
 
 def steps_table(run: PipelineRun) -> str:

@@ -12,14 +12,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from sklearn.datasets import load_iris
 
 from loopml.client import Client
 from loopml.executor import RunStatus, StepStatus, Trigger
 from tests.integration.notebooks import notebook, write
 from tests.integration.processes import wait_for
+from tests.integration.test_loop import IRIS, send
 
-IRIS = load_iris(as_frame=True)
 TRAIN = notebook(
     "import loopml\n"
     "from sklearn.datasets import load_iris\n"
@@ -41,15 +40,6 @@ steps:
     when: "steps.train.outputs.accuracy >= params.min_accuracy"
     promote: {model: irisp, alias: challenger}
 """
-
-
-def send(url: str, rows, prefix: str) -> list[str]:
-    with httpx.Client(timeout=30) as http:
-        for i, row in enumerate(rows):
-            answer = http.post(url, headers={"x-request-id": f"{prefix}-{i}"},
-                               json={"dataframe_split": {"columns": list(IRIS.data.columns), "data": [row]}})
-            assert answer.status_code == 200, answer.text
-    return [f"{prefix}-{i}" for i in range(len(rows))]
 
 
 @pytest.mark.timeout(600)
