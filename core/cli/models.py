@@ -41,6 +41,14 @@ def _cell(text: str | None) -> str | None:
     return text[: MAX_CELL - 1] + "…"
 
 
+def pipeline_of(version: ModelVersion) -> str | None:
+    """``<pipeline run> (<step>)`` for a version a pipeline's step registered, else ``None``."""
+    lineage = version.lineage
+    if not lineage.pipeline_run_id:
+        return None
+    return f"{lineage.pipeline_run_id} ({lineage.pipeline_step})" if lineage.pipeline_step else lineage.pipeline_run_id
+
+
 def version_rows(versions: Sequence[ModelVersion]) -> list[list[str | None]]:
     """Rows of the side-by-side table, one column per version: lineage first, then one row
     per metric and per param over all ``versions`` (blank where a version lacks it)."""
@@ -54,6 +62,8 @@ def version_rows(versions: Sequence[ModelVersion]) -> list[list[str | None]]:
         ["endpoints", *(_cell(", ".join(v.lineage.endpoints)) or None for v in versions)],
         ["status", *(v.status for v in versions)],
     ]
+    if any(v.lineage.pipeline_run_id for v in versions):  # after job: the run and step that made it
+        rows.insert(3, ["pipeline", *(pipeline_of(v) for v in versions)])
     for metric in _union(v.metrics for v in versions):
         rows.append([f"metric: {metric}", *(_number(v.metrics.get(metric)) for v in versions)])
     for param in _union(v.params for v in versions):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipywidgets
 
 from loopml.cli.common import fmt_time
+from loopml.cli.models import pipeline_of
 from loopml.client import Client
 from loopml.errors import InvalidInput
 from loopml.jupyter_ext.panels._base import Panel, set_trait
@@ -35,6 +36,8 @@ def versions_table(model: Model) -> str:
         *([f"metric {m}", *(fmt_num(v.metrics.get(m), 4) for v in versions)] for m in metrics),
         *([f"param {p}", *(v.params.get(p) for v in versions)] for p in params),
         ["job", *(v.lineage.job_id for v in versions)],
+        *([["pipeline", *(pipeline_of(v) for v in versions)]] if any(v.lineage.pipeline_run_id for v in versions)
+          else []),
         ["served by", *(", ".join(v.lineage.endpoints) or None for v in versions)],
     ]
     return table(["", *(f"v{v.version}" for v in versions)], rows, empty="no versions")

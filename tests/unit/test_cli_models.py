@@ -307,3 +307,16 @@ def test_client_raises_the_servers_refusal(client, registry):
     registry.fail = (403, {"message": "not a member", "reason": "forbidden"})
     with pytest.raises(Forbidden, match="not a member"):
         client.promote("demo", "iris", 2)
+
+
+def test_a_version_a_pipeline_made_names_its_run_and_step_after_its_job():
+    from loopml.cli.models import version_rows
+    from loopml.registry.models import ModelVersion
+
+    made = version_json(2)
+    made["lineage"].update(pipeline_run_id="r" * 16, pipeline_step="train")
+    rows = version_rows([ModelVersion.model_validate(made), ModelVersion.model_validate(version_json(1))])
+    labels = [row[0] for row in rows]
+    assert rows[labels.index("pipeline")] == ["pipeline", f"{'r' * 16} (train)", None]
+    assert labels.index("job") < labels.index("pipeline")
+    assert "pipeline" not in [row[0] for row in version_rows([ModelVersion.model_validate(version_json(1))])]
