@@ -168,6 +168,8 @@ class PolicyService:
                     if (project, name) in policies:
                         self._evaluate(project, name)
                     self._follow_up(project, name)
+            except NotFound as gone:  # the endpoint was deleted; its policy and alerts stay on record
+                log.info("policy of %s/%s not evaluated: %s", project, name, gone.message)
             except Exception:
                 log.exception("policy evaluation of %s/%s failed", project, name)
 

@@ -233,3 +233,18 @@ def test_a_failed_training_pipeline_ends_the_follow_up_naming_the_failed_step(se
 def test_policy_rejects_a_bad_window():
     with pytest.raises(ValueError, match="window"):
         PolicySpec(window="soon")
+
+
+def test_a_deleted_endpoints_policy_is_skipped_without_a_traceback(service, fakes, caplog):
+    from loopml.errors import NotFound
+
+    service.set_policy("alice", "demo", "ep", PolicySpec())
+
+    def gone(project, name, *window):
+        raise NotFound(f"endpoint {name!r} does not exist")
+
+    service.monitor.report = gone  # as the real report does for a deleted endpoint
+    with caplog.at_level("INFO", logger="loopml.monitor.policies"):
+        service.evaluate_once()
+    assert "does not exist" in caplog.text and "Traceback" not in caplog.text
+    assert not [r for r in caplog.records if r.exc_info]
