@@ -5,7 +5,9 @@ Helpers without state, kept apart from the client so each reads on its own.
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -189,6 +191,26 @@ def job_submit(
     if kernel_name is not None:
         body["kernel_name"] = kernel_name
     return body
+
+
+def files_json(files: Mapping[str, bytes]) -> dict[str, str]:
+    """Files as a request carries them: relative path → content, base64."""
+    return {path: base64.b64encode(content).decode() for path, content in files.items()}
+
+
+def pipeline_submit(path: str | os.PathLike, files: Mapping[str, bytes] | None) -> dict[str, Any]:
+    """The ``PipelineSubmit`` body of the pipeline file at ``path`` with ``files``, by default
+    the files its steps name, read from its folder (:func:`loopml.executor.needed_files`)."""
+    from loopml.executor import needed_files, read_pipeline
+
+    source = Path(path)
+    try:
+        content = source.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read the pipeline file {str(source)!r}: {exc}", field="path") from None
+    if files is None:
+        files = needed_files(read_pipeline(source.name, content), source.parent)
+    return {"source_name": source.name, "content": content, "files": files_json(files)}
 
 
 def error_from(response: httpx.Response, url: str) -> LoopMLError:

@@ -10,12 +10,10 @@ never logged, never part of an error message and never in ``repr(client)``.
 
 from __future__ import annotations
 
-import base64
 import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -216,7 +214,7 @@ class Client:
         """
         body = wire.job_submit(notebook, parameters, resources, timeout_s, max_retries, name, kernel_name)
         if files:
-            body["files"] = {path: base64.b64encode(content).decode() for path, content in files.items()}
+            body["files"] = wire.files_json(files)
         if output_files:
             body["output_files"] = list(output_files)
         return self._parse(Job, self._request("POST", wire.api_path("projects", project, "jobs"), json=body))
@@ -299,7 +297,7 @@ class Client:
         """Check the pipeline file at ``path`` (native ``*.pipeline.yaml`` or Elyra ``.pipeline``) with
         the files its steps name (read from its folder, or ``files``), running nothing: the
         steps as they would run, or :class:`InvalidInput` naming each bad step and field."""
-        body = self._pipeline_body(path, files)
+        body = wire.pipeline_submit(path, files)
         return self._parse(PipelineCheck, self._request("POST", wire.api_path("projects", project, "pipelines",
                                                                                "validate"), json=body))
 
@@ -308,7 +306,7 @@ class Client:
         """Run the pipeline file at ``path`` with the files its steps name (from its folder, or
         ``files``); ``parameters`` override the pipeline's (text is read as the default's type).
         Returns the run once its first steps were submitted."""
-        body = self._pipeline_body(path, files)
+        body = wire.pipeline_submit(path, files)
         body.update(parameters=dict(parameters or {}), no_cache=no_cache)
         return self._parse(PipelineRun, self._request("POST", wire.api_path("projects", project, "pipelines"),
                                                       json=body))
@@ -338,19 +336,6 @@ class Client:
         return self._poll(lambda: self.pipeline_run(project, run_id), lambda run: run.status.terminal,
                           f"pipeline run {run_id}", timeout, poll_s, on_update, run_id=run_id)
 
-    def _pipeline_body(self, path: str | os.PathLike, files: Mapping[str, bytes] | None) -> dict[str, Any]:
-        from loopml.executor import needed_files, read_pipeline
-
-        source = Path(path)
-        try:
-            content = source.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise InvalidInput(f"cannot read the pipeline file {str(source)!r}: {exc}", field="path") from None
-        if files is None:
-            files = needed_files(read_pipeline(source.name, content), source.parent)
-        return {"source_name": source.name, "content": content,
-                "files": {name: base64.b64encode(data).decode() for name, data in files.items()}}
-
     # -- schedules -----------------------------------------------------------------------
 
     def create_schedule(
@@ -374,7 +359,7 @@ class Client:
                                  parameters: Mapping[str, Any] | None = None, no_cache: bool = False,
                                  files: Mapping[str, bytes] | None = None) -> Schedule:
         """Run the pipeline file at ``path`` (with the files its steps name) at every tick of ``cron``."""
-        pipeline = self._pipeline_body(path, files)
+        pipeline = wire.pipeline_submit(path, files)
         pipeline.update(parameters=dict(parameters or {}), no_cache=no_cache)
         body = {"name": name, "cron": cron, "pipeline": pipeline}
         return self._parse(Schedule, self._request("POST", wire.api_path("projects", project, "schedules"), json=body))

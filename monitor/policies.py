@@ -234,8 +234,8 @@ class PolicyService:
                     endpoint = self.endpoints.get(alert.project, alert.endpoint)
                     short = short_name(alert.project, endpoint.model)
                     produced = [m.version for m in job.models if m.name in (endpoint.model, short)]
-                    alert.evaluation = self._challenge(alert, produced, f"the training job registered no version "
-                                                                        f"of {endpoint.model}")
+                    alert.evaluation = self._challenge(alert, endpoint, produced,
+                                                       f"the training job registered no version of {endpoint.model}")
 
     def _follow_pipeline(self, alert: AlertRow) -> None:
         if self.pipelines is None:
@@ -249,10 +249,9 @@ class PolicyService:
             endpoint = self.endpoints.get(alert.project, alert.endpoint)
             produced, why = self.pipelines.registered_versions(alert.project, run.id,
                                                                short_name(alert.project, endpoint.model))
-            alert.evaluation = self._challenge(alert, produced, why or "")
+            alert.evaluation = self._challenge(alert, endpoint, produced, why or "")
 
-    def _challenge(self, alert: AlertRow, produced: list[int], none_because: str) -> dict[str, Any]:
-        endpoint = self.endpoints.get(alert.project, alert.endpoint)
+    def _challenge(self, alert: AlertRow, endpoint, produced: list[int], none_because: str) -> dict[str, Any]:
         if not produced:
             return {"result": none_because}
         alert.produced_version = challenger = max(produced)

@@ -31,6 +31,7 @@ from loopml.cli.util import (
     params_option,
     project_option,
     resolve_project,
+    table_lines,
 )
 from loopml.errors import InvalidInput
 from loopml.executor import PipelineCheck, PipelineChild, PipelineRun, PipelineStep, RunStatus, StepStatus
@@ -139,13 +140,6 @@ def stages(steps: Sequence[PipelineStep]) -> dict[str, int]:
     return {step.id: stage(step.id) for step in steps}
 
 
-def _table_lines(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
-    # echo_table's layout, as lines: the live display redraws them in place
-    table = [list(headers)] + [["" if cell is None else str(cell) for cell in row] for row in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() for row in table]
-
-
 # -- following a run ----------------------------------------------------------------------
 
 
@@ -181,9 +175,9 @@ class LiveSteps:
         size = shutil.get_terminal_size()
         width, height = size.columns - 1, max(size.lines - 1, 3)
         lines = [f"{run.name} {run.id}: {run.status.value}, {steps_done(run)} steps done"]
-        lines += _table_lines(("STEP", "STATUS", "JOB", "DETAILS"),
-                              [(step.id, step.status.value, step.job_id or "-", step_details(step))
-                               for step in run.steps])
+        lines += table_lines(("STEP", "STATUS", "JOB", "DETAILS"),
+                             [(step.id, step.status.value, step.job_id or "-", step_details(step))
+                              for step in run.steps])
         if len(lines) > height:
             lines[height - 1:] = [f"… {len(lines) - height + 1} more steps (`loopml pipelines show {run.id}`)"]
         if self._drawn:

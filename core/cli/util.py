@@ -147,12 +147,17 @@ def echo_json(data: BaseModel | Iterable[BaseModel] | dict[str, Any]) -> None:
     click.echo(json.dumps(data, indent=2))
 
 
-def echo_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    """Print left-aligned columns separated by two spaces, the header first."""
+def table_lines(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
+    """Left-aligned columns separated by two spaces, the header first, as lines."""
     table = [list(headers)] + [["" if cell is None else str(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    for row in table:
-        click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip())
+    return ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)).rstrip() for row in table]
+
+
+def echo_table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """Print :func:`table_lines`."""
+    for line in table_lines(headers, rows):
+        click.echo(line)
 
 
 def echo_fields(fields: Iterable[tuple[str, Any]]) -> None:

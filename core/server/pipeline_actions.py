@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from loopml.errors import InvalidInput
-from loopml.executor.pipelines.service import ActionCall, ActionRunner
+from loopml.executor.pipelines.actions import ActionCall, ActionRunner
 from loopml.registry import tags as tag
 from loopml.registry.service import RegistryService
 from loopml.serving.models import EndpointCreate

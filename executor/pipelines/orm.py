@@ -1,4 +1,5 @@
-"""Tables of pipeline runs: each run's engine state, and the step results the cache reuses."""
+"""Tables of pipeline runs: each run's engine state, and the step results the cache reuses; a run's row as
+the REST API shows it (:func:`to_pipeline_run`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,12 @@ from sqlalchemy import JSON, ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from loopml.db import Base, UTCDateTime, utcnow
+from loopml.executor.models import Trigger
+
+from .dag import direct_upstream
+from .models import PipelineChild, PipelineRun, PipelineStep
+from .run_state import RunState, StepState
+from .spec import Step
 
 
 class PipelineRunRow(Base):
@@ -44,3 +51,23 @@ class PipelineCacheRow(Base):
     result: Mapped[dict[str, Any]] = mapped_column(JSON, doc="A CachedResult: {outputs, files}.")
     pipeline_run_id: Mapped[str] = mapped_column(String(32), doc="The run whose step stored it.")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+def _step(step_id: str, step: Step, after: list[str], state: StepState) -> PipelineStep:
+    return PipelineStep(id=step_id, kind=step.kind, after=after, status=state.status, message=state.message,
+                        job_id=state.job_id, parameters=state.parameters, outputs=state.outputs, files=state.files,
+                        children=[PipelineChild(index=child.index, parameters=child.parameters, status=child.status,
+                                                message=child.message, job_id=child.job_id, value=child.value)
+                                  for child in state.children])
+
+
+def to_pipeline_run(row: PipelineRunRow) -> PipelineRun:
+    state = RunState.model_validate_json(row.state)
+    graph = direct_upstream(state.pipeline)
+    return PipelineRun(id=row.id, project=row.project, user=row.user, name=row.name, source_name=row.source_name,
+                       status=state.status, attempt=state.attempt, parameters=state.parameters,
+                       no_cache=state.no_cache, ignored=state.pipeline.ignored, mlflow_run_id=row.mlflow_run_id,
+                       trigger=Trigger(row.trigger or Trigger.USER), parent_id=row.parent_id,
+                       steps=[_step(step_id, step, graph[step_id], state.steps[step_id])
+                              for step_id, step in state.pipeline.steps.items()],
+                       created_at=row.created_at, updated_at=row.updated_at, finished_at=row.finished_at)

@@ -47,7 +47,6 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import nbformat
 from sqlalchemy import select
 
 from loopml.db import Database, utcnow
@@ -60,10 +59,12 @@ from loopml.registry.tracking import OUTPUTS, PIPELINE_FILES, JobTracking
 from loopml.settings import Settings
 
 from . import engine
+from .actions import ActionCall, ActionRunner
 from .dag import direct_upstream, upstream
 from .local import read_pipeline
-from .models import PipelineCheck, PipelineChild, PipelineRun, PipelineStep
-from .orm import PipelineCacheRow, PipelineRunRow
+from .models import PipelineCheck, PipelineRun, PipelineStep
+from .notebooks import script_notebook, with_env
+from .orm import PipelineCacheRow, PipelineRunRow, to_pipeline_run
 from .run_state import (
     DONE,
     ActionFinished,
@@ -76,7 +77,6 @@ from .run_state import (
     RunAction,
     RunState,
     RunStatus,
-    StepState,
     StepStatus,
     StoreCache,
 )
@@ -90,27 +90,6 @@ START_TIMEOUT_S = 120.0  # a run started from a thread: checked, its files logge
 ENDED = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
-@dataclass(frozen=True)
-class ActionCall:
-    """What a built-in action step is given: its rendered arguments and the run it belongs to.
-    ``registered`` is each model's newest version registered upstream of the step (by a
-    register step, else by a step's job; promote and deploy without a version use it)."""
-
-    user: str
-    project: str
-    pipeline_run_id: str
-    step: str
-    kind: str
-    arguments: dict[str, Any]
-    mlflow_run_id: str | None
-    registered: dict[str, int]
-
-
-ActionRunner = Callable[[ActionCall], Mapping[str, Any]]
-"""Carries out a register, promote or deploy step; returns the step's outputs (see
-:data:`~.spec.BUILTIN_OUTPUTS`); a :class:`LoopMLError` fails the step with its message."""
-
-
 def _checked_files(files: Mapping[str, bytes]) -> dict[str, bytes]:
     checked = {}
     for path, content in files.items():
@@ -119,20 +98,6 @@ def _checked_files(files: Mapping[str, bytes]) -> dict[str, bytes]:
         except ValueError as exc:
             raise InvalidInput(str(exc), field="files") from None
     return checked
-
-
-def script_notebook(path: str, name: str) -> dict[str, Any]:
-    """A one-cell notebook that runs the script at ``path`` (in its working dir) as ``__main__``."""
-    nb = nbformat.v4.new_notebook(metadata={"loopml": {"name": name}})
-    nb.cells.append(nbformat.v4.new_code_cell(f"import runpy\nrunpy.run_path({path!r}, run_name='__main__')"))
-    return json.loads(nbformat.writes(nb))
-
-
-def _with_env(notebook: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
-    """``notebook`` with a first cell that sets ``env`` in the kernel's environment."""
-    cell = nbformat.v4.new_code_cell(f"import os\nos.environ.update({json.dumps(dict(env), sort_keys=True)})",
-                                     metadata={"tags": ["loopml-env"]})
-    return {**notebook, "cells": [json.loads(json.dumps(cell)), *notebook.get("cells", [])]}
 
 
 @dataclass
@@ -501,7 +466,7 @@ class PipelineService:
             files[in_workdir(step.script)] = stored[step.script]
             notebook = script_notebook(in_workdir(step.script), name)
         if step.env:
-            notebook = _with_env(notebook, step.env)
+            notebook = with_env(notebook, step.env)
         spec = JobSubmit(notebook=notebook, name=name, parameters=action.parameters,
                          resources=Resources(**step.resources.model_dump()), timeout_s=step.timeout_s,
                          max_retries=step.max_retries, output_files=list(step.outputs))
@@ -626,23 +591,3 @@ class PipelineService:
             except Exception:
                 log.exception("could not reopen MLflow run %s of pipeline run %s", live.mlflow_run_id, live.id)
         live.ended = False
-
-
-def _step(step_id: str, step: Step, after: list[str], state: StepState) -> PipelineStep:
-    return PipelineStep(id=step_id, kind=step.kind, after=after, status=state.status, message=state.message,
-                        job_id=state.job_id, parameters=state.parameters, outputs=state.outputs, files=state.files,
-                        children=[PipelineChild(index=child.index, parameters=child.parameters, status=child.status,
-                                                message=child.message, job_id=child.job_id, value=child.value)
-                                  for child in state.children])
-
-
-def to_pipeline_run(row: PipelineRunRow) -> PipelineRun:
-    state = RunState.model_validate_json(row.state)
-    graph = direct_upstream(state.pipeline)
-    return PipelineRun(id=row.id, project=row.project, user=row.user, name=row.name, source_name=row.source_name,
-                       status=state.status, attempt=state.attempt, parameters=state.parameters,
-                       no_cache=state.no_cache, ignored=state.pipeline.ignored, mlflow_run_id=row.mlflow_run_id,
-                       trigger=Trigger(row.trigger or Trigger.USER), parent_id=row.parent_id,
-                       steps=[_step(step_id, step, graph[step_id], state.steps[step_id])
-                              for step_id, step in state.pipeline.steps.items()],
-                       created_at=row.created_at, updated_at=row.updated_at, finished_at=row.finished_at)

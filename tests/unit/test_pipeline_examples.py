@@ -10,8 +10,8 @@ import nbformat
 import pytest
 
 from loopml.executor.pipelines import check_pipeline, read_native
+from loopml.executor.pipelines.actions import ActionCall
 from loopml.executor.pipelines.local import needed_files
-from loopml.executor.pipelines.service import ActionCall
 from loopml.server.pipeline_actions import pipeline_actions
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "pipelines"

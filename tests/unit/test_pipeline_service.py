@@ -407,7 +407,7 @@ steps:
 
 
 def test_the_platform_actions_take_the_version_a_register_step_of_the_run_registered() -> None:
-    from loopml.executor.pipelines.service import ActionCall
+    from loopml.executor.pipelines.actions import ActionCall
     from loopml.server.pipeline_actions import pipeline_actions
 
     moved = []
