@@ -200,12 +200,18 @@ def register_model(mlflow_url: str, home: Path):
     return X, model, version.model_uri
 
 
+def create_project(client_config: dict[str, Any]) -> None:
+    from loopml.client import Client
+
+    with Client(client_config["url"], client_config["token"]) as client:
+        client.create_project(PROJECT)
+
+
 def deploy(client_config: dict[str, Any]):
     """Deploy ``wine@champion`` to endpoint ``wine`` (admins may use every project); returns ``Deployed``."""
     from loopml.client import Client
 
     with Client(client_config["url"], client_config["token"]) as client:
-        client.create_project(PROJECT)
         return client.deploy(PROJECT, f"{MODEL}@champion", ENDPOINT, replicas=1)
 
 
@@ -580,6 +586,7 @@ def serve_wine(home: Path):
     Returns (Deployed, X, model, model URI, MLflow URL)."""
     print(f"starting the platform in {home}")
     client_config, mlflow_url = start_platform(home)
+    create_project(client_config)  # first: it provisions the project's MLflow user that registers
     X, model, model_uri = register_model(mlflow_url, home)
     print(f"registered {model_uri}; deploying it")
     return deploy(client_config), X, model, model_uri, mlflow_url

@@ -119,11 +119,21 @@ class Settings(BaseSettings):
         "Run the MLflow server started by `loopml up` with MLflow's basic-auth app: the platform is its admin, "
         "each project a user that reaches only its own experiment, artifacts and `<project>.*` models. "
         "Off: MLflow answers anyone who reaches its port. No effect with mlflow_uri."))
-    serve_port: int = Field(8000, description="HTTP port of Ray Serve (model endpoints), on 127.0.0.1.")
-    serve_max_inflight: int = Field(8, ge=1, le=10_000, description=(
-        "Requests in flight to an endpoint of one replica in each Serve HTTP proxy; each further replica "
-        "(the most, when autoscaling) adds the 4 a replica holds. More are refused at once with 503 and "
-        "Retry-After."))
+    serve_port: int = Field(8000, description="HTTP port of the model endpoints, on serve_host.")
+    serve_host: str = Field("127.0.0.1", description=(
+        "Address the endpoints' ingress (and each replica's own port) listens on: loopback by default; on a "
+        "cluster the node's address, so that callers outside the Ray pods reach them."))
+    serve_public_url: str | None = Field(None, description=(
+        "Base URL callers use for endpoints (`loopml deploy`, `endpoints show`, the panels print "
+        "<serve_public_url>/<project>/<endpoint>), e.g. https://models.example.com behind a load balancer; "
+        "default http://<serve_host>:<serve_port>."))
+    serve_ingress: Literal["haproxy", "proxy"] = Field("haproxy", description=(
+        "What routes endpoint requests to replicas: \"haproxy\" (Ray Serve's HAProxy mode, its configuration "
+        "made loopback-safe; ~1 ms per request) or \"proxy\" (Ray Serve's Python proxy; ~10 ms)."))
+    serve_max_inflight: int = Field(32, ge=1, le=10_000, description=(
+        "Requests in flight per replica of an endpoint: the 4 a replica runs plus those waiting for it. More "
+        "are refused at once with 503 and Retry-After (with serve_ingress = \"proxy\": per Serve HTTP proxy, "
+        "for an endpoint of one replica; each further replica adds 4)."))
     max_request_mb: float = Field(10.0, description="Largest request body an endpoint accepts, in MiB.")
     capture_sample: float = Field(1.0, ge=0, le=1, description="Share of endpoint requests captured for "
                                   "monitoring (0 turns capture off).")

@@ -31,6 +31,7 @@ from starlette.responses import Response
 from loopml.serving.capture import CaptureBuffer
 from loopml.serving.errors import RequestError
 from loopml.serving.keys import HEALTH_ROUTES, KEY_MESSAGE, KEY_REASON, key_matches
+from loopml.serving.limits import MAX_ONGOING_REQUESTS, MAX_QUEUED_REQUESTS, RETRY_AFTER_S
 from loopml.serving.loading import Loaded, ModelRefused, ModelUnavailable, SandboxOptions, load
 from loopml.serving.protocols import parse_invocation, parse_v2_infer
 from loopml.serving.replica_config import CaptureConfig, ReplicaConfig
@@ -47,12 +48,6 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 def _json_error(status: int, message: str, reason: str, headers: dict[str, str]) -> Response:
     return Response(dumps_json({"message": message, "reason": reason}), status_code=status, media_type=JSON,
                     headers=headers)
-
-
-# Load shedding: see ModelEndpoint's docstring for why these numbers.
-MAX_ONGOING_REQUESTS = 4
-MAX_QUEUED_REQUESTS = 4
-RETRY_AFTER_S = 1
 
 
 @serve.deployment(name="model", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=MAX_ONGOING_REQUESTS,

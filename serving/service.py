@@ -55,6 +55,15 @@ TARGET_ONGOING_REQUESTS = 2
 APP_SEPARATOR = "."  # project and endpoint names never hold it (names.check_name), so no two collide
 
 
+def public_base_url(settings: Settings) -> str:
+    """Where callers reach endpoints: ``serve_public_url``, else ``http://<serve_host>:<serve_port>``."""
+    if settings.serve_public_url:
+        return settings.serve_public_url.rstrip("/")
+    host = settings.serve_host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.serve_port}"
+
+
 def app_name(project: str, name: str) -> str:
     return f"{project}{APP_SEPARATOR}{name}"
 
@@ -147,7 +156,7 @@ class EndpointService:
         while the platform was away) are removed."""
         from ray import serve
 
-        serve.start(http_options={"host": "127.0.0.1", "port": self.settings.serve_port,
+        serve.start(http_options={"host": self.settings.serve_host, "port": self.settings.serve_port,
                                   "request_timeout_s": self.settings.serve_request_timeout_s})
         running = set(serve.status().applications)
         with self.db.session() as session:
@@ -183,7 +192,8 @@ class EndpointService:
             log.warning("could not publish the endpoints' admission limits: %s", exc)
 
     def url(self, project: str, name: str) -> str:
-        return f"http://127.0.0.1:{self.settings.serve_port}/{project}/{name}"
+        """The URL callers use: ``serve_public_url`` (or the serve host and port) + ``/<project>/<name>``."""
+        return f"{public_base_url(self.settings)}/{project}/{name}"
 
     def _resolve(self, project: str, spec: EndpointCreate) -> tuple[str, int, str | None]:
         model, alias, version = spec.reference()

@@ -79,7 +79,7 @@ from loopml.launcher.processes import (
     stop_record,
     wait_http,
 )
-from loopml.launcher.ray_local import RayPorts, head_command, node_env, shutdown_serve, wait_ray
+from loopml.launcher.ray_local import RayPorts, head_command, node_env, ray_temp_dir, shutdown_serve, wait_ray
 from loopml.launcher.ray_worker import RayWorkerNode, start_ray_worker_node
 from loopml.launcher.run_state import (
     COMPONENTS,
@@ -99,6 +99,7 @@ from loopml.launcher.run_state import (
 )
 from loopml.registry import mlflow_auth
 from loopml.registry.server import STORE_DIR, mlflow_server_command
+from loopml.serving.ingress import ingress_env
 from loopml.settings import ClientConfig, ProjectSeed, Settings, write_client_config
 
 __all__ = ["RayWorkerNode", "UpResult", "down", "free_port_block", "start_ray_worker_node", "status", "up"]
@@ -306,7 +307,8 @@ def _start(settings: Settings, state: RunState, names: list[str], admin_token: s
     try:
         if "ray" in names:
             start("ray", head_command(settings),
-                  node_env(state.ray_env, serve_max_inflight=settings.serve_max_inflight))
+                  {**node_env(state.ray_env, serve_max_inflight=settings.serve_max_inflight),
+                   **ingress_env(settings, ray_temp_dir(settings))})
         if "mlflow" in names:
             make_private_dir(home / STORE_DIR)
             argv, extra = mlflow_server_command(home, settings.mlflow_port, settings.mlflow_backend_uri,

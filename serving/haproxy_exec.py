@@ -1,0 +1,184 @@
+"""The program Ray Serve runs as its HAProxy binary: Ray's configuration made loopback-safe.
+
+With ``serve_ingress = "haproxy"`` Ray Serve routes endpoint traffic through HAProxy, in
+front of each replica's own port (``RAY_SERVE_ENABLE_HA_PROXY``): no Python proxy on the
+request path. Ray writes HAProxy's configuration from a fixed template that binds a stats
+page and a Prometheus exporter on every interface, makes its admin socket world-writable,
+answers 502/503/504 with a plain-text 500 and logs every request. Ray lets one setting name
+the HAProxy binary (``RAY_SERVE_HAPROXY_BINARY_PATH``); the launcher points it at this
+program, which rewrites the configuration Ray passes with ``-f`` (:func:`loopback_safe`)
+and then becomes the real HAProxy (``exec``, same pid, same command line as Ray expects):
+
+- the stats page and the Prometheus exporter are removed (Ray reads its statistics through
+  the admin socket), so the only listener is Serve's HTTP frontend on the serve host;
+- the admin socket is ``mode 600`` (and its directory ``0700``);
+- no access log: one line per request is CPU the replicas need;
+- each replica (server line) takes at most ``maxconn`` requests at once and keeps at most
+  ``maxqueue`` waiting; beyond that HAProxy answers at once, without reaching Python:
+  ``503``, ``Retry-After`` and the JSON ``message``/``reason`` of the platform's refusals,
+  naming the endpoint; 502/504 are JSON too, 404 names the URL form of endpoints;
+- ``timeout server`` is the platform's request timeout.
+
+It also asks the kernel to stop HAProxy when the Ray actor that started it dies
+(``PR_SET_PDEATHSIG``), so that no HAProxy outlives its Ray node.
+
+The launcher copies this file behind a ``#!<python> -IS`` line into the node's temp dir
+(:func:`loopml.serving.ingress.install_exec`), so it runs on the standard library alone:
+keep it free of other imports. Its options come as JSON in ``LOOPML_HAPROXY``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import re
+import signal
+import sys
+
+OPTIONS_ENV = "LOOPML_HAPROXY"
+PR_SET_PDEATHSIG = 1
+REASON = "overloaded"
+_SERVER = re.compile(r"^(\s+server\s+\S+\s+\S+)(.*)$")
+_ACL_PATH = re.compile(r"^\s+acl\s+is_(\S+)\s+path\s+(/\S*)\s*$")
+_DROPPED_SECTIONS = ("frontend prometheus", "listen stats")
+_DROPPED_LINES = ("log ", "log-format", "option httplog", "option log-health-checks")
+_NOT_FOUND = {"message": "no endpoint answers at this path: endpoints are at /<project>/<endpoint>",
+              "reason": "not_found"}
+
+
+def loopback_safe(config: str, options: dict, error_dir: str) -> tuple[str, dict[str, bytes]]:
+    """Ray's HAProxy ``config`` made safe (see the module docstring), and the error files it
+    names (``{path: raw HTTP answer}``), each to be written under ``error_dir``.
+
+    ``options``: ``maxconn`` and ``maxqueue`` per replica, ``timeout_server_s``,
+    ``retry_after_s``."""
+    prefixes = {name: prefix for name, prefix in (_ACL_PATH.match(line).groups()
+                                                   for line in config.splitlines() if _ACL_PATH.match(line))}
+    servers = _servers_per_backend(config)
+    files: dict[str, bytes] = {}
+    out: list[str] = []
+    section = ""
+    for line in config.splitlines():
+        if line and not line[0].isspace():
+            section = line.strip()
+            if section.startswith(_DROPPED_SECTIONS):
+                continue
+            out.append(line)
+            if section == "defaults":
+                out.append(f"    timeout server {_seconds(options['timeout_server_s'])}")
+                out.extend(_error_lines(files, error_dir, "default", None, options))
+            elif section.startswith("backend ") and section != "backend default_backend":
+                backend = section.split(None, 1)[1]
+                prefix = prefixes.get(backend.removeprefix("http-"), prefixes.get(backend))
+                count = max(1, servers.get(backend, 1))
+                out.extend(_error_lines(files, error_dir, backend, (prefix, count), options))
+            continue
+        if section.startswith(_DROPPED_SECTIONS):
+            continue
+        stripped = line.strip()
+        if stripped.startswith(_DROPPED_LINES) or stripped.startswith(("errorfile ", "timeout server")):
+            continue
+        if stripped.startswith("stats socket "):
+            line = re.sub(r"\bmode\s+\d+", "mode 600", line)
+        elif section == "backend default_backend" and stripped.startswith("http-request return status 404"):
+            line = f"    http-request return status 404 content-type application/json string {_quoted(_NOT_FOUND)}"
+        elif section.startswith("backend ") and (match := _SERVER.match(line)) and " backup" not in line:
+            line = f"{match.group(1)} maxconn {options['maxconn']} maxqueue {options['maxqueue']}{match.group(2)}"
+        out.append(line)
+    return "\n".join(out) + "\n", files
+
+
+def _servers_per_backend(config: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    backend = None
+    for line in config.splitlines():
+        if line and not line[0].isspace():
+            backend = line.split(None, 1)[1] if line.startswith("backend ") else None
+        elif backend and _SERVER.match(line) and " backup" not in line:
+            counts[backend] = counts.get(backend, 0) + 1
+    return counts
+
+
+def _error_lines(files: dict[str, bytes], error_dir: str, name: str, endpoint: tuple[str | None, int] | None,
+                 options: dict) -> list[str]:
+    """``errorfile`` lines for 502/503/504 of section ``name``, their files added to ``files``."""
+    retry = int(options["retry_after_s"])
+    prefix, count = endpoint if endpoint else (None, 1)
+    where = f"endpoint {prefix}" if prefix else "the endpoint"
+    limit = (int(options["maxconn"]) + int(options["maxqueue"])) * count
+    answers = {
+        502: ("Bad Gateway", {"message": f"{where} could not be reached: retry after {retry} s", "reason": "unavailable"}),
+        503: ("Service Unavailable", {"message": f"{where} is at its limit of {limit} requests in flight: "
+                                                f"retry after {retry} s", "reason": REASON}),
+        504: ("Gateway Timeout", {"message": f"{where} did not answer within {_seconds(options['timeout_server_s'])}: "
+                                             "retry, or send a smaller request", "reason": "timeout"}),
+    }
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name)
+    lines = []
+    for status, (text, body) in answers.items():
+        path = os.path.join(error_dir, f"{safe}.{status}.http")
+        files[path] = _raw_answer(status, text, body, retry if status in (502, 503) else None)
+        lines.append(f"    errorfile {status} {path}")
+    return lines
+
+
+def _raw_answer(status: int, text: str, body: dict, retry_after_s: int | None) -> bytes:
+    payload = json.dumps(body).encode()
+    head = [f"HTTP/1.1 {status} {text}", "content-type: application/json", f"content-length: {len(payload)}",
+            "cache-control: no-cache"]
+    if retry_after_s is not None:
+        head.append(f"retry-after: {retry_after_s}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + payload
+
+
+def _quoted(body: dict) -> str:
+    """``body`` as one HAProxy double-quoted string argument."""
+    return '"' + json.dumps(body).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _seconds(value: float) -> str:
+    return f"{max(1, int(round(float(value) * 1000)))}ms"
+
+
+def rewrite(path: str, options: dict) -> None:
+    """Rewrite the configuration file at ``path`` in place (``0600``), its error files beside it."""
+    directory = os.path.dirname(path)
+    with open(path, encoding="utf-8") as file:
+        config, files = loopback_safe(file.read(), options, directory)
+    for name, content in {**files, path: config.encode()}.items():
+        temporary = f"{name}.{os.getpid()}.tmp"
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(content)
+        os.replace(temporary, name)
+
+
+def _private_dirs(options: dict) -> None:
+    for directory in options.get("private_dirs", []):
+        for root, dirs, _ in os.walk(directory):
+            os.chmod(root, 0o700)
+            for name in dirs:
+                os.chmod(os.path.join(root, name), 0o700)
+
+
+def _die_with_parent() -> None:
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: `loopml down` stops the Ray node that starts it
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options = json.loads(os.environ[OPTIONS_ENV])
+    if "-f" in argv:
+        rewrite(argv[argv.index("-f") + 1], options)
+    _private_dirs(options)
+    _die_with_parent()
+    binary = options["binary"]
+    os.execv(binary, [binary, *argv])
+
+
+if __name__ == "__main__":
+    main()

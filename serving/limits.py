@@ -1,0 +1,7 @@
+"""How much one replica takes (light: the launcher and HAProxy's options read it too).
+
+See :class:`loopml.serving.deployment.ModelEndpoint` for why these numbers."""
+
+MAX_ONGOING_REQUESTS = 4  # requests a replica runs at once
+MAX_QUEUED_REQUESTS = 4  # Serve's Python proxy: requests waiting for a replica, per proxy and deployment
+RETRY_AFTER_S = 1  # what every refusal asks the caller to wait
