@@ -8,6 +8,13 @@ travels with the next batch. A 401 is a token the platform no longer takes (it w
 restarted with a new one, which :meth:`configure` brings): the records wait like for a
 down platform. Any other 4xx refuses them for good. :meth:`close` sends what is left
 (graceful shutdown).
+
+Where the platform is. The replica's configuration names the capture URL of the platform
+that deployed it, but the platform may move (restarted on another address or port) while
+the replicas run on. The platform publishes its capture URL in Ray's KV store
+(:func:`publish_sink`); when a send fails for want of a platform, the buffer reads the
+published URL (:func:`published_sink`, at most every :data:`RESOLVE_S` seconds, in a thread)
+and sends there from then on: captures keep arriving without a redeploy.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import asyncio
 import logging
 import random
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -24,6 +32,25 @@ from loopml.capture_wire import MAX_BATCH
 from loopml.serving.responses import dumps_json
 
 log = logging.getLogger(__name__)
+
+KV_NAMESPACE = "loopml"  # as the admission table's (admission.py)
+SINK_KV_KEY = b"capture-url"
+RESOLVE_S = 2.0
+
+
+def publish_sink(url: str) -> None:
+    """Store the platform's capture URL in Ray's KV store; the caller is a connected Ray driver."""
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    _internal_kv_put(SINK_KV_KEY, url.encode(), overwrite=True, namespace=KV_NAMESPACE)
+
+
+def published_sink() -> str | None:
+    """The capture URL :func:`publish_sink` stored (``None`` when none); blocking, for a thread."""
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    raw = _internal_kv_get(SINK_KV_KEY, namespace=KV_NAMESPACE)
+    return None if raw is None else raw.decode()
 
 
 class CaptureBuffer:
@@ -36,7 +63,10 @@ class CaptureBuffer:
 
     def __init__(self, url: str, token: str, *, sample: float = 1.0, max_records: int = 10_000,
                  batch: int = 500, interval_s: float = 1.0, timeout_s: float = 5.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 resolve: Callable[[], str | None] | None = None, resolve_s: float = RESOLVE_S) -> None:
+        """``resolve`` (blocking) says where the platform is now, asked after a failed send
+        (see the module docstring); ``None``: ``url`` only."""
         self.url, self.sample, self.batch, self.interval_s = url, sample, min(batch, MAX_BATCH), interval_s
         self.queue: deque[dict[str, Any]] = deque()
         self.max_records = max_records
@@ -49,6 +79,8 @@ class CaptureBuffer:
         self._http: httpx.AsyncClient | None = None
         self._task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
+        self._resolve, self._resolve_s = resolve, resolve_s
+        self._resolved_at = float("-inf")
 
     def add(self, record: dict[str, Any]) -> None:
         """Queue ``record`` (subject to sampling); cheap and never blocking."""
@@ -91,6 +123,8 @@ class CaptureBuffer:
         except httpx.HTTPError as exc:
             log.info("capture sink unavailable (%s); %d records wait", type(exc).__name__, len(self.queue) + len(records))
             answer = None
+        if answer is None or answer.status_code in (404, 502, 503):  # no platform there (any more)
+            await self._find_sink()
         if answer is not None and answer.status_code == 202:
             self.sent_total += len(records)
             self.dropped = 0
@@ -106,6 +140,21 @@ class CaptureBuffer:
         self.dropped_total += lost
         self.queue.extendleft(reversed(keep))
         return False
+
+    async def _find_sink(self) -> None:
+        """Take the published capture URL, when it moved (at most every ``resolve_s`` seconds)."""
+        loop = asyncio.get_running_loop()
+        if self._resolve is None or loop.time() - self._resolved_at < self._resolve_s:
+            return
+        self._resolved_at = loop.time()
+        try:
+            found = await asyncio.to_thread(self._resolve)
+        except Exception as exc:  # noqa: BLE001 - keep the sink we have
+            log.info("capture: could not read the platform's published address (%s)", exc)
+            return
+        if found and found != self.url:
+            log.info("capture: the platform moved to %s", found)
+            self.url = found
 
     def configure(self, url: str, token: str, sample: float) -> None:
         """Take a new sink or sampling rate (the endpoint was reconfigured)."""

@@ -23,12 +23,13 @@ import warnings
 from typing import Any
 
 import numpy as np
+import ray
 from ray import serve
 from ray.serve.config import BackpressureConfig
 from starlette.requests import Request
 from starlette.responses import Response
 
-from loopml.serving.capture import CaptureBuffer
+from loopml.serving.capture import CaptureBuffer, published_sink
 from loopml.serving.errors import RequestError
 from loopml.serving.keys import HEALTH_ROUTES, KEY_MESSAGE, KEY_REASON, key_matches
 from loopml.serving.limits import MAX_ONGOING_REQUESTS, MAX_QUEUED_REQUESTS, RETRY_AFTER_S
@@ -50,6 +51,26 @@ def _json_error(status: int, message: str, reason: str, headers: dict[str, str])
                     headers=headers)
 
 
+def bind_replica_grpc_to_node() -> None:
+    """Make this replica's inter-deployment gRPC server listen on the node's address, not on
+    every interface: Ray Serve binds it to ``[::]:0`` with no setting (``ss -ltnp`` showed
+    ``ray::ServeReplica`` on ``*:<port>``). Serve starts that server after the deployment's
+    constructor, which calls this; it looks the helper up by name at that moment."""
+    from ray.serve._private import replica
+
+    original = replica.add_port_to_grpc_server
+    if getattr(original, "loopml_bound", False):
+        return
+    node = ray.util.get_node_ip_address()
+
+    def bound(server, address: str):
+        host = f"[{node}]" if ":" in node else node
+        return original(server, f"{host}:0" if address == "[::]:0" else address)
+
+    bound.loopml_bound = True
+    replica.add_port_to_grpc_server = bound
+
+
 @serve.deployment(name="model", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=MAX_ONGOING_REQUESTS,
                   max_queued_requests=MAX_QUEUED_REQUESTS,
                   backpressure_config=BackpressureConfig(status_code=503, retry_after_s=RETRY_AFTER_S),
@@ -68,6 +89,7 @@ class ModelEndpoint:
     """
 
     def __init__(self) -> None:
+        bind_replica_grpc_to_node()
         self.models: dict[str, Loaded] = {}  # model URI -> loaded model
         self.config: ReplicaConfig  # set by reconfigure, which Serve calls before the first request
         self._dirs: dict[str, str] = {}
@@ -111,7 +133,7 @@ class ModelEndpoint:
             if self.capture is not None:
                 self.capture.sample = 0.0
         elif self.capture is None:
-            self.capture = CaptureBuffer(capture.url, capture.token, sample=capture.sample)
+            self.capture = CaptureBuffer(capture.url, capture.token, sample=capture.sample, resolve=published_sink)
         else:
             self.capture.configure(capture.url, capture.token, capture.sample)
 

@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from loopml.errors import InvalidInput
-from loopml.launcher.processes import free_port_block
 from loopml.serving import haproxy_exec
 from loopml.serving.limits import MAX_ONGOING_REQUESTS, RETRY_AFTER_S
 from loopml.settings import Settings
@@ -31,6 +30,15 @@ BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
 CONFIG_DIR = "serve-ingress"  # under the data dir
 EXEC_NAME = "loopml-haproxy"
 TEMP_SUBDIR = "h"  # under the node's Ray temp dir: short, for the admin socket's path
+
+
+def public_base_url(settings: Settings) -> str:
+    """Where callers reach endpoints: ``serve_public_url``, else ``http://<serve_host>:<serve_port>``."""
+    if settings.serve_public_url:
+        return settings.serve_public_url.rstrip("/")
+    host = settings.serve_host
+    host = f"[{host}]" if ":" in host else host
+    return f"http://{host}:{settings.serve_port}"
 
 
 def queue_per_replica(settings: Settings) -> int:
@@ -76,10 +84,15 @@ def install_exec(temp_dir: str | Path) -> Path:
     return target
 
 
-def ingress_env(settings: Settings, temp_dir: str | Path, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def ingress_env(settings: Settings, temp_dir: str | Path, fallback_port: int,
+                environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The environment of a Ray node for the endpoints' ingress: nothing for the Python proxy;
     for HAProxy, Ray's HAProxy mode with its files in the instance's dirs, its statistics
-    metrics off (no per-request log socket), and :mod:`~loopml.serving.haproxy_exec` as its binary."""
+    metrics off (no per-request log socket), and :mod:`~loopml.serving.haproxy_exec` as its binary.
+
+    Serve keeps its Python proxy as HAProxy's backup server (while no replica is up), on a
+    fixed port by default (8500, gRPC 9500): two instances on one machine would take each
+    other's; it gets ``fallback_port`` and the next one."""
     if settings.serve_ingress != "haproxy":
         return {}
     temp = Path(temp_dir) / TEMP_SUBDIR
@@ -89,13 +102,10 @@ def ingress_env(settings: Settings, temp_dir: str | Path, environ: Mapping[str, 
     options = {"binary": haproxy_binary(environ), "maxconn": MAX_ONGOING_REQUESTS,
                "maxqueue": queue_per_replica(settings), "timeout_server_s": settings.serve_request_timeout_s,
                "retry_after_s": RETRY_AFTER_S, "private_dirs": [str(config_dir), str(temp)]}
-    # Serve keeps its Python proxy as HAProxy's backup server (while no replica is up) on a fixed
-    # port by default (8500, gRPC 9500): two instances on one machine would take each other's.
-    fallback = free_port_block(2)
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
-        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback),
-        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback + 1),
+        "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_port),
+        "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback_port + 1),
         BINARY_ENV: str(install_exec(temp_dir)),
         "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC": str(config_dir / "haproxy.cfg"),
         "RAY_SERVE_HAPROXY_SOCKET_PATH": str(temp / "admin.sock"),

@@ -25,7 +25,9 @@ from loopml.errors import Conflict, InvalidInput, NotFound, Unavailable
 from loopml.registry import mlflow_auth
 from loopml.registry.names import registered_name, short_name
 from loopml.serving.admission import Admission, publish_limits
+from loopml.serving.capture import publish_sink
 from loopml.serving.deployment import MAX_ONGOING_REQUESTS, ModelEndpoint
+from loopml.serving.ingress import public_base_url
 from loopml.serving.keys import key_hash
 from loopml.serving.models import (
     Autoscale,
@@ -53,15 +55,6 @@ TARGET_ONGOING_REQUESTS = 2
 
 
 APP_SEPARATOR = "."  # project and endpoint names never hold it (names.check_name), so no two collide
-
-
-def public_base_url(settings: Settings) -> str:
-    """Where callers reach endpoints: ``serve_public_url``, else ``http://<serve_host>:<serve_port>``."""
-    if settings.serve_public_url:
-        return settings.serve_public_url.rstrip("/")
-    host = settings.serve_host
-    host = f"[{host}]" if ":" in host else host
-    return f"http://{host}:{settings.serve_port}"
 
 
 def app_name(project: str, name: str) -> str:
@@ -178,6 +171,15 @@ class EndpointService:
                 with self._lock:
                     serve.delete(orphan, _blocking=False)
         self._publish_limits()
+        if self._capture_tokens is not None:
+            try:
+                publish_sink(self._sink())  # replicas deployed by an earlier platform find this one
+            except Exception as exc:  # noqa: BLE001 - they keep sending to the address they have
+                log.warning("could not publish the capture address: %s", exc)
+
+    def _sink(self) -> str:
+        """The platform's capture route, as replicas reach it."""
+        return f"http://{self.settings.host}:{self.settings.port}{self.settings.api_prefix}{CAPTURE_PATH}"
 
     def _publish_limits(self) -> None:
         """Give the admission gates of Serve's proxies every endpoint's limit (:func:`admission_limit`)
@@ -204,8 +206,7 @@ class EndpointService:
         """The endpoint's :class:`ReplicaConfig`, as the JSON Serve carries in ``user_config``."""
         capture = None
         if self._capture_tokens is not None and self.settings.capture_sample > 0:
-            sink = f"http://{self.settings.host}:{self.settings.port}{self.settings.api_prefix}{CAPTURE_PATH}"
-            capture = CaptureConfig(url=sink, token=self._capture_tokens.token(row.project, row.name),
+            capture = CaptureConfig(url=self._sink(), token=self._capture_tokens.token(row.project, row.name),
                                     sample=self.settings.capture_sample)
         canary = None if row.canary_version is None else CanaryConfig(
             model_uri=f"models:/{row.model}/{row.canary_version}", version=row.canary_version,

@@ -308,7 +308,7 @@ def _start(settings: Settings, state: RunState, names: list[str], admin_token: s
         if "ray" in names:
             start("ray", head_command(settings),
                   {**node_env(state.ray_env, serve_max_inflight=settings.serve_max_inflight),
-                   **ingress_env(settings, ray_temp_dir(settings))})
+                   **ingress_env(settings, ray_temp_dir(settings), free_port_block(2))})
         if "mlflow" in names:
             make_private_dir(home / STORE_DIR)
             argv, extra = mlflow_server_command(home, settings.mlflow_port, settings.mlflow_backend_uri,
@@ -453,7 +453,39 @@ def status(home: Path) -> dict[str, dict[str, Any]]:
                         "pid": record.pid if record else None, "alive": alive, "healthy": healthy,
                         "url": state.urls.get(name), "log": record.log if record else None}
     report["ray"].update(address=state.urls.get("ray_address"), env=state.ray_env)
+    if "ray" in records and state.ray_env is not None:
+        ingress = _ingress_status(Path(home).expanduser().resolve(), records["ray"])
+        if ingress is not None:
+            report["ingress"] = ingress
     return report
+
+
+def _ingress_status(home: Path, ray: ProcessRecord) -> dict[str, Any] | None:
+    """The endpoints' HAProxy on the Ray head (``serve_ingress = "haproxy"``): running while a
+    haproxy process of the head listens; started, reloaded and restarted by Ray Serve, stopped
+    with the head (``None`` with the Python proxy)."""
+    from loopml.serving.ingress import public_base_url
+    from loopml.settings import load_settings
+
+    try:
+        settings = load_settings(data_dir=home)
+    except Exception:  # noqa: BLE001 - a broken config.toml is reported by the other rows
+        return None
+    if settings.serve_ingress != "haproxy":
+        return None
+    head = live_process(ray)
+    found: list[psutil.Process] = []
+    if head is not None:
+        for child in head.children(recursive=True):
+            try:
+                if child.name() == "haproxy":
+                    found.append(child)
+            except psutil.Error:
+                continue
+    newest = max(found, key=lambda proc: proc.create_time(), default=None)
+    return {"state": "running" if newest else "stopped", "pid": newest.pid if newest else None,
+            "alive": newest is not None, "healthy": newest is not None, "url": public_base_url(settings),
+            "log": None}
 
 
 def _hub_service_record(hub: ProcessRecord) -> ProcessRecord | None:

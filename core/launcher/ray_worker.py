@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loopml.errors import Unavailable
-from loopml.launcher.processes import ProcessRecord, component_errors, live_process, spawn, stop_record
+from loopml.launcher.processes import ProcessRecord, component_errors, free_port_block, live_process, spawn, stop_record
 from loopml.launcher.ray_local import node_env, short_temp_dir, wait_ray, worker_command
 from loopml.launcher.run_state import put_record, ray_headers, read_state, remove_ray_temp_dir, write_state
 from loopml.serving.ingress import ingress_env
@@ -79,7 +79,7 @@ def start_ray_worker_node(
                           temp_dir=temp_dir)
     settings = load_settings(data_dir=home)
     env = {**node_env(state.ray_env, serve_max_inflight=settings.serve_max_inflight),
-           **ingress_env(settings, temp_dir)}
+           **ingress_env(settings, temp_dir, free_port_block(2))}
     proc, record = spawn(home, name, argv, env)
     put_record(state, record)
     write_state(home, state)

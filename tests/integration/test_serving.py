@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -273,3 +274,44 @@ def test_endpoint_is_listed_and_deleted(platform, endpoint):
     assert shown["history"][0]["action"].startswith("create with") and shown["history"][0]["user"] == "alice"
     assert httpx.delete(f"{base}/iris-ep", headers=headers, timeout=60).status_code == 204
     assert httpx.get(f"{base}/iris-ep", headers=headers).status_code == 404
+
+
+LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
+
+
+def test_every_listening_socket_is_on_loopback_and_no_socket_or_file_is_world_writable(platform, endpoint):
+    """With an endpoint deployed: every TCP listener of every process of the instance (Ray, its
+    workers and replicas, HAProxy, MLflow, the platform) is on loopback (the serve host), HAProxy
+    is the one on the serve port, and no Unix socket, file or directory of the instance is
+    writable by other users (data dir, Ray temp dir)."""
+    import psutil
+
+    from loopml.launcher.run_state import node_temp_dir
+    from tests.integration.platform_fixtures import _descendants
+
+    state = platform.state()
+    pids = _descendants([record["pid"] for record in state["processes"]])
+    listeners, unix_paths = [], set()
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            name = proc.name()
+            listeners += [(name, c.laddr.ip, c.laddr.port) for c in proc.net_connections(kind="inet")
+                          if c.status == psutil.CONN_LISTEN]
+            unix_paths |= {c.laddr for c in proc.net_connections(kind="unix") if c.laddr}
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    assert listeners
+    assert [entry for entry in listeners if entry[1] not in LOOPBACK] == []
+    serve_port = int(endpoint["url"].split(":")[2].split("/")[0])
+    assert {name for name, _, port in listeners if port == serve_port} == {"haproxy"}
+    temp_dir = next(node_temp_dir(record["cmdline"]) for record in state["processes"] if record["name"] == "ray")
+    writable = []
+    for root in (platform.home, temp_dir):
+        for path in [root, *root.rglob("*")]:
+            if not path.is_symlink() and path.exists() and path.stat().st_mode & 0o002:
+                writable.append(str(path))
+    writable += [path for path in unix_paths if not path.startswith("@") and Path(path).exists()
+                 and Path(path).stat().st_mode & 0o002 and not any(Path(path).is_relative_to(r) for r in (
+                     platform.home, temp_dir))]
+    assert writable == []

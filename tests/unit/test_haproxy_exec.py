@@ -138,14 +138,14 @@ def test_a_broken_config_is_refused_by_haproxy_not_hidden(ray_config, tmp_path):
 
 def test_ingress_env_per_setting(tmp_path):
     proxy = Settings(data_dir=tmp_path / "a", serve_ingress="proxy")
-    assert ingress.ingress_env(proxy, tmp_path / "t1") == {}
+    assert ingress.ingress_env(proxy, tmp_path / "t1", 25000) == {}
     settings = Settings(data_dir=tmp_path / "b", serve_max_inflight=10, serve_request_timeout_s=5)
-    env = ingress.ingress_env(settings, tmp_path / "t2", environ={})
+    env = ingress.ingress_env(settings, tmp_path / "t2", 25000, environ={})
     assert env["RAY_SERVE_ENABLE_HA_PROXY"] == "1" and env["RAY_SERVE_HAPROXY_METRICS_ENABLED"] == "0"
     assert env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"].startswith(str(tmp_path / "b"))  # in the data dir
     assert env["RAY_SERVE_HAPROXY_SOCKET_PATH"].startswith(str(tmp_path / "t2"))
     assert os.access(env[ingress.BINARY_ENV], os.X_OK)
-    assert int(env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"]) != 8500
+    assert (env["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"], env["RAY_SERVE_FALLBACK_PROXY_GRPC_PORT"]) == ("25000", "25001")
     options = json.loads(env[haproxy_exec.OPTIONS_ENV])
     assert (options["maxconn"], options["maxqueue"], options["timeout_server_s"]) == (4, 6, 5)
     assert stat.S_IMODE((tmp_path / "b" / ingress.CONFIG_DIR).stat().st_mode) == 0o700

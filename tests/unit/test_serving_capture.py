@@ -148,3 +148,32 @@ def test_adding_is_cheap(capsys):
 
     with capsys.disabled():
         print(f"\n  capture add: {asyncio.run(scenario(Sink())):.2f} us per record")
+
+
+def test_when_the_platform_moves_the_buffer_finds_its_published_address_and_loses_nothing():
+    """The old address refuses connections; the published one (Ray's KV store in a replica) takes
+    every record, in order, without a reconfigure."""
+    moved, asked = Sink(), []
+
+    def platform(request: httpx.Request) -> httpx.Response:
+        if request.url.host == "platform":  # where the replica was deployed from: gone
+            raise httpx.ConnectError("refused", request=request)
+        return moved(request)
+
+    def resolve() -> str:
+        asked.append(1)
+        return "http://platform-2:9000/capture"
+
+    async def scenario():
+        capture = CaptureBuffer("http://platform/capture", "tok", transport=httpx.MockTransport(platform),
+                                batch=5, interval_s=0.02, resolve=resolve, resolve_s=0.05)
+        for i in range(12):
+            capture.add({"i": i})
+        await asyncio.sleep(0.4)
+        await capture.close()
+        return capture
+
+    capture = asyncio.run(scenario())
+    assert capture.url == "http://platform-2:9000/capture"
+    assert moved.ids == list(range(12)) and capture.dropped_total == 0
+    assert len(asked) == 1  # asked once, on the first failure: no KV read while sends succeed
