@@ -79,7 +79,15 @@ from loopml.launcher.processes import (
     stop_record,
     wait_http,
 )
-from loopml.launcher.ray_local import RayPorts, head_command, node_env, ray_temp_dir, shutdown_serve, wait_ray
+from loopml.launcher.ray_local import (
+    RayPorts,
+    close_temp_dir,
+    head_command,
+    node_env,
+    ray_temp_dir,
+    shutdown_serve,
+    wait_ray,
+)
 from loopml.launcher.ray_worker import RayWorkerNode, start_ray_worker_node
 from loopml.launcher.run_state import (
     COMPONENTS,
@@ -319,6 +327,7 @@ def _start(settings: Settings, state: RunState, names: list[str], admin_token: s
             proc, record = started["ray"]
             with component_errors("Ray head", record):
                 wait_ray(state.urls["ray"], timeout, proc=proc, headers=ray_headers(state))
+            close_temp_dir(ray_temp_dir(settings))
             step(f"Ray head ready: {state.urls['ray_address']}, dashboard {state.urls['ray']}")
         if "mlflow" in started:
             proc, record = started["mlflow"]

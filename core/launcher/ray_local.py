@@ -91,6 +91,16 @@ def ray_temp_dir(settings: Settings) -> str:
     return path
 
 
+def close_temp_dir(path: str | Path) -> None:
+    """Make a started Ray node's temp dir ``0700``: Ray makes it and its session dirs
+    world-writable (``0777``, for clusters shared by several users); its sockets, logs and
+    runtime files are then out of other users' reach. Ray's own processes run as us."""
+    try:
+        os.chmod(path, 0o700)
+    except OSError as exc:
+        log.warning("could not make Ray's temp dir %s private: %s", path, exc)
+
+
 def short_temp_dir(key: str) -> str:
     return f"/tmp/loopml-ray-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
 

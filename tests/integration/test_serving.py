@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import stat
 import threading
 import time
 from pathlib import Path
@@ -14,7 +15,6 @@ from loopml.executor.models import JobStatus
 from loopml.serving.service import app_name
 from tests.integration.endpoints import COLUMNS, X, replica_pids, train_and_deploy
 from tests.integration.notebooks import TRAIN_AND_LOG
-from tests.integration.platform_fixtures import serve_logs
 from tests.integration.processes import wait_for
 
 
@@ -244,10 +244,9 @@ def test_update_scales_in_place_and_rotates_the_key(platform, endpoint):
         time.sleep(0.5)
     assert len(replica_pids(platform, app)) == 2 and set(before) <= set(replica_pids(platform, app))  # no restart
 
-    def gate_admits_two_replicas() -> bool:  # the proxy's gate reads the limits again when a request comes
-        post(endpoint, INVOKE, PAYLOADS["dataframe_split"])
-        return any(f"/{project}/iris-ep 12" in log.read_text() for log in serve_logs(platform.home, "proxy_*.log"))
-    wait_for(gate_admits_two_replicas, timeout=30, every=1)
+    def ingress_admits_two_replicas() -> bool:  # HAProxy bounds each replica it routes to
+        return len(bounded_servers(platform.home, app)) == 2
+    wait_for(ingress_admits_two_replicas, timeout=30, every=1)
 
     auto = platform.cli("endpoints", "update", "iris-ep", "--autoscale", "1:2", "-P", project)
     assert auto.returncode == 0 and "replicas 1:2 (auto)" in auto.stdout, auto.stderr
@@ -279,6 +278,19 @@ def test_endpoint_is_listed_and_deleted(platform, endpoint):
 LOOPBACK = {"127.0.0.1", "::1", "::ffff:127.0.0.1"}
 
 
+def bounded_servers(home: Path, app: str) -> list[str]:
+    """The replica server lines of ``app``'s backend in the head's HAProxy config that carry
+    the per-replica bounds (``maxconn``/``maxqueue``)."""
+    lines, inside = [], False
+    for config in (home / "serve-ingress").glob("*/haproxy.cfg"):
+        for line in config.read_text().splitlines():
+            if line and not line[0].isspace():
+                inside = line.strip() == f"backend http-{app}"
+            elif inside and line.strip().startswith("server SERVE_REPLICA") and " maxconn 4 maxqueue " in line:
+                lines.append(line.strip())
+    return lines
+
+
 def test_every_listening_socket_is_on_loopback_and_no_socket_or_file_is_world_writable(platform, endpoint):
     """With an endpoint deployed: every TCP listener of every process of the instance (Ray, its
     workers and replicas, HAProxy, MLflow, the platform) is on loopback (the serve host), HAProxy
@@ -306,12 +318,15 @@ def test_every_listening_socket_is_on_loopback_and_no_socket_or_file_is_world_wr
     serve_port = int(endpoint["url"].split(":")[2].split("/")[0])
     assert {name for name, _, port in listeners if port == serve_port} == {"haproxy"}
     temp_dir = next(node_temp_dir(record["cmdline"]) for record in state["processes"] if record["name"] == "ray")
-    writable = []
-    for root in (platform.home, temp_dir):
-        for path in [root, *root.rglob("*")]:
-            if not path.is_symlink() and path.exists() and path.stat().st_mode & 0o002:
-                writable.append(str(path))
-    writable += [path for path in unix_paths if not path.startswith("@") and Path(path).exists()
-                 and Path(path).stat().st_mode & 0o002 and not any(Path(path).is_relative_to(r) for r in (
-                     platform.home, temp_dir))]
+    assert stat.S_IMODE(temp_dir.stat().st_mode) == 0o700  # Ray makes it 0777
+
+    def others_may_write(path: Path) -> bool:  # writable by others, through dirs they may enter
+        try:
+            return bool(path.stat().st_mode & 0o002) and all(parent.stat().st_mode & 0o001 for parent in path.parents)
+        except FileNotFoundError:  # gone meanwhile (a log rotated, a worker's file)
+            return False
+
+    writable = [str(path) for root in (platform.home, temp_dir) for path in [root, *root.rglob("*")]
+                if not path.is_symlink() and others_may_write(path)]
+    writable += [path for path in unix_paths if not path.startswith("@") and others_may_write(Path(path))]
     assert writable == []
