@@ -253,6 +253,8 @@ def main() -> None:
     from _platform import stop_platform  # bench/ is on sys.path
 
     from loopml.serving.deployment import ModelEndpoint
+    from loopml.serving.limits import MAX_ONGOING_REQUESTS
+    from loopml.settings import Settings
     from serving import dataframe_split, serve_wine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -266,8 +268,10 @@ def main() -> None:
     args = parser.parse_args()
 
     bound = ModelEndpoint.max_ongoing_requests + ModelEndpoint.max_queued_requests
-    limits = (f"max_ongoing_requests {ModelEndpoint.max_ongoing_requests}, max_queued_requests "
-              f"{ModelEndpoint.max_queued_requests}")
+    inflight = Settings.model_fields["serve_max_inflight"].default
+    limits = (f"HAProxy ingress: maxconn {MAX_ONGOING_REQUESTS} and maxqueue {inflight - MAX_ONGOING_REQUESTS} per "
+              f"replica (serve_max_inflight {inflight}); the replica's max_ongoing_requests "
+              f"{ModelEndpoint.max_ongoing_requests}")
     began = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="loopml-bench-overload-"))
     home = work / "home"

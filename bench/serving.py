@@ -39,6 +39,7 @@ MLServer virtualenv to build).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import json
 import os
@@ -55,7 +56,7 @@ from typing import Any, Callable
 
 import numpy as np
 import psutil
-from _platform import VENV_BIN, platform_env, platform_pids, stop_platform  # bench/ is on sys.path
+from _platform import VENV_BIN, platform_env, platform_pids, state_records, stop_platform  # bench/ is on sys.path
 
 from loopml.launcher import free_port_block
 
@@ -480,9 +481,16 @@ def sandbox_costs(results: dict[str, Result]) -> list[tuple[str, float, float, f
 
 
 def goals(results: dict[str, Result]) -> list[tuple[str, float, str, bool]]:
-    """(what, ratio, goal, met) for each loopml protocol; none without the peers (``--only-loopml``)."""
+    """(what, ratio, goal, met) for each loopml protocol: capture's cost always, the peers' ratios
+    unless ``--only-loopml``."""
+    rows = []
+    for name in CAPTURED:
+        off = results.get(name + CAPTURE_OFF)
+        if off is not None and off.rps8:
+            ratio = results[name].rps8 / off.rps8
+            rows.append((f"{name}: rps@8 capture on / off", ratio, ">= 0.9x", ratio >= 0.9))
     if "MLServer" not in results:
-        return []
+        return rows
     mlserver, mlflow_serve, limit = results["MLServer"], results["mlflow models serve"], results["limit"]
     rows = []
     for name in ("loopml /invocations", "loopml v2 infer"):
@@ -496,6 +504,7 @@ def goals(results: dict[str, Result]) -> list[tuple[str, float, str, bool]]:
             (f"{name}: p50 / limit p50", p50_limit, "<= 1.5x", p50_limit <= 1.5),
             (f"{name}: rps@8 / MLServer rps@8", rps_mlserver, ">= 1.0x", rps_mlserver >= 1.0),
             (f"{name}: rps@8 / mlflow serve rps@8", rps_mlflow, ">= 2.0x", rps_mlflow >= 2.0),
+            (f"{name}: errors (non-200 answers)", float(mine.errors), "0", mine.errors == 0),
         ]
     return rows
 
@@ -526,7 +535,8 @@ def report(results: dict[str, Result], args: argparse.Namespace, versions: str, 
     if goals(results):
         lines += ["", "| goal | ratio | target | met |", "|---|---:|---|---|"]
         for what, ratio, goal, met in goals(results):
-            lines.append(f"| {what} | {ratio:.2f}x | {goal} | {'met' if met else '**not met**'} |")
+            shown = f"{ratio:.0f}" if goal == "0" else f"{ratio:.2f}x"
+            lines.append(f"| {what} | {shown} | {goal} | {'met' if met else '**not met**'} |")
     lines += ["", "What the sandboxed model host costs (a pickled model, over the same model in-process):", "",
               "| protocol | p50 added, ms | p99 added, ms | rps@8 sandboxed / in-process |", "|---|---:|---:|---:|"]
     for protocol, p50, p99, rps in sandbox_costs(results):
@@ -603,6 +613,27 @@ def loopml_targets(deployed, columns: list[str], sandboxed: str = "") -> list[Ta
                    v2_predictions, key)]
 
 
+CAPTURED = ("loopml /invocations", "loopml v2 infer")
+CAPTURE_OFF = ", capture off"
+
+
+def capture_off(home: Path) -> None:
+    """Restart the platform service alone with ``capture_sample = 0``: ``loopml up`` keeps the
+    running Ray and MLflow and the new service hands the endpoints' replicas a config with no
+    capture (their ``reconfigure``); the same replicas, ports and HAProxy serve on."""
+    record = next(r for r in state_records(home) if r["name"] == "platform")
+    service = psutil.Process(record["pid"])
+    service.terminate()
+    service.wait(timeout=60)
+    with open(home / "config.toml", "a") as config:
+        config.write("capture_sample = 0\n")
+    started = subprocess.run([str(VENV_BIN / "loopml"), "up", "--no-hub", "--data-dir", str(home)],
+                             env=platform_env(home), capture_output=True, text=True, timeout=300)
+    if started.returncode != 0:
+        raise SystemExit(f"loopml up (capture off) failed:\n{started.stdout}\n{started.stderr}")
+    time.sleep(3)  # the replicas' reconfigure
+
+
 def start_all(work: Path, servers: list[Server], only_loopml: bool = False):
     """Platform, models and endpoints, then (unless ``only_loopml``) the other three servers
     (appended to ``servers`` as they start, for the caller to stop); waits until all are ready.
@@ -667,6 +698,12 @@ def main() -> None:
                 print(f"round {number + 1} of {args.rounds}")
             for target in targets:
                 rounds[target.name].append(measure(target, row, args))
+        print("restarting the platform service with capture off (capture_sample = 0)")
+        capture_off(work / "home")
+        for _ in range(args.rounds):
+            for target in (t for t in targets if t.name in CAPTURED):
+                rounds.setdefault(target.name + CAPTURE_OFF, []).append(
+                    measure(dataclasses.replace(target, name=target.name + CAPTURE_OFF), row, args))
         results = {name: median_result(found) for name, found in rounds.items()}
         versions = versions_line()
     finally:

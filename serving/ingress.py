@@ -29,7 +29,8 @@ from loopml.settings import Settings
 BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
 CONFIG_DIR = "serve-ingress"  # under the data dir
 EXEC_NAME = "loopml-haproxy"
-TEMP_SUBDIR = "h"  # under the node's Ray temp dir: short, for the admin socket's path
+TEMP_SUBDIR = "h"
+DRAIN_S = 2.0  # under the node's Ray temp dir: short, for the admin socket's path
 
 
 def public_base_url(settings: Settings) -> str:
@@ -104,6 +105,10 @@ def ingress_env(settings: Settings, temp_dir: str | Path, fallback_port: int,
                "retry_after_s": RETRY_AFTER_S, "private_dirs": [str(config_dir), str(temp)]}
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
+        # A replica going away stays open this long for HAProxy to drop it (Ray's default 30 s
+        # made every delete, scale-in and redeploy wait 30 s); HAProxy's reload after Serve's
+        # broadcast takes well under a second here, and it retries a refused connection elsewhere.
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": str(DRAIN_S),
         "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT": str(fallback_port),
         "RAY_SERVE_FALLBACK_PROXY_GRPC_PORT": str(fallback_port + 1),
         BINARY_ENV: str(install_exec(temp_dir)),

@@ -81,9 +81,9 @@ from loopml.launcher.processes import (
 )
 from loopml.launcher.ray_local import (
     RayPorts,
-    close_temp_dir,
     head_command,
     node_env,
+    private_temp_parent,
     ray_temp_dir,
     shutdown_serve,
     wait_ray,
@@ -314,6 +314,7 @@ def _start(settings: Settings, state: RunState, names: list[str], admin_token: s
 
     try:
         if "ray" in names:
+            private_temp_parent(ray_temp_dir(settings))
             start("ray", head_command(settings),
                   {**node_env(state.ray_env, serve_max_inflight=settings.serve_max_inflight),
                    **ingress_env(settings, ray_temp_dir(settings), free_port_block(2))})
@@ -327,7 +328,6 @@ def _start(settings: Settings, state: RunState, names: list[str], admin_token: s
             proc, record = started["ray"]
             with component_errors("Ray head", record):
                 wait_ray(state.urls["ray"], timeout, proc=proc, headers=ray_headers(state))
-            close_temp_dir(ray_temp_dir(settings))
             step(f"Ray head ready: {state.urls['ray_address']}, dashboard {state.urls['ray']}")
         if "mlflow" in started:
             proc, record = started["mlflow"]

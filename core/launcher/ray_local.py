@@ -39,6 +39,7 @@ TOKEN_FILE = Path("ray") / "auth_token"
 # Ray puts unix sockets up to ~68 characters below its temp dir
 # (session_<date>_<pid>/sockets/dash_MetricsHead); the kernel's limit is 107.
 MAX_RAY_TEMP_DIR = 36
+TEMP_PREFIX, TEMP_LEAF = "loopml-ray-", "r"  # /tmp/loopml-ray-<8 hex>/r: see private_temp_parent
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class RayPorts:
 
 
 def ray_temp_dir(settings: Settings) -> str:
-    """Ray's temp dir: ``settings.ray_temp_dir`` or ``/tmp/loopml-ray-<8 hex of the home's sha1>``.
+    """Ray's temp dir: ``settings.ray_temp_dir`` or ``/tmp/loopml-ray-<8 hex of the home's sha1>/r``.
 
     Not under ``$TMPDIR`` or the data dir: either may be long, and Ray's sockets live in it.
     Raises :class:`InvalidInput` when the configured one is too long for them.
@@ -91,18 +92,20 @@ def ray_temp_dir(settings: Settings) -> str:
     return path
 
 
-def close_temp_dir(path: str | Path) -> None:
-    """Make a started Ray node's temp dir ``0700``: Ray makes it and its session dirs
-    world-writable (``0777``, for clusters shared by several users); its sockets, logs and
-    runtime files are then out of other users' reach. Ray's own processes run as us."""
-    try:
-        os.chmod(path, 0o700)
-    except OSError as exc:
-        log.warning("could not make Ray's temp dir %s private: %s", path, exc)
+def private_temp_parent(path: str | Path) -> None:
+    """Create the ``0700`` dir around one of our short Ray temp dirs (:func:`short_temp_dir`)
+    before its node starts. Ray makes its temp dir and session dirs world-writable (``0777``,
+    for clusters shared by several users) and sets that mode again whenever a driver connects;
+    inside a dir only we may enter, its sockets, logs and runtime files are out of other users'
+    reach. A ``ray_temp_dir`` of the operator's own is left as it is."""
+    path = Path(path)
+    if path.name == TEMP_LEAF and path.parent.name.startswith(TEMP_PREFIX):
+        path.parent.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(path.parent, 0o700)
 
 
 def short_temp_dir(key: str) -> str:
-    return f"/tmp/loopml-ray-{hashlib.sha1(key.encode()).hexdigest()[:8]}"
+    return f"/tmp/{TEMP_PREFIX}{hashlib.sha1(key.encode()).hexdigest()[:8]}/{TEMP_LEAF}"
 
 
 def venv_bin(name: str) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from loopml.errors import Unavailable
 from loopml.launcher.processes import ProcessRecord, component_errors, free_port_block, live_process, spawn, stop_record
-from loopml.launcher.ray_local import close_temp_dir, node_env, short_temp_dir, wait_ray, worker_command
+from loopml.launcher.ray_local import node_env, private_temp_parent, short_temp_dir, wait_ray, worker_command
 from loopml.launcher.run_state import put_record, ray_headers, read_state, remove_ray_temp_dir, write_state
 from loopml.serving.ingress import ingress_env
 from loopml.settings import load_settings
@@ -74,6 +74,7 @@ def start_ray_worker_node(
         raise Unavailable(f"no Ray head started by `loopml up` runs from {home}")
     name = f"ray-worker-{base_port}"
     temp_dir = short_temp_dir(f"{home}:{base_port}")
+    private_temp_parent(temp_dir)
     argv = worker_command(state.urls["ray_address"], name, base_port, num_cpus=num_cpus,
                           resources=dict(resources or {}), memory_mb=memory_mb, object_store_mb=object_store_mb,
                           temp_dir=temp_dir)
@@ -86,7 +87,6 @@ def start_ray_worker_node(
     try:
         with component_errors(f"Ray worker node {name}", record):
             node = wait_ray(state.urls["ray"], timeout, proc=proc, headers=ray_headers(state), node_name=name)
-        close_temp_dir(temp_dir)
     except BaseException:
         stop_record(record, timeout=30)
         raise

@@ -24,7 +24,7 @@ from loopml.errors import Conflict, InvalidInput
 from loopml.hub_config import launch as hub_launch
 from loopml.instance import make_private_dir, stored_secret, write_private
 from loopml.launcher.processes import ProcessRecord
-from loopml.launcher.ray_local import driver_env, ray_auth_headers
+from loopml.launcher.ray_local import TEMP_LEAF, TEMP_PREFIX, driver_env, ray_auth_headers
 from loopml.settings import Settings
 
 STATE_FILE = Path("run") / "state.json"
@@ -186,5 +186,9 @@ def node_temp_dir(cmdline: list[str]) -> Path | None:
 def remove_ray_temp_dir(record: ProcessRecord) -> None:
     """Remove the temp dir a stopped Ray node of ours used."""
     path = node_temp_dir(record.cmdline)
-    if path is not None and path.name.startswith("loopml-ray-"):  # only the short dirs we derive; never a user's choice
+    if path is None:
+        return
+    if path.name == TEMP_LEAF and path.parent.name.startswith(TEMP_PREFIX):  # only the short dirs we derive
+        shutil.rmtree(path.parent, ignore_errors=True)
+    elif path.name.startswith(TEMP_PREFIX):  # as an earlier version derived them
         shutil.rmtree(path, ignore_errors=True)

@@ -318,7 +318,7 @@ def test_every_listening_socket_is_on_loopback_and_no_socket_or_file_is_world_wr
     serve_port = int(endpoint["url"].split(":")[2].split("/")[0])
     assert {name for name, _, port in listeners if port == serve_port} == {"haproxy"}
     temp_dir = next(node_temp_dir(record["cmdline"]) for record in state["processes"] if record["name"] == "ray")
-    assert stat.S_IMODE(temp_dir.stat().st_mode) == 0o700  # Ray makes it 0777
+    assert stat.S_IMODE(temp_dir.parent.stat().st_mode) == 0o700  # Ray makes its temp dir 0777
 
     def others_may_write(path: Path) -> bool:  # writable by others, through dirs they may enter
         try:
