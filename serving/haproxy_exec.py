@@ -14,7 +14,8 @@ and then becomes the real HAProxy (``exec``, same pid, same command line as Ray 
 - the admin socket is ``mode 600`` (and its directory ``0700``);
 - no access log: one line per request is CPU the replicas need;
 - each replica (server line) takes at most ``maxconn`` requests at once and keeps at most
-  ``maxqueue`` waiting; beyond that HAProxy answers at once, without reaching Python:
+  ``maxqueue`` waiting (for the backend: ``maxqueue`` times its replicas, checked as a request
+  arrives); beyond that HAProxy answers at once, without reaching Python:
   ``503``, ``Retry-After`` and the JSON ``message``/``reason`` of the platform's refusals,
   naming the endpoint; 502/504 are JSON too, 404 names the URL form of endpoints;
 - ``timeout server`` is the platform's request timeout.
@@ -73,6 +74,10 @@ def loopback_safe(config: str, options: dict, error_dir: str) -> tuple[str, dict
                 prefix = prefixes.get(backend.removeprefix("http-"), prefixes.get(backend))
                 count = max(1, servers.get(backend, 1))
                 out.extend(_error_lines(files, error_dir, backend, (prefix, count), options))
+                # Full: refused at once (the 503 error file above). A server's own queue overflows
+                # into the backend's, which has no bound of its own and is left only after
+                # `timeout queue`.
+                out.append(f"    http-request deny deny_status 503 if {{ queue() ge {int(options['maxqueue']) * count} }}")
             continue
         if section.startswith(_DROPPED_SECTIONS):
             continue

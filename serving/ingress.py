@@ -45,7 +45,7 @@ def public_base_url(settings: Settings) -> str:
 def queue_per_replica(settings: Settings) -> int:
     """Requests HAProxy keeps waiting for one replica, beyond the ones it runs
     (:data:`MAX_ONGOING_REQUESTS`): ``serve_max_inflight`` is both together."""
-    return max(0, settings.serve_max_inflight - MAX_ONGOING_REQUESTS)
+    return max(1, settings.serve_max_inflight - MAX_ONGOING_REQUESTS)
 
 
 def haproxy_binary(environ: Mapping[str, str] | None = None) -> str:

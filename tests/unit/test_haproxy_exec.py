@@ -100,6 +100,7 @@ def test_replicas_are_bounded_and_refusals_are_json_naming_the_endpoint(ray_conf
     assert servers[0].startswith("server SERVE_REPLICA_bench.wine-model-1 127.0.0.1:30000 maxconn 4 maxqueue 28 check")
     assert "maxconn" not in servers[2]  # the backup (Serve's own proxy) keeps its own bounds
     assert "    timeout server 30000ms" in config
+    assert "    http-request deny deny_status 503 if { queue() ge 56 }" in config  # 28 per replica
     refusal = files[str(ray_config.parent / "http-bench.wine.503.http")]
     head, body = refusal.split(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in head
