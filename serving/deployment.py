@@ -10,6 +10,7 @@ that served it and a request id in the headers. Every refusal is a JSON 4xx.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 import os
@@ -97,13 +98,18 @@ class ModelEndpoint:
         # The fast path hands scikit-learn a bare array in the signature's column order.
         warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
 
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Serve the :class:`~loopml.serving.replica_config.ReplicaConfig` ``user_config``
         holds: its ``model_uri`` (and its canary's for a share of requests).
 
         Models already loaded are kept; the old ones keep serving until the new ones are
-        loaded, then the switch is one assignment.
+        loaded, then the switch is one assignment. Loading (a download, seconds) runs in a
+        thread: with HAProxy the replica runs its requests on its own event loop
+        (``RAY_SERVE_THROUGHPUT_OPTIMIZED``), which must keep answering meanwhile.
         """
+        await asyncio.to_thread(self._reconfigure, user_config)
+
+    def _reconfigure(self, user_config: dict[str, Any]) -> None:
         import mlflow
 
         config = ReplicaConfig.model_validate(user_config)
