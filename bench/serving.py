@@ -25,8 +25,13 @@ connection (p50, p99, rps@1), and ``--seconds`` of load from 8 threads with one 
 The load generator shares the 2 cores with the servers, so it is kept cheap: ``http.client``
 costs 3-4x less client CPU per request than ``httpx`` (the table shows its cost per request).
 
+Last, the platform service alone is restarted with ``capture_sample = 0`` (the same replicas
+behind the same HAProxy, reconfigured) and both loopml protocols are measured again (rows
+``..., capture off``).
+
 Targets, for each loopml protocol: p50 <= 1.0x MLServer and <= 1.5x the limit;
-rps@8 >= 1.0x MLServer and >= 2x ``mlflow models serve``. The sandboxed rows report their cost
+rps@8 >= 1.0x MLServer and >= 2x ``mlflow models serve``, with 0 errors; rps@8 with capture on
+>= 0.9x capture off. The sandboxed rows report their cost
 over the in-process ones (ms per request added to p50, ratio of rps@8).
 Prints the table and the ratios, writes ``bench/results/serving.md``.
 
@@ -492,8 +497,7 @@ def goals(results: dict[str, Result]) -> list[tuple[str, float, str, bool]]:
     if "MLServer" not in results:
         return rows
     mlserver, mlflow_serve, limit = results["MLServer"], results["mlflow models serve"], results["limit"]
-    rows = []
-    for name in ("loopml /invocations", "loopml v2 infer"):
+    for name in CAPTURED:
         mine = results[name]
         p50_mlserver = mine.p50_ms / mlserver.p50_ms
         p50_limit = mine.p50_ms / limit.p50_ms
