@@ -29,11 +29,11 @@ from typing import Any
 import httpx
 
 from loopml.capture_wire import MAX_BATCH
+from loopml.serving.admission import KV_NAMESPACE
 from loopml.serving.responses import dumps_json
 
 log = logging.getLogger(__name__)
 
-KV_NAMESPACE = "loopml"  # as the admission table's (admission.py)
 SINK_KV_KEY = b"capture-url"
 RESOLVE_S = 2.0
 

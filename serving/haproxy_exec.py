@@ -54,8 +54,7 @@ def loopback_safe(config: str, options: dict, error_dir: str) -> tuple[str, dict
 
     ``options``: ``maxconn`` and ``maxqueue`` per replica, ``timeout_server_s``,
     ``retry_after_s``."""
-    prefixes = {name: prefix for name, prefix in (_ACL_PATH.match(line).groups()
-                                                   for line in config.splitlines() if _ACL_PATH.match(line))}
+    prefixes = dict(match.groups() for line in config.splitlines() if (match := _ACL_PATH.match(line)))
     servers = _servers_per_backend(config)
     files: dict[str, bytes] = {}
     out: list[str] = []
@@ -71,7 +70,7 @@ def loopback_safe(config: str, options: dict, error_dir: str) -> tuple[str, dict
                 out.extend(_error_lines(files, error_dir, "default", None, options))
             elif section.startswith("backend ") and section != "backend default_backend":
                 backend = section.split(None, 1)[1]
-                prefix = prefixes.get(backend.removeprefix("http-"), prefixes.get(backend))
+                prefix = prefixes.get(backend)  # Ray names a backend's ACL is_<backend>
                 count = max(1, servers.get(backend, 1))
                 out.extend(_error_lines(files, error_dir, backend, (prefix, count), options))
                 # Full: refused at once (the 503 error file above). A server's own queue overflows

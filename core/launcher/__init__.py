@@ -82,10 +82,9 @@ from loopml.launcher.processes import (
 from loopml.launcher.ray_local import (
     RayPorts,
     head_command,
-    node_env,
-    private_temp_parent,
     ray_temp_dir,
     shutdown_serve,
+    start_env,
     wait_ray,
 )
 from loopml.launcher.ray_worker import RayWorkerNode, start_ray_worker_node
@@ -107,7 +106,6 @@ from loopml.launcher.run_state import (
 )
 from loopml.registry import mlflow_auth
 from loopml.registry.server import STORE_DIR, mlflow_server_command
-from loopml.serving.ingress import ingress_env
 from loopml.settings import ClientConfig, ProjectSeed, Settings, write_client_config
 
 __all__ = ["RayWorkerNode", "UpResult", "down", "free_port_block", "start_ray_worker_node", "status", "up"]
@@ -314,10 +312,7 @@ def _start(settings: Settings, state: RunState, names: list[str], admin_token: s
 
     try:
         if "ray" in names:
-            private_temp_parent(ray_temp_dir(settings))
-            start("ray", head_command(settings),
-                  {**node_env(state.ray_env, serve_max_inflight=settings.serve_max_inflight),
-                   **ingress_env(settings, ray_temp_dir(settings), free_port_block(2))})
+            start("ray", head_command(settings), start_env(state.ray_env, settings, ray_temp_dir(settings)))
         if "mlflow" in names:
             make_private_dir(home / STORE_DIR)
             argv, extra = mlflow_server_command(home, settings.mlflow_port, settings.mlflow_backend_uri,
@@ -462,7 +457,7 @@ def status(home: Path) -> dict[str, dict[str, Any]]:
                         "pid": record.pid if record else None, "alive": alive, "healthy": healthy,
                         "url": state.urls.get(name), "log": record.log if record else None}
     report["ray"].update(address=state.urls.get("ray_address"), env=state.ray_env)
-    if "ray" in records and state.ray_env is not None:
+    if "ray" in records:
         ingress = _ingress_status(Path(home).expanduser().resolve(), records["ray"])
         if ingress is not None:
             report["ingress"] = ingress

@@ -21,8 +21,9 @@ import httpx
 
 from loopml.errors import InvalidInput, Unavailable
 from loopml.instance import write_private
-from loopml.launcher.processes import wait_http
+from loopml.launcher.processes import free_port_block, wait_http
 from loopml.serving.admission import CALLBACK, CALLBACK_ENV, DEFAULT_LIMIT, LIMIT_ENV
+from loopml.serving.ingress import ingress_env
 from loopml.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,16 @@ def node_env(ray_env: Mapping[str, str], environ: Mapping[str, str] | None = Non
     env[CALLBACK_ENV] = CALLBACK
     env[LIMIT_ENV] = str(serve_max_inflight)
     return env
+
+
+def start_env(ray_env: Mapping[str, str], settings: Settings, temp_dir: str) -> dict[str, str]:
+    """The environment of a Ray node of ``settings``' instance that ``up`` (or a second node)
+    starts with temp dir ``temp_dir``: :func:`node_env` and the endpoints' ingress
+    (:func:`~loopml.serving.ingress.ingress_env`). Creates the private dir around ``temp_dir``
+    first (:func:`private_temp_parent`)."""
+    private_temp_parent(temp_dir)
+    return {**node_env(ray_env, serve_max_inflight=settings.serve_max_inflight),
+            **ingress_env(settings, temp_dir, free_port_block(2))}
 
 
 def ray_auth_headers(env: Mapping[str, str] | None = None) -> dict[str, str]:

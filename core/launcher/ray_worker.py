@@ -10,10 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loopml.errors import Unavailable
-from loopml.launcher.processes import ProcessRecord, component_errors, free_port_block, live_process, spawn, stop_record
-from loopml.launcher.ray_local import node_env, private_temp_parent, short_temp_dir, wait_ray, worker_command
+from loopml.launcher.processes import ProcessRecord, component_errors, live_process, spawn, stop_record
+from loopml.launcher.ray_local import short_temp_dir, start_env, wait_ray, worker_command
 from loopml.launcher.run_state import put_record, ray_headers, read_state, remove_ray_temp_dir, write_state
-from loopml.serving.ingress import ingress_env
 from loopml.settings import load_settings
 
 JOIN_TIMEOUT = 90.0  # seconds a node may take to join
@@ -74,13 +73,10 @@ def start_ray_worker_node(
         raise Unavailable(f"no Ray head started by `loopml up` runs from {home}")
     name = f"ray-worker-{base_port}"
     temp_dir = short_temp_dir(f"{home}:{base_port}")
-    private_temp_parent(temp_dir)
     argv = worker_command(state.urls["ray_address"], name, base_port, num_cpus=num_cpus,
                           resources=dict(resources or {}), memory_mb=memory_mb, object_store_mb=object_store_mb,
                           temp_dir=temp_dir)
-    settings = load_settings(data_dir=home)
-    env = {**node_env(state.ray_env, serve_max_inflight=settings.serve_max_inflight),
-           **ingress_env(settings, temp_dir, free_port_block(2))}
+    env = start_env(state.ray_env, load_settings(data_dir=home), temp_dir)
     proc, record = spawn(home, name, argv, env)
     put_record(state, record)
     write_state(home, state)
