@@ -5,8 +5,9 @@ wine model exactly as ``bench/serving.py`` does, then, in one run and one client
 async, one-row ``/invocations`` requests):
 
 1. unloaded: ``--requests`` sequential requests on one keep-alive connection: p50, p99;
-2. capacity: a closed loop of as many connections as the endpoint admits at once
-   (``max_ongoing_requests + max_queued_requests``) for ``--capacity-seconds``: answers/s;
+2. capacity: a closed loop of ``max_ongoing_requests + max_queued_requests`` connections for
+   ``--capacity-seconds``: answers/s; then one of as many as the endpoint admits at once
+   (``serve_max_inflight``): busy, not overloaded, so any refusal there is counted as a fault;
 3. overload: an open loop at ``--factor`` (3) times that rate for ``--seconds``: each request
    is sent on schedule whatever the answers do, on a connection of its own when the
    keep-alive ones are busy. Admitted requests (200): p50, p99; refused ones (503/429):
@@ -185,18 +186,25 @@ class Figures:
     late_p99_ms: float
     client_cpu_us: float
     refusal: str
+    closed_non200: dict[int, int]  # closed loops at capacity: connections -> answers other than 200
 
     @property
     def ratio(self) -> float:
         return self.admitted_p99 / self.unloaded_p99
 
 
-async def measure(url: str, headers: dict[str, str], body: bytes, bound: int, args: argparse.Namespace) -> Figures:
+async def measure(url: str, headers: dict[str, str], body: bytes, bound: int, inflight: int,
+                  args: argparse.Namespace) -> Figures:
     await closed_loop(url, headers, body, connections=1, requests=args.warmup, tag="warmup")
     unloaded, _ = await closed_loop(url, headers, body, connections=1, requests=args.requests, tag="unloaded")
     served, wall = await closed_loop(url, headers, body, connections=bound, seconds=args.capacity_seconds,
                                      tag="capacity")
     capacity = sum(a.status == 200 for a in served) / wall
+    closed_non200 = {bound: sum(a.status != 200 for a in served)}
+    # as many callers as the endpoint admits at once: busy, not overloaded (no refusal expected)
+    full, _ = await closed_loop(url, headers, body, connections=inflight, seconds=args.capacity_seconds,
+                                tag="inflight")
+    closed_non200[inflight] = sum(a.status != 200 for a in full)
     rate = args.factor * capacity
     print(f"unloaded p50 {ms([a.latency_s for a in unloaded], 50):.1f} ms, capacity {capacity:.0f}/s "
           f"({bound} connections); overload at {rate:.0f}/s for {args.seconds:g} s")
@@ -217,7 +225,7 @@ async def measure(url: str, headers: dict[str, str], body: bytes, bound: int, ar
         sum(a.status not in (0, 200, *REFUSED) for a in answers), sum(a.status == 0 for a in answers),
         ms([a.latency_s for a in admitted], 50), ms([a.latency_s for a in admitted], 99),
         ms([a.latency_s for a in refused], 50), ms([a.latency_s for a in refused], 99),
-        ms([a.late_s for a in answers], 99), cpu / max(len(answers), 1) * 1e6, refusal)
+        ms([a.late_s for a in answers], 99), cpu / max(len(answers), 1) * 1e6, refusal, closed_non200)
 
 
 def report(f: Figures, args: argparse.Namespace, limits: str, took: float) -> str:
@@ -244,6 +252,9 @@ def report(f: Figures, args: argparse.Namespace, limits: str, took: float) -> st
         "",
         f"a refusal: {f.refusal}",
         "",
+        "closed loops at capacity, answers other than 200: "
+        + ", ".join(f"{n} connections {count}" for n, count in f.closed_non200.items()) + " (target: 0)",
+        "",
         f"The whole run took {took:.0f} s.",
     ]
     return "\n".join(lines) + "\n"
@@ -253,7 +264,7 @@ def main() -> None:
     from _platform import stop_platform  # bench/ is on sys.path
 
     from loopml.serving.deployment import ModelEndpoint
-    from loopml.serving.limits import MAX_ONGOING_REQUESTS
+    from loopml.serving.limits import MAX_ONGOING_REQUESTS, OVERLOAD_HOLD_S, OVERLOAD_QUEUE
     from loopml.settings import Settings
     from serving import dataframe_split, serve_wine
 
@@ -270,8 +281,8 @@ def main() -> None:
     bound = ModelEndpoint.max_ongoing_requests + ModelEndpoint.max_queued_requests
     inflight = Settings.model_fields["serve_max_inflight"].default
     limits = (f"HAProxy ingress: maxconn {MAX_ONGOING_REQUESTS} and maxqueue {inflight - MAX_ONGOING_REQUESTS} per "
-              f"replica (serve_max_inflight {inflight}); the replica's max_ongoing_requests "
-              f"{ModelEndpoint.max_ongoing_requests}")
+              f"replica (serve_max_inflight {inflight}), {OVERLOAD_QUEUE} per replica for {OVERLOAD_HOLD_S} s after "
+              f"the queue overflowed; the replica's max_ongoing_requests {ModelEndpoint.max_ongoing_requests}")
     began = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="loopml-bench-overload-"))
     home = work / "home"
@@ -284,7 +295,7 @@ def main() -> None:
         expected = model.predict(X.iloc[:1]).tolist()
         if check.status_code != 200 or json.loads(check.content)["predictions"] != expected:
             raise SystemExit(f"the endpoint answered {check.status_code} {check.text[:300]}, expected {expected}")
-        figures = asyncio.run(measure(url, {"Authorization": f"Bearer {deployed.key}"}, body, bound, args))
+        figures = asyncio.run(measure(url, {"Authorization": f"Bearer {deployed.key}"}, body, bound, inflight, args))
     finally:
         if home.exists():
             stop_platform(home)

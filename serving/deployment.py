@@ -52,24 +52,34 @@ def _json_error(status: int, message: str, reason: str, headers: dict[str, str])
                     headers=headers)
 
 
-def bind_replica_grpc_to_node() -> None:
-    """Make this replica's inter-deployment gRPC server listen on the node's address, not on
-    every interface: Ray Serve binds it to ``[::]:0`` with no setting (``ss -ltnp`` showed
-    ``ray::ServeReplica`` on ``*:<port>``). Serve starts that server after the deployment's
-    constructor, which calls this; it looks the helper up by name at that moment."""
+def bind_replica_to_node() -> None:
+    """Make this replica's servers listen on the node's address, the one Serve's controller
+    hands HAProxy as the replica's target (and nothing else):
+
+    - its inter-deployment gRPC server, which Serve binds to ``[::]:0`` with no setting
+      (``ss -ltnp`` showed ``ray::ServeReplica`` on ``*:<port>``);
+    - its direct-ingress HTTP server (behind HAProxy), which Serve binds to the one HTTP host
+      of every node (``serve_host``): on a worker node with an address of its own, HAProxy
+      would find nothing there.
+
+    Serve starts both after the deployment's constructor, which calls this; it looks the two
+    helpers up by name at that moment."""
     from ray.serve._private import replica
 
-    original = replica.add_port_to_grpc_server
-    if getattr(original, "loopml_bound", False):
+    if getattr(replica.add_port_to_grpc_server, "loopml_bound", False):
         return
     node = ray.util.get_node_ip_address()
+    grpc_server, http_server = replica.add_port_to_grpc_server, replica.start_asgi_http_server
 
-    def bound(server, address: str):
+    def grpc_bound(server, address: str):
         host = f"[{node}]" if ":" in node else node
-        return original(server, f"{host}:0" if address == "[::]:0" else address)
+        return grpc_server(server, f"{host}:0" if address == "[::]:0" else address)
 
-    bound.loopml_bound = True
-    replica.add_port_to_grpc_server = bound
+    def http_bound(app, http_options, **kwargs):
+        return http_server(app, http_options.model_copy(update={"host": node}), **kwargs)
+
+    grpc_bound.loopml_bound = True
+    replica.add_port_to_grpc_server, replica.start_asgi_http_server = grpc_bound, http_bound
 
 
 @serve.deployment(name="model", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=MAX_ONGOING_REQUESTS,
@@ -90,7 +100,7 @@ class ModelEndpoint:
     """
 
     def __init__(self) -> None:
-        bind_replica_grpc_to_node()
+        bind_replica_to_node()
         self.models: dict[str, Loaded] = {}  # model URI -> loaded model
         self.config: ReplicaConfig  # set by reconfigure, which Serve calls before the first request
         self._dirs: dict[str, str] = {}

@@ -15,10 +15,13 @@ and then becomes the real HAProxy (``exec``, same pid, same command line as Ray 
 - no access log: one line per request is CPU the replicas need;
 - each replica (server line) takes at most ``maxconn`` requests at once and keeps at most
   ``maxqueue`` waiting (for the backend: ``maxqueue`` times its replicas, checked as a request
-  arrives); beyond that HAProxy answers at once, without reaching Python:
+  arrives); once that queue was full, for ``overload_hold_s`` only ``overload_queue`` per
+  replica (:func:`_shedding_lines`); beyond that HAProxy answers at once, without reaching Python:
   ``503``, ``Retry-After`` and the JSON ``message``/``reason`` of the platform's refusals,
   naming the endpoint; 502/504 are JSON too, 404 names the URL form of endpoints;
-- ``timeout server`` is the platform's request timeout.
+- ``timeout server`` is the platform's request timeout;
+- on a worker node (option ``bind_host``), the frontends listen on the node's own address:
+  Serve has one HTTP host for every node.
 
 It also asks the kernel to stop HAProxy when the Ray actor that started it dies
 (``PR_SET_PDEATHSIG``), so that no HAProxy outlives its Ray node.
@@ -41,6 +44,7 @@ OPTIONS_ENV = "LOOPML_HAPROXY"
 PR_SET_PDEATHSIG = 1
 REASON = "overloaded"
 _SERVER = re.compile(r"^(\s+server\s+\S+\s+\S+)(.*)$")
+_BIND = re.compile(r"^(\s+bind\s+)\S+:(\d+)(.*)$")
 _ACL_PATH = re.compile(r"^\s+acl\s+is_(\S+)\s+path\s+(/\S*)\s*$")
 _DROPPED_SECTIONS = ("frontend prometheus", "listen stats")
 _DROPPED_LINES = ("log ", "log-format", "option httplog", "option log-health-checks")
@@ -53,7 +57,8 @@ def loopback_safe(config: str, options: dict, error_dir: str) -> tuple[str, dict
     names (``{path: raw HTTP answer}``), each to be written under ``error_dir``.
 
     ``options``: ``maxconn`` and ``maxqueue`` per replica, ``timeout_server_s``,
-    ``retry_after_s``."""
+    ``retry_after_s``, and optionally ``overload_queue`` (per replica), ``overload_hold_s``
+    and ``bind_host``."""
     prefixes = dict(match.groups() for line in config.splitlines() if (match := _ACL_PATH.match(line)))
     servers = _servers_per_backend(config)
     files: dict[str, bytes] = {}
@@ -73,10 +78,7 @@ def loopback_safe(config: str, options: dict, error_dir: str) -> tuple[str, dict
                 prefix = prefixes.get(backend)  # Ray names a backend's ACL is_<backend>
                 count = max(1, servers.get(backend, 1))
                 out.extend(_error_lines(files, error_dir, backend, (prefix, count), options))
-                # Full: refused at once (the 503 error file above). A server's own queue overflows
-                # into the backend's, which has no bound of its own and is left only after
-                # `timeout queue`.
-                out.append(f"    http-request deny deny_status 503 if {{ queue() ge {int(options['maxqueue']) * count} }}")
+                out.extend(_shedding_lines(options, count))
             continue
         if section.startswith(_DROPPED_SECTIONS):
             continue
@@ -85,12 +87,35 @@ def loopback_safe(config: str, options: dict, error_dir: str) -> tuple[str, dict
             continue
         if stripped.startswith("stats socket "):
             line = re.sub(r"\bmode\s+\d+", "mode 600", line)
+        elif section.startswith("frontend ") and options.get("bind_host") and (match := _BIND.match(line)):
+            host = options["bind_host"]
+            line = f"{match.group(1)}{f'[{host}]' if ':' in host else host}:{match.group(2)}{match.group(3)}"
         elif section == "backend default_backend" and stripped.startswith("http-request return status 404"):
             line = f"    http-request return status 404 content-type application/json string {_quoted(_NOT_FOUND)}"
         elif section.startswith("backend ") and (match := _SERVER.match(line)) and " backup" not in line:
             line = f"{match.group(1)} maxconn {options['maxconn']} maxqueue {options['maxqueue']}{match.group(2)}"
         out.append(line)
     return "\n".join(out) + "\n", files
+
+
+def _shedding_lines(options: dict, replicas: int) -> list[str]:
+    """A backend's refusals (the 503 error file): at once when its queue is full, and, for
+    ``overload_hold_s`` after it last was, as soon as ``overload_queue`` requests per replica
+    wait. Callers that only keep the replicas busy (a closed loop of up to ``maxconn +
+    maxqueue`` per replica) never fill the queue, so they are never refused; a load beyond
+    capacity fills it at once, and then admitted requests wait behind a short queue, not a
+    full one. A server's own queue overflows into the backend's, which has no bound of its
+    own and is left only after ``timeout queue``: hence the check as a request arrives."""
+    full = int(options["maxqueue"]) * replicas
+    shallow = min(full, int(options.get("overload_queue", 1)) * replicas)
+    hold = _seconds(options.get("overload_hold_s", 10))
+    return [
+        f"    stick-table type integer size 1 expire {hold} store gpc0_rate({hold})",
+        "    http-request track-sc2 int(0)",
+        f"    http-request sc-inc-gpc0(2) if {{ queue() ge {full} }}",
+        f"    http-request deny deny_status 503 if {{ queue() ge {full} }}",
+        f"    http-request deny deny_status 503 if {{ queue() ge {shallow} }} {{ sc2_gpc0_rate gt 0 }}",
+    ]
 
 
 def _servers_per_backend(config: str) -> dict[str, int]:

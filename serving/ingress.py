@@ -23,14 +23,15 @@ from pathlib import Path
 
 from loopml.errors import InvalidInput
 from loopml.serving import haproxy_exec
-from loopml.serving.limits import MAX_ONGOING_REQUESTS, RETRY_AFTER_S
+from loopml.serving.limits import MAX_ONGOING_REQUESTS, OVERLOAD_HOLD_S, OVERLOAD_QUEUE, RETRY_AFTER_S
 from loopml.settings import Settings
 
 BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
-CONFIG_DIR = "serve-ingress"  # under the data dir
+CONFIG_DIR = "serve-ingress"  # under the data dir (a worker node: under its temp dir)
 EXEC_NAME = "loopml-haproxy"
-TEMP_SUBDIR = "h"
-DRAIN_S = 2.0  # under the node's Ray temp dir: short, for the admin socket's path
+TEMP_SUBDIR = "h"  # under the node's Ray temp dir: short, for the admin socket's path
+DRAIN_S = 2.0
+WILDCARD_HOSTS = ("0.0.0.0", "::")
 
 
 def public_base_url(settings: Settings) -> str:
@@ -85,24 +86,39 @@ def install_exec(temp_dir: str | Path) -> Path:
     return target
 
 
+def worker_bind_host(settings: Settings, node_ip: str) -> str | None:
+    """The address a worker node's HAProxy listens on: the node's own (``node_ip``), unless
+    ``serve_host`` is a wildcard (every node then listens on every interface, as Serve's
+    template does). Serve has one HTTP host for all nodes; a worker node on another host
+    cannot listen on the head's address. ``None``: Ray's own ``bind`` line stays."""
+    return None if settings.serve_host in WILDCARD_HOSTS else node_ip
+
+
 def ingress_env(settings: Settings, temp_dir: str | Path, fallback_port: int,
-                environ: Mapping[str, str] | None = None) -> dict[str, str]:
+                environ: Mapping[str, str] | None = None, *, worker_ip: str | None = None) -> dict[str, str]:
     """The environment of a Ray node for the endpoints' ingress: nothing for the Python proxy;
     for HAProxy, Ray's HAProxy mode with its files in the instance's dirs, its statistics
     metrics off (no per-request log socket), and :mod:`~loopml.serving.haproxy_exec` as its binary.
 
     Serve keeps its Python proxy as HAProxy's backup server (while no replica is up), on a
     fixed port by default (8500, gRPC 9500): two instances on one machine would take each
-    other's; it gets ``fallback_port`` and the next one."""
+    other's; it gets ``fallback_port`` and the next one.
+
+    ``worker_ip``: the node is a worker node with that address. Its HAProxy then listens there
+    (:func:`worker_bind_host`) and keeps its configuration in the node's own temp dir, as on
+    another host, where the instance's data dir does not exist."""
     if settings.serve_ingress != "haproxy":
         return {}
     temp = Path(temp_dir) / TEMP_SUBDIR
-    config_dir = settings.home / CONFIG_DIR
+    config_dir = settings.home / CONFIG_DIR if worker_ip is None else Path(temp_dir) / CONFIG_DIR
     config_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(config_dir, 0o700)
     options = {"binary": haproxy_binary(environ), "maxconn": MAX_ONGOING_REQUESTS,
                "maxqueue": queue_per_replica(settings), "timeout_server_s": settings.serve_request_timeout_s,
-               "retry_after_s": RETRY_AFTER_S, "private_dirs": [str(config_dir), str(temp)]}
+               "retry_after_s": RETRY_AFTER_S, "overload_queue": OVERLOAD_QUEUE, "overload_hold_s": OVERLOAD_HOLD_S,
+               "private_dirs": [str(config_dir), str(temp)]}
+    if worker_ip is not None and (bind_host := worker_bind_host(settings, worker_ip)):
+        options["bind_host"] = bind_host
     return {
         "RAY_SERVE_ENABLE_HA_PROXY": "1",
         # Requests run on the replica's own event loop, not in a thread of their own, and Serve's

@@ -186,14 +186,15 @@ def node_env(ray_env: Mapping[str, str], environ: Mapping[str, str] | None = Non
     return env
 
 
-def start_env(ray_env: Mapping[str, str], settings: Settings, temp_dir: str) -> dict[str, str]:
-    """The environment of a Ray node of ``settings``' instance that ``up`` (or a second node)
-    starts with temp dir ``temp_dir``: :func:`node_env` and the endpoints' ingress
-    (:func:`~loopml.serving.ingress.ingress_env`). Creates the private dir around ``temp_dir``
-    first (:func:`private_temp_parent`)."""
+def start_env(ray_env: Mapping[str, str], settings: Settings, temp_dir: str, *,
+              worker_ip: str | None = None) -> dict[str, str]:
+    """The environment of a Ray node of ``settings``' instance that ``up`` (or, with its
+    address ``worker_ip``, a worker node) starts with temp dir ``temp_dir``: :func:`node_env`
+    and the endpoints' ingress (:func:`~loopml.serving.ingress.ingress_env`). Creates the
+    private dir around ``temp_dir`` first (:func:`private_temp_parent`)."""
     private_temp_parent(temp_dir)
     return {**node_env(ray_env, serve_max_inflight=settings.serve_max_inflight),
-            **ingress_env(settings, temp_dir, free_port_block(2))}
+            **ingress_env(settings, temp_dir, free_port_block(2), worker_ip=worker_ip)}
 
 
 def ray_auth_headers(env: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -238,13 +239,13 @@ def head_command(settings: Settings) -> list[str]:
 
 
 def worker_command(address: str, name: str, base_port: int, *, num_cpus: int, resources: dict[str, float],
-                   memory_mb: int, object_store_mb: int, temp_dir: str) -> list[str]:
-    """``ray start --address --block`` for a worker node named ``name``, through
-    :mod:`loopml.launcher.ray_start` (which lets a worker node start with clusters "disabled")."""
+                   memory_mb: int, object_store_mb: int, temp_dir: str, node_ip: str = "127.0.0.1") -> list[str]:
+    """``ray start --address --block`` for a worker node named ``name`` with address ``node_ip``,
+    through :mod:`loopml.launcher.ray_start` (which lets a worker node start with clusters "disabled")."""
     return [
         sys.executable, "-m", "loopml.launcher.ray_start", f"--address={address}", "--block",
         f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}",
-        "--node-ip-address=127.0.0.1", f"--node-name={name}", "--disable-usage-stats", "--log-color=false",
+        f"--node-ip-address={node_ip}", f"--node-name={name}", "--disable-usage-stats", "--log-color=false",
         f"--memory={memory_mb * 2**20}", f"--object-store-memory={object_store_mb * 2**20}",
         f"--temp-dir={temp_dir}", *RayPorts.derive(base_port, head=False).args(),
     ]

@@ -5,13 +5,15 @@ Public through :mod:`loopml.launcher`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loopml.errors import Unavailable
 from loopml.launcher.processes import ProcessRecord, component_errors, live_process, spawn, stop_record
-from loopml.launcher.ray_local import short_temp_dir, start_env, wait_ray, worker_command
+from loopml.launcher.ray_local import AUTH_TOKEN_PATH, short_temp_dir, start_env, wait_ray, worker_command
 from loopml.launcher.run_state import put_record, ray_headers, read_state, remove_ray_temp_dir, write_state
 from loopml.settings import load_settings
 
@@ -52,11 +54,16 @@ def start_ray_worker_node(
     resources: Mapping[str, float] | None = None,
     memory_mb: int = 1024,
     object_store_mb: int = 256,
+    node_ip: str = "127.0.0.1",
+    run_under: Sequence[str] = (),
     timeout: float = JOIN_TIMEOUT,
 ) -> RayWorkerNode:
     """Join a worker node, on this machine, to the Ray head ``up`` started from data dir ``home``.
 
-    It gets the head's driver environment (loopback only, the instance's Ray token), ports
+    The node has address ``node_ip`` (any of 127.0.0.0/8 is this machine's loopback), where its
+    HAProxy and replicas listen too; ``run_under`` is a command line it runs under (the tests
+    give it a mount namespace of its own, so that it works like another host: see
+    ``tests/scaleout/isolated_node.py``). It gets the head's driver environment (the instance's Ray token), ports
     ``base_port+1`` .. ``base_port+6`` (keep them clear of the head's ``ray_port`` ..
     ``ray_port+7``), a temp dir of its own (Ray allows one per node) and the log
     ``<home>/logs/ray-worker-<base_port>.log``; it is recorded in the state file, so ``down``
@@ -75,9 +82,9 @@ def start_ray_worker_node(
     temp_dir = short_temp_dir(f"{home}:{base_port}")
     argv = worker_command(state.urls["ray_address"], name, base_port, num_cpus=num_cpus,
                           resources=dict(resources or {}), memory_mb=memory_mb, object_store_mb=object_store_mb,
-                          temp_dir=temp_dir)
-    env = start_env(state.ray_env, load_settings(data_dir=home), temp_dir)
-    proc, record = spawn(home, name, argv, env)
+                          temp_dir=temp_dir, node_ip=node_ip)
+    env = own_token(start_env(state.ray_env, load_settings(data_dir=home), temp_dir, worker_ip=node_ip), temp_dir)
+    proc, record = spawn(home, name, [*run_under, *argv], env)
     put_record(state, record)
     write_state(home, state)
     try:
@@ -87,3 +94,17 @@ def start_ray_worker_node(
         stop_record(record, timeout=30)
         raise
     return RayWorkerNode(pid=proc.pid, node_name=name, node_id=node["node_id"], log=Path(record.log), _record=record)
+
+
+def own_token(env: dict[str, str], temp_dir: str) -> dict[str, str]:
+    """``env`` reading the Ray token from a copy in the node's own private dir (the ``0700``
+    parent of ``temp_dir``), not from the instance's data dir: another host has no data dir.
+    No user code sees that dir (sandboxes get an empty ``/tmp``)."""
+    source = env.get(AUTH_TOKEN_PATH)
+    if not source or not os.path.isfile(source):
+        return env
+    copy = Path(temp_dir).parent / "auth_token"
+    descriptor = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "wb") as out, open(source, "rb") as token:
+        shutil.copyfileobj(token, out)
+    return {**env, AUTH_TOKEN_PATH: str(copy)}

@@ -1,25 +1,37 @@
 """Scale-out on real engines: PostgreSQL as the platform DB and MLflow's backend store, and a
-two-node Ray cluster on one machine. A job pinned to the second node trains and registers a
-model; an endpoint placed on that node serves it; a platform restart loses nothing; and
-``loopml down`` with work in flight, then ``up``, loses nothing either."""
+two-node Ray cluster on one machine, whose second node works like another host (its own
+address and a mount namespace without the data dir, the checkout or the head's temp dir). A
+job pinned to the second node trains and registers a model; an endpoint placed on that node
+serves it on the advertised URL and on the node's own address, its captures and labels
+reach the platform, also once the platform moved to another port; and ``loopml down`` with
+work in flight, then ``up``, loses nothing either."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import uuid
+from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
+from loopml import sandbox
 from loopml.executor.models import JobStatus
+from loopml.launcher import free_port_block
+from loopml.launcher.ray_local import ray_auth_headers
+from loopml.launcher.run_state import node_temp_dir, read_state, write_state
 from loopml.serving.service import app_name
-from tests.integration.endpoints import replica_actors, score
+from tests.integration.endpoints import replica_actors, replica_pids, score
 from tests.integration.notebooks import SLOW, TRAIN_AND_LOG
 from tests.integration.platform_fixtures import down_leaving_nothing
-from tests.integration.processes import kernel_pid, restart_platform_service, up_again, wait_for
+from tests.integration.processes import kernel_pid, platform_service, up_again, wait_for
 from tests.reliability.ledger import Traffic, assert_all_captured, assert_labels_kept
 from tests.scaleout.conftest import MLFLOW_DB, PLATFORM_DB
+from tests.scaleout.isolated_node import NODE_IP, hidden_paths
 
 MODEL = "iris"
 
@@ -46,6 +58,57 @@ def trained(pg_platform, node2, project):
 def replica_nodes(platform, app: str) -> list[str]:
     """Ray node ids of the live Serve replicas of application ``app``."""
     return [a["node_id"] for a in replica_actors(platform, app)]
+
+
+def node_processes(node2) -> dict[int, psutil.Process]:
+    """The second node's processes (``raylet``, its agents, workers and what they start) by pid."""
+    return {p.pid: p for p in psutil.Process(node2.pid).children(recursive=True)}
+
+
+def test_the_second_node_works_like_another_host(pg_platform, node2):
+    state = pg_platform.state()
+    answer = httpx.get(f"{state['urls']['ray']}/api/v0/nodes", params={"limit": 100}, timeout=30,
+                       headers=ray_auth_headers({**os.environ, **state["ray_env"]}))
+    ips = {n["node_id"]: n["node_ip"] for n in answer.json()["data"]["result"]["result"] if n["state"] == "ALIVE"}
+    assert ips[node2.node_id] == NODE_IP and sorted(ips.values()) == ["127.0.0.1", NODE_IP]
+    raylet = next(p for p in node_processes(node2).values() if p.name() == "raylet")
+    # what the raylet (and every process it starts) sees, through its own root
+    root = f"/proc/{raylet.pid}/root"
+    head_temp = node_temp_dir(next(p for p in state["processes"] if p["name"] == "ray")["cmdline"])
+    hidden = hidden_paths(pg_platform.home, str(head_temp))
+    assert all(path.exists() for path in hidden), hidden
+    assert [str(path) for path in hidden if os.path.exists(root + str(path))] == []
+    assert all(os.path.exists(root + path) for path in sandbox.python_paths())
+
+
+def core_worker_port(node2, pid: int) -> int | None:
+    """The port of Ray's own gRPC server in worker process ``pid`` of the second node, from its log."""
+    for log in (node2_temp_dir(node2) / "session_latest" / "logs").glob(f"python-core-worker-*_{pid}.log"):
+        if match := re.search(r"worker server started, listening on port (\d+)", log.read_text(errors="replace")):
+            return int(match.group(1))
+    return None
+
+
+def node2_temp_dir(node2) -> Path:
+    return node_temp_dir(psutil.Process(node2.pid).cmdline())
+
+
+def serving_listeners(node2) -> dict[str, set[tuple[str, int]]]:
+    """The (address, port) pairs each Serve process of the second node (replicas, HAProxy,
+    Serve's own proxy) listens on, by process name; an IPv4-mapped address as IPv4. Ray's own
+    servers there (the raylet, its agents, each worker's gRPC server) listen as Ray's cluster
+    mode has them on any address but 127.0.0.1 (all interfaces, token-checked): not ours,
+    left out."""
+    listeners: dict[str, set[tuple[str, int]]] = {}
+    for process in node_processes(node2).values():
+        name = process.name()
+        if "Serve" in name or "haproxy" in name or "ProxyActor" in name:
+            ray_own = core_worker_port(node2, process.pid)
+            for connection in process.net_connections("tcp"):
+                if connection.status == psutil.CONN_LISTEN and connection.laddr.port != ray_own:
+                    ip = connection.laddr.ip.removeprefix("::ffff:")
+                    listeners.setdefault(name, set()).add((ip, connection.laddr.port))
+    return listeners
 
 
 def test_a_job_on_the_second_node_tracks_and_registers_in_postgresql(pg_platform, postgres, node2, project, trained):
@@ -85,6 +148,34 @@ def test_a_deploy_with_resources_no_node_can_give_is_refused(pg_platform, node2,
     assert [e.name for e in pg_platform.client().endpoints(project)] == []
 
 
+def on_node2(url: str) -> str:
+    """An endpoint URL on the second node's own HAProxy instead of the advertised (head's) one."""
+    return url.replace("://127.0.0.1:", f"://{NODE_IP}:", 1)
+
+
+def restart_platform_on(platform, port: int) -> None:
+    """The platform service stopped, then started by ``loopml up`` on ``port`` while Ray and
+    the endpoints keep running; ``platform.url`` follows it. (``up`` keeps the settings a
+    running instance was started with, so the recorded port is changed with config.toml.)"""
+    service = platform_service(platform)
+    service.terminate()
+    service.wait(30)
+    state = read_state(platform.home)
+    old = state.settings["port"]
+    state.settings["port"] = port
+    state.urls["platform"] = state.urls["platform"].replace(f":{old}", f":{port}")
+    write_state(platform.home, state)
+    config = platform.home / "config.toml"
+    config.write_text(re.sub(r"(?m)^port = \d+$", f"port = {port}", config.read_text()))
+    up_again(platform)
+    platform.url = json.loads((platform.home / "client.json").read_text())["url"]
+    assert platform.url.endswith(f":{port}"), platform.url
+
+
+def captured(platform, project: str, endpoint: str, request_id: str, label) -> bool:
+    return platform.client().feedback(project, endpoint, [{"request_id": request_id, "label": label}]).unknown == []
+
+
 def test_an_endpoint_placed_on_the_second_node_serves_and_survives_a_restart(pg_platform, postgres, node2,
                                                                              project, trained):
     job, predictions = trained
@@ -95,23 +186,42 @@ def test_an_endpoint_placed_on_the_second_node_serves_and_survives_a_restart(pg_
     endpoint = {"url": deployed.endpoint.url, "key": deployed.key}
     answer = score(endpoint, request_id="scaleout-1")
     assert answer.status_code == 200 and answer.json() == {"predictions": predictions}
-    labelled = wait_for(lambda: alice.feedback(project, "pinned", [
-        {"request_id": "scaleout-1", "label": predictions}]).unknown == [], timeout=30, every=0.5)
-    assert labelled
+    # the node's own HAProxy listens on the node's address and serves it too
+    answer = score({**endpoint, "url": on_node2(endpoint["url"])}, request_id="scaleout-2")
+    assert answer.status_code == 200 and answer.json() == {"predictions": predictions}
+    for request_id in ("scaleout-1", "scaleout-2"):
+        assert wait_for(lambda rid=request_id: captured(pg_platform, project, "pinned", rid, predictions), timeout=30,
+                        every=0.5)
+    replicas = replica_pids(pg_platform, app_name(project, "pinned"))
+    listeners = serving_listeners(node2)
+    served = {name: ips for name, ips in listeners.items() if "ProxyActor" not in name}
+    assert any("ServeReplica" in name for name in served) and any("haproxy" in name for name in served), listeners
+    assert {ip for ips in served.values() for ip, _ in ips} == {NODE_IP}, listeners
+    # Serve's Python proxy, HAProxy's backup server while no replica is up, stays on loopback
+    assert {ip for name, ips in listeners.items() if "ProxyActor" in name for ip, _ in ips} <= {"127.0.0.1"}, listeners
+    port = int(pg_platform.url.rsplit(":", 1)[1].split("/")[0])
 
-    restart_platform_service(pg_platform)
+    restart_platform_on(pg_platform, free_port_block(1))  # the platform moves; the endpoint is not redeployed
+    try:
+        alice = pg_platform.client()
+        assert alice.job(project, job.id).status == JobStatus.SUCCEEDED
+        kept = alice.endpoint(project, "pinned")
+        assert kept.resources.custom == {"node2": 0.1} and kept.version == 1
+        assert alice.monitor(project, "pinned").labelled == 2
+        with postgres.connect(PLATFORM_DB) as db:
+            assert db.execute("SELECT resources FROM endpoints WHERE project = %s AND name = 'pinned'",
+                              (project,)).fetchone() == ({"custom": {"node2": 0.1}},)
+        assert score(endpoint, request_id="scaleout-3").json() == {"predictions": predictions}
+        # the replica sends its captures to the platform's new address, found in Ray's KV store
+        assert wait_for(lambda: captured(pg_platform, project, "pinned", "scaleout-3", predictions), timeout=30,
+                        every=0.5)
+        assert alice.monitor(project, "pinned").labelled == 3
+        assert replica_pids(pg_platform, app_name(project, "pinned")) == replicas
+        assert replica_nodes(pg_platform, app_name(project, "pinned")) == [node2.node_id]
+    finally:
+        restart_platform_on(pg_platform, port)
 
-    assert alice.job(project, job.id).status == JobStatus.SUCCEEDED
-    kept = alice.endpoint(project, "pinned")
-    assert kept.resources.custom == {"node2": 0.1} and kept.version == 1
-    assert alice.monitor(project, "pinned").labelled == 1
-    with postgres.connect(PLATFORM_DB) as db:
-        assert db.execute("SELECT resources FROM endpoints WHERE project = %s AND name = 'pinned'",
-                          (project,)).fetchone() == ({"custom": {"node2": 0.1}},)
-    assert score(endpoint).json() == {"predictions": predictions}
-    assert replica_nodes(pg_platform, app_name(project, "pinned")) == [node2.node_id]
-
-    alice.delete_endpoint(project, "pinned")
+    pg_platform.client().delete_endpoint(project, "pinned")
     with postgres.connect(PLATFORM_DB) as db:
         assert db.execute("SELECT count(*) FROM endpoints WHERE project = %s", (project,)).fetchone() == (0,)
 

@@ -101,6 +101,10 @@ def test_replicas_are_bounded_and_refusals_are_json_naming_the_endpoint(ray_conf
     assert "maxconn" not in servers[2]  # the backup (Serve's own proxy) keeps its own bounds
     assert "    timeout server 30000ms" in config
     assert "    http-request deny deny_status 503 if { queue() ge 56 }" in config  # 28 per replica
+    # once the queue overflowed, for 10 s (the defaults), one waiting request per replica
+    assert "    http-request sc-inc-gpc0(2) if { queue() ge 56 }" in config
+    assert "    http-request deny deny_status 503 if { queue() ge 2 } { sc2_gpc0_rate gt 0 }" in config
+    assert "    stick-table type integer size 1 expire 10000ms store gpc0_rate(10000ms)" in config
     refusal = files[str(ray_config.parent / "http-bench.wine.503.http")]
     head, body = refusal.split(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in head
@@ -150,3 +154,21 @@ def test_ingress_env_per_setting(tmp_path):
     options = json.loads(env[haproxy_exec.OPTIONS_ENV])
     assert (options["maxconn"], options["maxqueue"], options["timeout_server_s"]) == (4, 6, 5)
     assert stat.S_IMODE((tmp_path / "b" / ingress.CONFIG_DIR).stat().st_mode) == 0o700
+
+
+def test_a_worker_node_listens_on_its_own_address_with_its_files_in_its_temp_dir(ray_config, tmp_path):
+    config, _ = haproxy_exec.loopback_safe(ray_config.read_text(), {**OPTIONS, "bind_host": "127.0.0.2"},
+                                           str(ray_config.parent))
+    assert [line.strip() for line in config.splitlines() if line.strip().startswith("bind ")] == [
+        "bind 127.0.0.2:31999"]
+    assert "server SERVE_REPLICA_bench.wine-model-1 127.0.0.1:30000" in config  # replicas: Serve's targets
+
+    settings = Settings(data_dir=tmp_path / "home")
+    env = ingress.ingress_env(settings, tmp_path / "w", 25000, environ={}, worker_ip="127.0.0.2")
+    assert env["RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"].startswith(str(tmp_path / "w"))  # no data dir there
+    assert json.loads(env[haproxy_exec.OPTIONS_ENV])["bind_host"] == "127.0.0.2"
+    wildcard = Settings(data_dir=tmp_path / "home", serve_host="0.0.0.0")
+    env = ingress.ingress_env(wildcard, tmp_path / "w2", 25000, environ={}, worker_ip="10.0.0.7")
+    assert "bind_host" not in json.loads(env[haproxy_exec.OPTIONS_ENV])
+    head = ingress.ingress_env(settings, tmp_path / "h", 25000, environ={})
+    assert "bind_host" not in json.loads(head[haproxy_exec.OPTIONS_ENV])
