@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import json
 import shutil
 import tempfile
@@ -117,6 +119,21 @@ async def _send(http: _Connections, body: bytes, request_id: str, timeout: float
                   headers.get("content-type", ""), content)
 
 
+@contextlib.contextmanager
+def no_gc_pauses():
+    """The client's garbage collector off while it sends: with tens of thousands of answers
+    and tasks alive, one full collection stalled the client ~200 ms (every request it had in
+    flight then looked that much slower, and it fell that far behind its schedule)."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+        gc.unfreeze()
+
+
 async def closed_loop(url: str, headers: dict[str, str], body: bytes, *, connections: int, seconds: float = 0,
                       requests: int = 0, tag: str = "closed", timeout: float = 15) -> tuple[list[Answer], float]:
     """``connections`` keep-alive connections, each sending its next request when the last one is
@@ -136,9 +153,10 @@ async def closed_loop(url: str, headers: dict[str, str], body: bytes, *, connect
         finally:
             http.close()
 
-    began = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(connections)))
-    return answers, time.perf_counter() - began
+    with no_gc_pauses():
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        return answers, time.perf_counter() - began
 
 
 async def open_loop(url: str, headers: dict[str, str], body: bytes, *, rate: float, seconds: float,
@@ -149,16 +167,17 @@ async def open_loop(url: str, headers: dict[str, str], body: bytes, *, rate: flo
     count = int(rate * seconds)
     http = _Connections(url, headers)
     try:
-        began = time.perf_counter()
-        tasks = []
-        for number in range(count):
-            due = began + number / rate
-            pause = due - time.perf_counter()
-            if pause > 0:
-                await asyncio.sleep(pause)
-            late = max(0.0, time.perf_counter() - due)
-            tasks.append(asyncio.create_task(_send(http, body, f"{tag}-{number}", timeout, late)))
-        return list(await asyncio.gather(*tasks))
+        with no_gc_pauses():
+            began = time.perf_counter()
+            tasks = []
+            for number in range(count):
+                due = began + number / rate
+                pause = due - time.perf_counter()
+                if pause > 0:
+                    await asyncio.sleep(pause)
+                late = max(0.0, time.perf_counter() - due)
+                tasks.append(asyncio.create_task(_send(http, body, f"{tag}-{number}", timeout, late)))
+            return list(await asyncio.gather(*tasks))
     finally:
         http.close()
 
@@ -264,7 +283,7 @@ def main() -> None:
     from _platform import stop_platform  # bench/ is on sys.path
 
     from loopml.serving.deployment import ModelEndpoint
-    from loopml.serving.limits import MAX_ONGOING_REQUESTS, OVERLOAD_HOLD_S, OVERLOAD_QUEUE
+    from loopml.serving.limits import MAX_ONGOING_REQUESTS, OVERLOAD_HOLD_S, OVERLOAD_INFLIGHT
     from loopml.settings import Settings
     from serving import dataframe_split, serve_wine
 
@@ -281,8 +300,8 @@ def main() -> None:
     bound = ModelEndpoint.max_ongoing_requests + ModelEndpoint.max_queued_requests
     inflight = Settings.model_fields["serve_max_inflight"].default
     limits = (f"HAProxy ingress: maxconn {MAX_ONGOING_REQUESTS} and maxqueue {inflight - MAX_ONGOING_REQUESTS} per "
-              f"replica (serve_max_inflight {inflight}), {OVERLOAD_QUEUE} per replica for {OVERLOAD_HOLD_S} s after "
-              f"the queue overflowed; the replica's max_ongoing_requests {ModelEndpoint.max_ongoing_requests}")
+              f"replica (serve_max_inflight {inflight}), {OVERLOAD_INFLIGHT} in flight per replica for {OVERLOAD_HOLD_S} s "
+              f"after the queue overflowed; the replica's max_ongoing_requests {ModelEndpoint.max_ongoing_requests}")
     began = time.monotonic()
     work = Path(tempfile.mkdtemp(prefix="loopml-bench-overload-"))
     home = work / "home"

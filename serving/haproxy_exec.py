@@ -15,8 +15,9 @@ and then becomes the real HAProxy (``exec``, same pid, same command line as Ray 
 - no access log: one line per request is CPU the replicas need;
 - each replica (server line) takes at most ``maxconn`` requests at once and keeps at most
   ``maxqueue`` waiting (for the backend: ``maxqueue`` times its replicas, checked as a request
-  arrives); once that queue was full, for ``overload_hold_s`` only ``overload_queue`` per
-  replica (:func:`_shedding_lines`); beyond that HAProxy answers at once, without reaching Python:
+  arrives, with some slack: :func:`_queue_bound`); once that queue was full, for
+  ``overload_hold_s`` only ``overload_inflight`` per replica (:func:`_shedding_lines`);
+  beyond that HAProxy answers at once, without reaching Python:
   ``503``, ``Retry-After`` and the JSON ``message``/``reason`` of the platform's refusals,
   naming the endpoint; 502/504 are JSON too, 404 names the URL form of endpoints;
 - ``timeout server`` is the platform's request timeout;
@@ -57,7 +58,7 @@ def loopback_safe(config: str, options: dict, error_dir: str) -> tuple[str, dict
     names (``{path: raw HTTP answer}``), each to be written under ``error_dir``.
 
     ``options``: ``maxconn`` and ``maxqueue`` per replica, ``timeout_server_s``,
-    ``retry_after_s``, and optionally ``overload_queue`` (per replica), ``overload_hold_s``
+    ``retry_after_s``, and optionally ``overload_inflight`` (per replica), ``overload_hold_s``
     and ``bind_host``."""
     prefixes = dict(match.groups() for line in config.splitlines() if (match := _ACL_PATH.match(line)))
     servers = _servers_per_backend(config)
@@ -93,28 +94,38 @@ def loopback_safe(config: str, options: dict, error_dir: str) -> tuple[str, dict
         elif section == "backend default_backend" and stripped.startswith("http-request return status 404"):
             line = f"    http-request return status 404 content-type application/json string {_quoted(_NOT_FOUND)}"
         elif section.startswith("backend ") and (match := _SERVER.match(line)) and " backup" not in line:
-            line = f"{match.group(1)} maxconn {options['maxconn']} maxqueue {options['maxqueue']}{match.group(2)}"
+            line = f"{match.group(1)} maxconn {options['maxconn']} maxqueue {_queue_bound(options)}{match.group(2)}"
         out.append(line)
     return "\n".join(out) + "\n", files
 
 
+def _queue_bound(options: dict) -> int:
+    """Requests waiting for one replica before the backend refuses: ``maxqueue``, plus one per
+    request the replica runs. HAProxy frees a replica's slot a moment after the answer left,
+    so a caller that sends its next request at once can find its previous one still counted:
+    without that slack a closed loop of ``maxconn + maxqueue`` callers was refused (measured:
+    the queue peaked at ``maxqueue + 1``)."""
+    return int(options["maxqueue"]) + int(options["maxconn"])
+
+
 def _shedding_lines(options: dict, replicas: int) -> list[str]:
-    """A backend's refusals (the 503 error file): at once when its queue is full, and, for
-    ``overload_hold_s`` after it last was, as soon as ``overload_queue`` requests per replica
-    wait. Callers that only keep the replicas busy (a closed loop of up to ``maxconn +
-    maxqueue`` per replica) never fill the queue, so they are never refused; a load beyond
-    capacity fills it at once, and then admitted requests wait behind a short queue, not a
-    full one. A server's own queue overflows into the backend's, which has no bound of its
-    own and is left only after ``timeout queue``: hence the check as a request arrives."""
-    full = int(options["maxqueue"]) * replicas
-    shallow = min(full, int(options.get("overload_queue", 1)) * replicas)
+    """A backend's refusals (the 503 error file): at once when its queue is full; and, for
+    ``overload_hold_s`` after it last was, as soon as ``overload_inflight`` requests per
+    replica are in flight (running or waiting). Callers that only keep the replicas busy (a
+    closed loop of up to ``maxconn + maxqueue`` per replica) never fill the queue, so they are
+    never refused; a load beyond capacity fills it at once, and from then on admitted requests
+    wait behind a few others, not behind a full queue. A server's own queue overflows into the
+    backend's, which has no bound of its own and is left only after ``timeout queue``: hence
+    the check as a request arrives (``be_conn`` counts the arriving request too)."""
+    full = _queue_bound(options) * replicas
     hold = _seconds(options.get("overload_hold_s", 10))
+    inflight = int(options.get("overload_inflight", 2)) * replicas
     return [
         f"    stick-table type integer size 1 expire {hold} store gpc0_rate({hold})",
         "    http-request track-sc2 int(0)",
         f"    http-request sc-inc-gpc0(2) if {{ queue() ge {full} }}",
         f"    http-request deny deny_status 503 if {{ queue() ge {full} }}",
-        f"    http-request deny deny_status 503 if {{ queue() ge {shallow} }} {{ sc2_gpc0_rate gt 0 }}",
+        f"    http-request deny deny_status 503 if {{ sc2_gpc0_rate gt 0 }} {{ be_conn() gt {inflight} }}",
     ]
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from loopml.errors import InvalidInput
 from loopml.serving import haproxy_exec
-from loopml.serving.limits import MAX_ONGOING_REQUESTS, OVERLOAD_HOLD_S, OVERLOAD_QUEUE, RETRY_AFTER_S
+from loopml.serving.limits import MAX_ONGOING_REQUESTS, OVERLOAD_HOLD_S, OVERLOAD_INFLIGHT, RETRY_AFTER_S
 from loopml.settings import Settings
 
 BINARY_ENV = "RAY_SERVE_HAPROXY_BINARY_PATH"
@@ -115,7 +115,7 @@ def ingress_env(settings: Settings, temp_dir: str | Path, fallback_port: int,
     os.chmod(config_dir, 0o700)
     options = {"binary": haproxy_binary(environ), "maxconn": MAX_ONGOING_REQUESTS,
                "maxqueue": queue_per_replica(settings), "timeout_server_s": settings.serve_request_timeout_s,
-               "retry_after_s": RETRY_AFTER_S, "overload_queue": OVERLOAD_QUEUE, "overload_hold_s": OVERLOAD_HOLD_S,
+               "retry_after_s": RETRY_AFTER_S, "overload_inflight": OVERLOAD_INFLIGHT, "overload_hold_s": OVERLOAD_HOLD_S,
                "private_dirs": [str(config_dir), str(temp)]}
     if worker_ip is not None and (bind_host := worker_bind_host(settings, worker_ip)):
         options["bind_host"] = bind_host

@@ -97,13 +97,13 @@ def test_only_the_serve_frontend_listens_and_the_socket_is_private(ray_config):
 def test_replicas_are_bounded_and_refusals_are_json_naming_the_endpoint(ray_config):
     config, files = haproxy_exec.loopback_safe(ray_config.read_text(), OPTIONS, str(ray_config.parent))
     servers = [line.strip() for line in config.splitlines() if line.strip().startswith("server ")]
-    assert servers[0].startswith("server SERVE_REPLICA_bench.wine-model-1 127.0.0.1:30000 maxconn 4 maxqueue 28 check")
+    assert servers[0].startswith("server SERVE_REPLICA_bench.wine-model-1 127.0.0.1:30000 maxconn 4 maxqueue 32 check")  # 28, slack 4
     assert "maxconn" not in servers[2]  # the backup (Serve's own proxy) keeps its own bounds
     assert "    timeout server 30000ms" in config
-    assert "    http-request deny deny_status 503 if { queue() ge 56 }" in config  # 28 per replica
-    # once the queue overflowed, for 10 s (the defaults), one waiting request per replica
-    assert "    http-request sc-inc-gpc0(2) if { queue() ge 56 }" in config
-    assert "    http-request deny deny_status 503 if { queue() ge 2 } { sc2_gpc0_rate gt 0 }" in config
+    assert "    http-request deny deny_status 503 if { queue() ge 64 }" in config  # 32 per replica
+    # once the queue overflowed, for 10 s (the defaults), two requests in flight per replica
+    assert "    http-request sc-inc-gpc0(2) if { queue() ge 64 }" in config
+    assert "    http-request deny deny_status 503 if { sc2_gpc0_rate gt 0 } { be_conn() gt 4 }" in config
     assert "    stick-table type integer size 1 expire 10000ms store gpc0_rate(10000ms)" in config
     refusal = files[str(ray_config.parent / "http-bench.wine.503.http")]
     head, body = refusal.split(b"\r\n\r\n")
