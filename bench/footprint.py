@@ -12,8 +12,9 @@ server, dev identity provider, hub), each process classified by its command line
 - proxy: configurable-http-proxy (node), a child of the hub;
 - platform service: ``python -m loopml.server``, the hub's managed service;
 - dev identity provider: ``node dev_idp.mjs``;
-- Ray head: every Ray process but Serve's: GCS, raylet, dashboard and its agents, log
-  monitor, client server, the ``ray start --block`` parent, the idle pool workers
+- Ray head: every Ray process but Serve's: GCS, raylet, dashboard and its agents (and, on a
+  head that starts them, the log monitor, autoscaler monitor and client server: loopml's
+  does not), the ``ray start --block`` parent, the idle pool workers
   (``ray::IDLE``), and the platform's job runner (its Ray job: JobSupervisor, dispatcher
   driver, Dispatcher actor; pool workers holding a warm kernel, and those kernels);
 - Serve: controller, HTTP proxy actor and the replicas of the endpoint;

@@ -154,17 +154,22 @@ class EndpointService:
         running = set(serve.status().applications)
         with self.db.session() as session:
             rows = session.scalars(select(EndpointRow)).all()
+        live = [row for row in rows if app_name(row.project, row.name) in running]
+        # A running endpoint gets its config again too: Serve ignores an unchanged one and hands
+        # a changed one (say, the capture token of an older platform) to the live replicas'
+        # reconfigure. All in one call that does not wait: they answer all along, and each
+        # serve.run waits ~1 s, so a platform with many endpoints took that long to take its
+        # replicas' captures again after a restart.
+        try:
+            self._run_live(live)
+        except Exception:
+            log.exception("could not reconfigure the running endpoints at once; one by one")
+            for row in live:
+                self._run_or_log(row, "reconfigure")
         for row in rows:
-            # A running endpoint gets its config again too: Serve ignores an unchanged one and
-            # hands a changed one (say, the capture token of an older platform) to the live
-            # replicas' reconfigure.
-            lost = app_name(row.project, row.name) not in running
-            if lost:
+            if row not in live:
                 log.info("re-deploying endpoint %s/%s v%s", row.project, row.name, row.version)
-            try:
-                self._run(row)
-            except Exception:
-                log.exception("could not %s %s/%s", "re-deploy" if lost else "reconfigure", row.project, row.name)
+                self._run_or_log(row, "re-deploy")
         for orphan in running - {app_name(r.project, r.name) for r in rows}:
             if APP_SEPARATOR in orphan:
                 log.info("removing Serve application %s: its endpoint was deleted", orphan)
@@ -225,14 +230,34 @@ class EndpointService:
             canary=canary)
         return config.model_dump(mode="json")
 
+    def _app(self, row: EndpointRow):
+        deployment = ModelEndpoint.options(**_scaling(row), **_placement(row), user_config=self._config(row))
+        deployment._version = self._code_version  # Serve's only hook for a stable code version
+        return deployment.bind()
+
     def _run(self, row: EndpointRow) -> None:
         from ray import serve
 
-        deployment = ModelEndpoint.options(**_scaling(row), **_placement(row), user_config=self._config(row))
-        deployment._version = self._code_version  # Serve's only hook for a stable code version
-        app = deployment.bind()
+        app = self._app(row)
         with self._lock:
             serve.run(app, name=app_name(row.project, row.name), route_prefix=f"/{row.project}/{row.name}")
+
+    def _run_or_log(self, row: EndpointRow, what: str) -> None:
+        try:
+            self._run(row)
+        except Exception:
+            log.exception("could not %s %s/%s", what, row.project, row.name)
+
+    def _run_live(self, rows: list[EndpointRow]) -> None:
+        """Apply the current config of running endpoints ``rows`` in one call, without waiting."""
+        from ray import serve
+
+        if not rows:
+            return
+        targets = [serve.RunTarget(self._app(row), name=app_name(row.project, row.name),
+                                   route_prefix=f"/{row.project}/{row.name}") for row in rows]
+        with self._lock:
+            serve.run_many(targets, wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
 
     def deploy(self, user: str, project: str, spec: EndpointCreate) -> Deployed:
         """Create the endpoint, or move an existing one to the requested version (no restart).

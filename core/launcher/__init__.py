@@ -42,9 +42,10 @@ sets ``RAY_AUTH_MODE``, ``RAY_AUTH_TOKEN`` or ``RAY_AUTH_TOKEN_PATH`` keeps its 
 Ray driver (tests, notebooks, scripts) sets to connect; the token itself is never logged.
 
 Ports. Besides the GCS and the dashboard, Ray listens on fixed default ports (52365 for the
-dashboard agent, 10001 for the client server, 10002-19999 for workers) that would clash
-between two instances on one machine. :class:`RayPorts` derives them all from ``ray_port``
-(``ray_port+1`` .. ``ray_port+7``) and leaves worker ports to the OS, so two instances
+dashboard agent, 10002-19999 for workers…) that would clash between two instances on one
+machine. :class:`RayPorts` derives them all from ``ray_port`` (``ray_port+1`` ..
+``ray_port+6``; the head starts no Ray client server, whose default is 10001) and leaves
+worker ports to the OS, so two instances
 coexist when their ``ray_port`` differ by at least :attr:`RayPorts.SPAN`.
 """
 

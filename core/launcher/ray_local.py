@@ -60,18 +60,17 @@ class RayPorts:
     metrics_export_port: int
     node_manager_port: int
     object_manager_port: int
-    ray_client_server_port: int | None
 
     @classmethod
-    def derive(cls, base: int, *, head: bool = True) -> RayPorts:
-        """``base+1`` .. ``base+7`` (the client server only on a head node)."""
+    def derive(cls, base: int) -> RayPorts:
+        """``base+1`` .. ``base+6`` (no Ray client server: :mod:`loopml.launcher.ray_start`)."""
         if not 1024 <= base <= 65535 - cls.SPAN:
             raise InvalidInput(f"Ray port {base} must be between 1024 and {65535 - cls.SPAN}", field="ray_port")
-        return cls(base + 1, base + 2, base + 3, base + 4, base + 5, base + 6, base + 7 if head else None)
+        return cls(base + 1, base + 2, base + 3, base + 4, base + 5, base + 6)
 
     def named(self) -> dict[str, int]:
-        """The ports by field name, without the ones not used."""
-        return {name: port for name, port in asdict(self).items() if port is not None}
+        """The ports by field name."""
+        return asdict(self)
 
     def args(self) -> list[str]:
         """``ray start`` flags for these ports."""
@@ -225,11 +224,16 @@ def _read_token(path: Path) -> str | None:
 
 
 def head_command(settings: Settings) -> list[str]:
-    """``ray start --head --block`` on 127.0.0.1 with the settings' ports and temp dir."""
+    """``ray start --head --block`` on 127.0.0.1 with the settings' ports and temp dir, through
+    :mod:`loopml.launcher.ray_start` (no Ray client server, fewer dashboard modules), without
+    the processes a fixed local cluster does not use."""
     argv = [
-        venv_bin("ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+        sys.executable, "-m", "loopml.launcher.ray_start", "--head", "--block", "--node-ip-address=127.0.0.1",
         f"--port={settings.ray_port}", "--dashboard-host=127.0.0.1",
         f"--dashboard-port={settings.ray_dashboard_port}", "--include-dashboard=true",
+        # no autoscaler (the head's nodes are the ones `up` starts) and no log monitor (it copies
+        # workers' output to drivers; job logs travel through the platform): ~130 MiB
+        "--no-monitor", "--include-log-monitor=false",
         "--disable-usage-stats", "--log-color=false", f"--temp-dir={ray_temp_dir(settings)}",
         *RayPorts.derive(settings.ray_port).args(),
     ]
@@ -247,7 +251,7 @@ def worker_command(address: str, name: str, base_port: int, *, num_cpus: int, re
         f"--num-cpus={num_cpus}", f"--resources={json.dumps(resources)}",
         f"--node-ip-address={node_ip}", f"--node-name={name}", "--disable-usage-stats", "--log-color=false",
         f"--memory={memory_mb * 2**20}", f"--object-store-memory={object_store_mb * 2**20}",
-        f"--temp-dir={temp_dir}", *RayPorts.derive(base_port, head=False).args(),
+        f"--temp-dir={temp_dir}", *RayPorts.derive(base_port).args(),
     ]
 
 

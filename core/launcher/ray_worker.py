@@ -65,7 +65,7 @@ def start_ray_worker_node(
     give it a mount namespace of its own, so that it works like another host: see
     ``tests/scaleout/isolated_node.py``). It gets the head's driver environment (the instance's Ray token), ports
     ``base_port+1`` .. ``base_port+6`` (keep them clear of the head's ``ray_port`` ..
-    ``ray_port+7``), a temp dir of its own (Ray allows one per node) and the log
+    ``ray_port+6``), a temp dir of its own (Ray allows one per node) and the log
     ``<home>/logs/ray-worker-<base_port>.log``; it is recorded in the state file, so ``down``
     stops it too. Memory and object store are given explicitly, or each node would count
     the machine's whole memory. Returns once the head's dashboard lists the node as alive,

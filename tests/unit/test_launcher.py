@@ -451,6 +451,34 @@ def test_ray_still_reads_the_cluster_switch_the_way_ray_start_worker_nodes_assum
     assert "get_node_ip_address" in inspect.getsource(services.resolve_ip_for_localhost)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # raised by Ray's own modules on import
+def test_the_lean_head_loads_only_dashboard_modules_ray_has_and_starts_no_client_server(monkeypatch) -> None:
+    """:mod:`loopml.launcher.ray_start` with ``--head``: the modules it names exist in this Ray
+    (the dashboard refuses to start on a name it does not know), only the dashboard's command
+    gets them, and ``ray start`` finds no Ray client to start a server for."""
+    import ray._private.services as services
+    from ray._private import ray_constants
+    from ray.dashboard.subprocesses.module import SubprocessModule
+    from ray.dashboard.utils import DashboardHeadModule, get_all_modules
+    from ray.scripts import scripts
+
+    from loopml.launcher import ray_start
+
+    known = {cls.__name__ for cls in [*get_all_modules(DashboardHeadModule), *get_all_modules(SubprocessModule)]}
+    assert set(ray_start.DASHBOARD_MODULES) <= known
+    assert {"MetricsHead", "DataHead", "TrainHead"} <= known - set(ray_start.DASHBOARD_MODULES)
+    started = []
+    monkeypatch.setattr(services, "start_ray_process", lambda command, kind, *a, **k: started.append((kind, command)))
+    monkeypatch.setattr(scripts, "get_ray_client_dependency_error", scripts.get_ray_client_dependency_error)
+    ray_start._lean_head(scripts)
+    services.start_ray_process(["dashboard.py"], ray_constants.PROCESS_TYPE_DASHBOARD)
+    services.start_ray_process(["raylet"], ray_constants.PROCESS_TYPE_RAYLET)
+    assert started == [(ray_constants.PROCESS_TYPE_DASHBOARD,
+                        ["dashboard.py", f"--modules-to-load={','.join(ray_start.DASHBOARD_MODULES)}"]),
+                       (ray_constants.PROCESS_TYPE_RAYLET, ["raylet"])]
+    assert scripts.get_ray_client_dependency_error() is not None
+
+
 def test_cli_status_asks_the_platform_of_the_data_dir_given(tmp_path: Path, healthy_server: str) -> None:
     from click.testing import CliRunner
 
@@ -501,8 +529,7 @@ def test_ray_ports_are_derived_and_are_real_flags() -> None:
     from ray.scripts.scripts import start  # the `ray start` command itself
 
     ports = _ray_local.RayPorts.derive(16380)
-    assert sorted(ports.named().values()) == list(range(16381, 16388))
-    assert _ray_local.RayPorts.derive(16380, head=False).ray_client_server_port is None
+    assert sorted(ports.named().values()) == list(range(16381, 16387))
     known = {opt for param in start.params for opt in param.opts}
     assert {arg.split("=")[0] for arg in ports.args()} <= known
     with pytest.raises(InvalidInput):

@@ -137,11 +137,15 @@ def test_platform_start_hands_running_endpoints_their_current_config_too(setting
     deleted = []
     monkeypatch.setattr(serve, "delete", lambda name, _blocking=True: deleted.append(name))
     endpoints = EndpointService(settings, service.db, RegistryService("http://127.0.0.1:1"), capture_tokens=service.tokens)
-    ran = []
+    ran, at_once = [], []
     monkeypatch.setattr(endpoints, "_run",
                         lambda row: ran.append((row.name, endpoints._config(row)["capture"]["token"])))
+    monkeypatch.setattr(serve, "run_many", lambda targets, **kwargs: at_once.append(
+        ([(t.name, t.target._bound_deployment.user_config["capture"]["token"]) for t in targets], kwargs)))
     monkeypatch.setattr(endpoints, "_publish_limits", lambda: None)
     endpoints.start()
-    assert sorted(ran) == [("lost", service.tokens.token("demo", "lost")),
-                           ("running", service.tokens.token("demo", "running"))]
+    # the lost one is deployed again and waited for; the running one reconfigured without waiting
+    assert ran == [("lost", service.tokens.token("demo", "lost"))]
+    assert at_once == [([("demo.running", service.tokens.token("demo", "running"))],
+                        {"wait_for_ingress_deployment_creation": False, "wait_for_applications_running": False})]
     assert deleted == ["gone.ep"]
