@@ -161,7 +161,7 @@ class EndpointService:
         # serve.run waits ~1 s, so a platform with many endpoints took that long to take its
         # replicas' captures again after a restart.
         try:
-            self._run_live(live)
+            self._run_all(live, wait=False)
         except Exception:
             log.exception("could not reconfigure the running endpoints at once; one by one")
             for row in live:
@@ -230,17 +230,8 @@ class EndpointService:
             canary=canary)
         return config.model_dump(mode="json")
 
-    def _app(self, row: EndpointRow):
-        deployment = ModelEndpoint.options(**_scaling(row), **_placement(row), user_config=self._config(row))
-        deployment._version = self._code_version  # Serve's only hook for a stable code version
-        return deployment.bind()
-
     def _run(self, row: EndpointRow) -> None:
-        from ray import serve
-
-        app = self._app(row)
-        with self._lock:
-            serve.run(app, name=app_name(row.project, row.name), route_prefix=f"/{row.project}/{row.name}")
+        self._run_all([row], wait=True)
 
     def _run_or_log(self, row: EndpointRow, what: str) -> None:
         try:
@@ -248,16 +239,21 @@ class EndpointService:
         except Exception:
             log.exception("could not %s %s/%s", what, row.project, row.name)
 
-    def _run_live(self, rows: list[EndpointRow]) -> None:
-        """Apply the current config of running endpoints ``rows`` in one call, without waiting."""
+    def _run_all(self, rows: list[EndpointRow], *, wait: bool) -> None:
+        """Deploy (or apply the current config of) endpoints ``rows`` in one Serve call; with
+        ``wait``, return once they run (what ``serve.run`` does for one)."""
         from ray import serve
 
         if not rows:
             return
-        targets = [serve.RunTarget(self._app(row), name=app_name(row.project, row.name),
-                                   route_prefix=f"/{row.project}/{row.name}") for row in rows]
+        targets = []
+        for row in rows:
+            deployment = ModelEndpoint.options(**_scaling(row), **_placement(row), user_config=self._config(row))
+            deployment._version = self._code_version  # Serve's only hook for a stable code version
+            targets.append(serve.RunTarget(deployment.bind(), name=app_name(row.project, row.name),
+                                           route_prefix=f"/{row.project}/{row.name}"))
         with self._lock:
-            serve.run_many(targets, wait_for_ingress_deployment_creation=False, wait_for_applications_running=False)
+            serve.run_many(targets, wait_for_ingress_deployment_creation=wait, wait_for_applications_running=wait)
 
     def deploy(self, user: str, project: str, spec: EndpointCreate) -> Deployed:
         """Create the endpoint, or move an existing one to the requested version (no restart).

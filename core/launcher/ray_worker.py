@@ -6,12 +6,12 @@ Public through :mod:`loopml.launcher`.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from loopml.errors import Unavailable
+from loopml.instance import write_private
 from loopml.launcher.processes import ProcessRecord, component_errors, live_process, spawn, stop_record
 from loopml.launcher.ray_local import AUTH_TOKEN_PATH, short_temp_dir, start_env, wait_ray, worker_command
 from loopml.launcher.run_state import put_record, ray_headers, read_state, remove_ray_temp_dir, write_state
@@ -104,7 +104,5 @@ def own_token(env: dict[str, str], temp_dir: str) -> dict[str, str]:
     if not source or not os.path.isfile(source):
         return env
     copy = Path(temp_dir).parent / "auth_token"
-    descriptor = os.open(copy, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as out, open(source, "rb") as token:
-        shutil.copyfileobj(token, out)
+    write_private(copy, Path(source).read_text())
     return {**env, AUTH_TOKEN_PATH: str(copy)}
