@@ -41,6 +41,9 @@ class CaptureRecord(BaseModel):
     latency_ms: float = Field(ge=0)
     features: dict[str, Any] | None = Field(None, description='{"columns": [...], "data": [[...], ...]}')
     prediction: list[Any] | None = None
+    probabilities: list[list[float]] | None = Field(None, description="Class probabilities per row (classifiers).")
+    violations: list[dict[str, Any]] | None = Field(
+        None, description='Data-contract violations: [{"feature", "kind", "rows"}] (rows: how many rows broke it).')
 
 
 class CaptureBatch(BaseModel):

@@ -39,6 +39,10 @@ class PredictionRow(Base):
     features: Mapped[dict[str, Any] | None] = mapped_column(NULLABLE_JSON, nullable=True)
     prediction: Mapped[list[Any] | None] = mapped_column(NULLABLE_JSON, nullable=True)
     label: Mapped[Any | None] = mapped_column(NULLABLE_JSON, nullable=True)
+    probabilities: Mapped[list[Any] | None] = mapped_column(
+        NULLABLE_JSON, nullable=True, doc="Class probabilities per row (a classifier's, when captured).")
+    violations: Mapped[list[dict[str, Any]] | None] = mapped_column(
+        NULLABLE_JSON, nullable=True, doc="Data-contract violations of the request: [{feature, kind, rows}].")
     labelled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 

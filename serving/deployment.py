@@ -233,10 +233,12 @@ class ModelEndpoint:
 
 
 def capture_record(config: ReplicaConfig, request_id: str, version: int, status: int, began: float,
-                   parsed, predictions) -> dict[str, Any]:
+                   parsed, predictions, *, probabilities: list[list[float]] | None = None,
+                   violations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The capture record of one scoring request, as the JSON of a :class:`~loopml.capture_wire.CaptureRecord`
-    (features and predictions as JSON values). Built unvalidated, to stay cheap on the request
-    path: the platform validates the batch."""
+    (features, predictions and class probabilities as JSON values, data-contract violations as
+    ``[{"feature", "kind", "rows"}]``). Built unvalidated, to stay cheap on the request path: the
+    platform validates the batch."""
     features = None
     if parsed is not None:
         data = parsed.data
@@ -247,4 +249,5 @@ def capture_record(config: ReplicaConfig, request_id: str, version: int, status:
     return {"project": config.project, "endpoint": config.endpoint, "request_id": request_id,
             "version": version, "at": dt.datetime.now(dt.timezone.utc).isoformat(), "status": status,
             "latency_ms": round((time.perf_counter() - began) * 1000, 3), "features": features,
-            "prediction": predictions if isinstance(predictions, list) else None}
+            "prediction": predictions if isinstance(predictions, list) else None,
+            "probabilities": probabilities, "violations": violations or None}

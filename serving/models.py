@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator, model_validator
 
@@ -15,6 +15,7 @@ _MODEL_REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,140}?)(?:@(?P<al
 
 
 MAX_REPLICAS = 16
+OnViolation = Literal["pass", "refuse", "header"]
 
 
 class Autoscale(BaseModel):
@@ -88,6 +89,13 @@ class EndpointCreate(BaseModel):
     resources: EndpointResources | None = Field(
         None, description="Custom Ray resources each replica reserves (placement); left out, an existing "
                           "endpoint keeps its own. A change restarts the replicas where the resources are.")
+    on_violation: OnViolation | None = Field(
+        None, description="What a request that breaks the version's data contract gets: pass (scored, counted; "
+                          "the default), refuse (422 naming the feature and rule) or header (scored, with an "
+                          "x-loopml-violations header). Left out, an existing endpoint keeps its own.")
+    capture_probabilities: StrictBool | None = Field(
+        None, description="Capture a classifier's class probabilities (estimated accuracy needs them; default "
+                          "on). Left out, an existing endpoint keeps its own.")
 
     @model_validator(mode="after")
     def _scaling(self) -> EndpointCreate:
@@ -125,12 +133,16 @@ class EndpointPatch(BaseModel):
     autoscale: Autoscale | None = Field(None, description="Scale between min and max replicas.")
     canary_percent: StrictFloat | None = Field(None, gt=0, lt=100, description="New share of the running canary.")
     rotate_key: StrictBool = Field(False, description="Issue a new bearer key; the old one stops working.")
+    on_violation: OnViolation | None = Field(None, description="New data-contract mode: pass, refuse or header.")
+    capture_probabilities: StrictBool | None = Field(None, description="Capture class probabilities, or stop.")
 
     @model_validator(mode="after")
     def _something(self) -> EndpointPatch:
         _one_scaling(self)
-        if self.replicas is None and self.autoscale is None and self.canary_percent is None and not self.rotate_key:
-            raise ValueError("nothing to change: give replicas, autoscale, canary_percent or rotate_key")
+        if (self.replicas is None and self.autoscale is None and self.canary_percent is None and not self.rotate_key
+                and self.on_violation is None and self.capture_probabilities is None):
+            raise ValueError("nothing to change: give replicas, autoscale, canary_percent, rotate_key, "
+                             "on_violation or capture_probabilities")
         return self
 
 
@@ -157,6 +169,8 @@ class Endpoint(BaseModel):
     autoscale: Autoscale | None = None
     resources: EndpointResources = Field(default_factory=EndpointResources,
                                          description="Custom Ray resources each replica reserves.")
+    on_violation: OnViolation = Field("pass", description="Data-contract mode: pass, refuse or header.")
+    capture_probabilities: bool = Field(True, description="Whether a classifier's probabilities are captured.")
     status: str
     created_at: dt.datetime
     updated_at: dt.datetime

@@ -29,6 +29,8 @@ class EndpointRow(Base):
     max_replicas: Mapped[int | None] = mapped_column(Integer, nullable=True, doc="Set when autoscaling.")
     resources: Mapped[dict[str, Any] | None] = mapped_column(
         JSON, nullable=True, doc="EndpointResources of each replica ({'custom': {...}}); None: none.")
+    on_violation: Mapped[str] = mapped_column(String(8), default="pass", doc="pass | refuse | header")
+    capture_probabilities: Mapped[bool] = mapped_column(Boolean, default=True)
     status: Mapped[str] = mapped_column(String(16), default="DEPLOYING")
     history: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -8,7 +8,7 @@ import it, and the replica must not pay for the platform's imports.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -52,3 +52,9 @@ class ReplicaConfig(BaseModel):
     max_bytes: int = Field(10 << 20, gt=0, description="Largest request body, in bytes.")
     sandbox: SandboxConfig = Field(default_factory=SandboxConfig)
     canary: CanaryConfig | None = None
+    contract: dict[str, Any] | None = Field(
+        None, description="The stable version's data contract (loopml.serving.contract.DataContract JSON); None: none.")
+    on_violation: Literal["pass", "refuse", "header"] = Field(
+        "pass", description="What a request that breaks the contract gets: scored (pass), a 422 (refuse), or "
+                            "scored with an x-loopml-violations header (header).")
+    capture_probabilities: bool = Field(True, description="Capture a classifier's class probabilities.")

@@ -227,8 +227,13 @@ class EndpointService:
             # a model that can run code is loaded in a sandbox that never sees the data dir
             sandbox=SandboxConfig(isolation=self.settings.job_isolation,
                                   hide=sandbox.hidden_paths(self.settings.home)),
-            canary=canary)
+            canary=canary, contract=self._contract(row), on_violation=row.on_violation or "pass",
+            capture_probabilities=True if row.capture_probabilities is None else row.capture_probabilities)
         return config.model_dump(mode="json")
+
+    def _contract(self, row: EndpointRow) -> dict[str, Any] | None:
+        """The stable version's effective data contract (logged, then the users' overrides), as JSON."""
+        return None
 
     def _run(self, row: EndpointRow) -> None:
         self._run_all([row], wait=True)
@@ -293,6 +298,11 @@ class EndpointService:
                 row.canary_version = row.canary_percent = None
             if spec.autoscale is not None or "replicas" in spec.model_fields_set or row.replicas is None:
                 _set_scaling(row, spec.replicas, spec.autoscale)
+            for option in ("on_violation", "capture_probabilities"):
+                value = getattr(spec, option)
+                if value is not None and value != getattr(row, option):
+                    setattr(row, option, value)
+                    action += f", {option} {value}"
             if spec.resources is not None and spec.resources.model_dump() != (row.resources or {"custom": {}}):
                 row.resources = spec.resources.model_dump() if spec.resources.custom else None
                 action += f", resources {spec.resources.text() or 'none'}"
@@ -320,6 +330,11 @@ class EndpointService:
                                    endpoint=name)
                 row.canary_percent = patch.canary_percent
                 changes.append(f"canary {row.model}/{row.canary_version} at {patch.canary_percent:g}%")
+            for option in ("on_violation", "capture_probabilities"):
+                value = getattr(patch, option)
+                if value is not None:
+                    setattr(row, option, value)
+                    changes.append(f"{option} {value}")
             if patch.rotate_key:
                 if row.public:
                     raise Conflict(f"endpoint {name!r} is public: it has no key to rotate", endpoint=name)
@@ -433,7 +448,10 @@ class EndpointService:
                         canary_percent=row.canary_percent, public=row.public, replicas=row.replicas,
                         autoscale=None if row.max_replicas is None else Autoscale(min=row.replicas,
                                                                                   max=row.max_replicas),
-                        resources=EndpointResources(**(row.resources or {})), status=row.status,
+                        resources=EndpointResources(**(row.resources or {})),
+                        on_violation=row.on_violation or "pass",
+                        capture_probabilities=True if row.capture_probabilities is None else row.capture_probabilities,
+                        status=row.status,
                         created_at=row.created_at, updated_at=row.updated_at,
                         history=[HistoryEntry(**h) for h in row.history])
 

@@ -26,7 +26,8 @@ def endpoint_json(name: str = "iris-api", version: int = 2, alias: str | None = 
     return {
         "project": "demo", "name": name, "model": "demo.iris", "version": version, "alias": alias,
         "url": f"http://127.0.0.1:8000/demo/{name}", "canary_version": None, "canary_percent": None,
-        "public": public, "replicas": 1, "autoscale": None, "resources": {"custom": {}}, "status": "RUNNING",
+        "public": public, "replicas": 1, "autoscale": None, "resources": {"custom": {}}, "on_violation": "pass",
+        "capture_probabilities": True, "status": "RUNNING",
         "created_at": NOW, "updated_at": NOW,
         "history": history if history is not None else [
             {"at": NOW, "user": "alice", "action": f"create with demo.iris/{version}", "version": version,
