@@ -33,7 +33,7 @@ from loopml.monitor import (
     PolicySpec,
     Requeued,
 )
-from loopml.registry import CHAMPION, Model, ModelSummary, check_alias, check_version
+from loopml.registry import CHAMPION, ContractView, Model, ModelSummary, check_alias, check_version
 from loopml.serving import Autoscale, Deployed, Endpoint, EndpointResources
 from loopml.settings import read_client_config
 
@@ -401,11 +401,23 @@ class Client:
         """Make ``version`` the champion: :meth:`set_alias` with ``champion``."""
         return self.set_alias(project, name, CHAMPION, version)
 
+    def contract(self, project: str, name: str, version: int, *, changes: Iterable[str] = ()) -> ContractView:
+        """The version's data contract (the logged one, the overrides applied); with ``changes``
+        (``["alcohol.max=15", …]``) those overrides are applied first, and the endpoints serving the
+        version check against the result at once. :class:`InvalidInput` naming the feature and rule."""
+        path = wire.model_path(project, name, "versions", str(check_version(version)), "contract")
+        sets = list(changes)
+        if not sets:
+            return self._parse(ContractView, self._request("GET", path))
+        return self._parse(ContractView, self._request("PATCH", path, json={"set": sets},
+                                                       timeout=max(DEPLOY_TIMEOUT_S, self.timeout)))
+
     # -- endpoints -----------------------------------------------------------------------
 
     def deploy(self, project: str, model: str, endpoint: str, *, public: bool = False, replicas: int | None = None,
                canary: float | None = None, autoscale: str | Autoscale | None = None,
-               resources: EndpointResources | Mapping[str, Any] | None = None) -> Deployed:
+               resources: EndpointResources | Mapping[str, Any] | None = None,
+               on_violation: str | None = None) -> Deployed:
         """Serve ``model`` (``NAME@ALIAS``, ``NAME/VERSION`` or ``NAME`` = ``NAME@champion``) at
         ``endpoint``, creating it or switching its version in place; waits up to
         :data:`DEPLOY_TIMEOUT_S` for a replica. The answer's ``key`` is set only when the
@@ -415,9 +427,11 @@ class Client:
         ``replicas`` (default 1 for a new endpoint) or ``autoscale`` (``"MIN:MAX"``) set its scaling;
         left out, an existing endpoint keeps its own. ``resources`` (``{"custom": {"node2": 0.1}}``)
         are the custom Ray resources each replica reserves, which place replicas on the nodes
-        that offer them; left out, an existing endpoint keeps its own.
+        that offer them; left out, an existing endpoint keeps its own. ``on_violation`` (``pass``,
+        ``refuse`` or ``header``) is what a request breaking the version's data contract gets.
         """
-        body = wire.endpoint_create(model, endpoint, public, replicas, canary, autoscale, resources)
+        body = wire.endpoint_create(model, endpoint, public, replicas, canary, autoscale, resources,
+                                    on_violation=on_violation)
         path = wire.api_path("projects", project, "endpoints")
         return self._parse(Deployed, self._request("POST", path, json=body, timeout=max(DEPLOY_TIMEOUT_S, self.timeout)))
 
@@ -431,10 +445,11 @@ class Client:
 
     def update_endpoint(self, project: str, name: str, *, replicas: int | None = None,
                         autoscale: str | Autoscale | None = None, canary_percent: float | None = None,
-                        rotate_key: bool = False) -> Deployed:
-        """Change a running endpoint's scaling, canary share or key (in place, no restart).
-        The answer's ``key`` is the new key when ``rotate_key``; the old one stops working."""
-        body = wire.endpoint_patch(replicas, autoscale, canary_percent, rotate_key)
+                        rotate_key: bool = False, on_violation: str | None = None) -> Deployed:
+        """Change a running endpoint's scaling, canary share, key or ``on_violation`` mode (in
+        place, no restart). The answer's ``key`` is the new key when ``rotate_key``; the old one
+        stops working."""
+        body = wire.endpoint_patch(replicas, autoscale, canary_percent, rotate_key, on_violation=on_violation)
         return self._parse(Deployed, self._request("PATCH", wire.endpoint_path(project, name), json=body,
                                                    timeout=max(DEPLOY_TIMEOUT_S, self.timeout)))
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from loopml.monitor.policies import PolicyService
     from loopml.monitor.service import MonitorService
     from loopml.projects import ProjectService
+    from loopml.registry.contract_service import ContractService
     from loopml.registry.mlflow_auth import ProjectAccess
     from loopml.registry.service import RegistryService
     from loopml.registry.tracking import JobTracking
@@ -56,6 +57,7 @@ class Services:
     job_tokens: JobTokens = _started()
     projects: ProjectService = _started()
     registry: RegistryService = _started()
+    contracts: ContractService = _started()
     backend: JobBackend = _started()
     jobs: JobService = _started()
     schedules: ScheduleService = _started()

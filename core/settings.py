@@ -137,6 +137,10 @@ class Settings(BaseSettings):
     max_request_mb: float = Field(10.0, description="Largest request body an endpoint accepts, in MiB.")
     capture_sample: float = Field(1.0, ge=0, le=1, description="Share of endpoint requests captured for "
                                   "monitoring (0 turns capture off).")
+    contract_tolerance: float = Field(0.1, ge=0, le=10, description=(
+        "How far a model version's data contract widens each feature's observed range, as a share of that "
+        "range on each side (0.1: a feature seen in [0, 10] may be in [-1, 11]); applied by loopml.log_model "
+        "in jobs when the version is registered, so it changes the contracts of versions logged after."))
     monitor_interval_s: float = Field(10.0, gt=0, description="Seconds between evaluations of the endpoints' "
                                       "monitoring policies.")
     serve_request_timeout_s: float = Field(30.0, gt=0, description="End-to-end limit of one endpoint request, in "

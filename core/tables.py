@@ -8,4 +8,5 @@ def load_all_tables() -> None:
     import loopml.executor.pipelines.orm  # noqa: F401
     import loopml.monitor.orm  # noqa: F401
     import loopml.projects  # noqa: F401
+    import loopml.registry.orm  # noqa: F401
     import loopml.serving.orm  # noqa: F401

@@ -357,6 +357,7 @@ class JobService:
                "LOOPML_ATTEMPT": str(row.attempt), "LOOPML_URL": self.settings.url, "LOOPML_JOB_NAME": row.name,
                "LOOPML_PARAMETERS": json.dumps(row.parameters),
                "LOOPML_NOTEBOOK_SHA256": hashlib.sha256(row.notebook.encode()).hexdigest(),
+               "LOOPML_CONTRACT_TOLERANCE": str(self.settings.contract_tolerance),  # for log_model's contract
                "MLFLOW_TRACKING_URI": self.tracking.tracking_uri, "MLFLOW_RUN_ID": row.mlflow_run_id or "",
                "MLFLOW_EXPERIMENT_ID": self.tracking.experiment_id(row.project)}
         if mlflow_auth.in_use(self.settings):  # the project's own MLflow user, never the platform's

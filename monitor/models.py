@@ -39,6 +39,40 @@ class Trend(BaseModel):
     requests: list[int]
     latency_p50_ms: list[float | None]
     error_rate: list[float | None]
+    estimated: list[float | None] = Field(default_factory=list,
+                                          description="Estimated accuracy or MAE per bucket (no labels needed).")
+    estimated_low: list[float | None] = Field(default_factory=list, description="Lower end of its 95% band.")
+    estimated_high: list[float | None] = Field(default_factory=list, description="Upper end of its 95% band.")
+    realized: list[float | None] = Field(default_factory=list,
+                                         description="Accuracy or MAE from feedback labels per bucket.")
+
+
+class Estimated(BaseModel):
+    """Performance estimated without labels (CBPE or DLE, :mod:`loopml.monitor.estimate`)."""
+
+    metric: Literal["accuracy", "mae"]
+    value: float = Field(description="Estimated over the serving version's requests of the window.")
+    low: float = Field(description="Lower end of the 95% band (sampling error only).")
+    high: float
+    n: int = Field(description="Rows estimated over.")
+    f1: float | None = Field(None, description="Estimated F1 of f1_class (classifiers).")
+    f1_class: Any = None
+    reference: dict[str, float] = Field(description="The metric on the held-out rows the estimator was fit on.")
+    source: str = Field(description="test (X_test/y_test) or cross_validation (out-of-fold reference rows).")
+    labelled: int = Field(0, description="Rows of the window with labels.")
+    realized: float | None = Field(None, description="The metric from labels, over the labelled rows.")
+    estimated_on_labelled: float | None = Field(None, description="The estimate over the same labelled rows.")
+    error: float | None = Field(None, description="estimated_on_labelled - realized: how far the estimate was.")
+
+
+class DataQuality(BaseModel):
+    """Data-contract violations of the window's requests."""
+
+    requests: int = Field(description="Requests of the window.")
+    affected: int = Field(description="Requests with at least one violation.")
+    share: float | None = Field(description="affected / requests.")
+    violations: list[dict[str, Any]] = Field(
+        default_factory=list, description="Per feature and kind: {feature, kind, requests, rows, share}.")
 
 
 class MonitorReport(BaseModel):
@@ -60,6 +94,9 @@ class MonitorReport(BaseModel):
     drifted_features: list[str]
     prediction_drift: dict[str, Any] | None
     quality: dict[str, Any] | None = Field(description="accuracy/f1 or mae/rmse over labelled requests (n = labels).")
+    estimated: Estimated | None = Field(None, description="Performance estimated without labels, when the version "
+                                                          "has an estimator (and, for classifiers, probabilities).")
+    data_quality: DataQuality | None = Field(None, description="Data-contract violations of the window.")
     labelled: int
     capture_dropped: int = Field(description="Records replicas dropped since the platform started.")
     alerts: list[dict[str, Any]] = Field(default_factory=list, description="Open alerts of the endpoint.")
@@ -91,6 +128,19 @@ class PolicySpec(BaseModel):
     drift: StrictBool = Field(True, description="Fire when any feature drifts (KS/chi-squared and PSI).")
     accuracy_below: StrictFloat | None = Field(None, ge=0, le=1, description="Fire when labelled accuracy is below.")
     error_rate_above: StrictFloat | None = Field(None, ge=0, le=1, description="Fire when the 5xx share is above.")
+    estimated_accuracy_below: StrictFloat | None = Field(
+        None, ge=0, le=1, description="Fire when estimated accuracy (CBPE, no labels) is below.")
+    estimated_mae_above: StrictFloat | None = Field(None, ge=0, description="Fire when estimated MAE (DLE) is above.")
+    violations_above: StrictFloat | None = Field(
+        None, ge=0, le=1, description="Fire when the share of requests breaking the data contract is above.")
+    drift_needs_estimate: StrictBool = Field(
+        False, description="Fire on drift only when estimated performance dropped too: accuracy by more than "
+                           "estimate_drop below the version's held-out accuracy, or MAE by more than estimate_drop "
+                           "(relative) above its held-out MAE.")
+    estimate_drop: StrictFloat = Field(0.05, ge=0, le=1, description="What counts as a drop for drift_needs_estimate.")
+    promote_on_estimate: StrictBool = Field(
+        False, description="A challenger must also beat the champion's estimated performance on the newest captured "
+                           "requests (labelled or not) by promote_margin.")
     action: Literal["alert", "requeue"] = Field("alert", description="What a firing does besides the alert.")
     cooldown_s: StrictFloat = Field(3600, ge=0, description="At most one requeue per endpoint in this many seconds.")
     auto_promote: StrictBool = Field(False, description="Promote a challenger that beats the champion by the margin.")
@@ -120,7 +170,8 @@ class Alert(BaseModel):
     id: str
     project: str
     endpoint: str
-    kind: str = Field(description="drift | accuracy | error_rate | manual")
+    kind: str = Field(description="drift | accuracy | error_rate | est_accuracy | est_mae | violations "
+                                  "| manual")
     version: int
     window: str
     value: float

@@ -74,7 +74,7 @@ class AlertRow(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     project: Mapped[str] = mapped_column(ForeignKey("projects.name"))
     endpoint: Mapped[str] = mapped_column(String(40))
-    kind: Mapped[str] = mapped_column(String(16), doc="drift | accuracy | error_rate")
+    kind: Mapped[str] = mapped_column(String(16), doc="drift | accuracy | error_rate | est_accuracy | est_mae | violations | manual")
     version: Mapped[int] = mapped_column(Integer, doc="The version serving when it fired.")
     window: Mapped[str] = mapped_column(String(8))
     value: Mapped[float] = mapped_column(Float)

@@ -73,6 +73,7 @@ class PolicyService:
         self.pipelines = pipelines
         self._lock = threading.Lock()  # one evaluation or requeue at a time: the cooldown holds
         self.predict = predict_sandboxed
+        self.predict_with_probabilities = predict_sandboxed_with_probabilities
 
     # -- policies and alerts ------------------------------------------------------------
 
@@ -257,7 +258,7 @@ class PolicyService:
         alert.produced_version = challenger = max(produced)
         policy = self._spec(alert.project, alert.endpoint)
         evaluation = self.compare(alert.project, alert.endpoint, endpoint.model, endpoint.version, challenger,
-                                  policy.promote_margin)
+                                  policy.promote_margin, on_estimate=policy.promote_on_estimate)
         if evaluation["winner"] == "challenger" and policy.auto_promote:
             short = short_name(alert.project, endpoint.model)
             self.registry.set_alias(alert.project, short, CHAMPION, challenger, user=POLICY_USER)
@@ -273,10 +274,74 @@ class PolicyService:
             return PolicySpec(**row.spec) if row is not None else PolicySpec()
 
     def compare(self, project: str, name: str, model: str, champion: int, challenger: int,
-                margin: float) -> dict[str, Any]:
+                margin: float, *, on_estimate: bool = False) -> dict[str, Any]:
         """Score ``challenger`` and ``champion`` on the endpoint's newest labelled requests
         served by the champion; ``winner`` is ``challenger`` only when it wins by ``margin``.
-        The challenger predicts in a sandboxed process of its own (:func:`predict_sandboxed`), never here."""
+        With ``on_estimate`` the challenger must also win on estimated performance over the
+        newest captured requests, labelled or not (:meth:`estimate_race`); without labels that
+        decides alone. The challenger predicts in a sandboxed process of its own
+        (:func:`predict_sandboxed`), never here."""
+        labelled = self._compare_on_labels(project, name, model, champion, challenger, margin)
+        if not on_estimate:
+            return labelled
+        race = self.estimate_race(project, name, model, champion, challenger, margin)
+        has_labels = "n" in labelled
+        won = race.get("winner") == "challenger" and (not has_labels or labelled["winner"] == "challenger")
+        return {**labelled, "winner": "challenger" if won else "champion", "estimated": race,
+                "result": labelled.get("result") if has_labels or won else race.get("result", labelled.get("result"))}
+
+    def estimate_race(self, project: str, name: str, model: str, champion: int, challenger: int,
+                      margin: float) -> dict[str, Any]:
+        """Both versions' estimated performance on the newest captured requests the champion
+        answered (:data:`EVALUATION_ROWS`): the champion's from what it captured, the
+        challenger's from its own answers (sandboxed) and its own estimator."""
+        from loopml.monitor.estimate import estimate
+
+        estimators = {v: self.monitor.estimator(model, v) for v in (champion, challenger)}
+        if any(e is None for e in estimators.values()) or estimators[champion].kind != estimators[challenger].kind:
+            return {"winner": "champion", "result": "no estimate race: both versions need a performance estimator "
+                                                    "of one kind (log them with loopml.log_model)"}
+        with self.db.session() as session:
+            rows = session.scalars(select(PredictionRow).where(
+                PredictionRow.project == project, PredictionRow.endpoint == name, PredictionRow.version == champion,
+                PredictionRow.status == 200, PredictionRow.features.is_not(None))
+                .order_by(PredictionRow.id.desc()).limit(EVALUATION_ROWS)).all()
+            frames, served, probabilities = [], [], []
+            for row in rows:
+                count = len(row.features["data"])
+                if not isinstance(row.prediction, list) or len(row.prediction) != count:
+                    continue
+                frames.append(pd.DataFrame(row.features["data"], columns=row.features["columns"]))
+                served += row.prediction
+                probabilities += row.probabilities if isinstance(row.probabilities, list) else [None] * count
+        if not frames:
+            return {"winner": "champion", "result": "no captured requests to estimate on"}
+        features = pd.concat(frames, ignore_index=True)
+        kind = estimators[champion].kind
+        if kind == "cbpe":
+            known = [p for p in probabilities if p is not None]
+            old = estimate(estimators[champion], probabilities=known) if known else None
+            _, new_probabilities = self.predict_with_probabilities(
+                self.registry.download_uri(model, challenger), features, self.settings)
+            new = estimate(estimators[challenger], probabilities=new_probabilities) if new_probabilities else None
+        else:
+            old = estimate(estimators[champion], features=features, predictions=served)
+            predicted, _ = self.predict_with_probabilities(self.registry.download_uri(model, challenger), features,
+                                                           self.settings)
+            new = estimate(estimators[challenger], features=features, predictions=predicted)
+        if old is None or new is None:
+            return {"winner": "champion", "result": "no estimate race: the captured requests carry no class "
+                                                    "probabilities", "champion_estimate": old,
+                    "challenger_estimate": new}
+        if kind == "cbpe":
+            won = new["value"] > old["value"] + margin
+        else:
+            won = new["value"] < old["value"] * (1 - margin)
+        return {"winner": "challenger" if won else "champion", "metric": old["metric"], "n": old["n"],
+                "champion_estimate": old, "challenger_estimate": new, "margin": margin}
+
+    def _compare_on_labels(self, project: str, name: str, model: str, champion: int, challenger: int,
+                           margin: float) -> dict[str, Any]:
         with self.db.session() as session:
             rows = session.scalars(select(PredictionRow).where(
                 PredictionRow.project == project, PredictionRow.endpoint == name, PredictionRow.version == champion,
@@ -319,6 +384,12 @@ def _record(alert: AlertRow, started: Job | PipelineRun) -> None:
 
 
 def predict_sandboxed(uri: str, features: pd.DataFrame, settings) -> list[Any]:
+    """The predictions of the model at ``uri`` for ``features`` (see :func:`predict_sandboxed_with_probabilities`)."""
+    return predict_sandboxed_with_probabilities(uri, features, settings, probabilities=False)[0]
+
+
+def predict_sandboxed_with_probabilities(uri: str, features: pd.DataFrame, settings, *,
+                                         probabilities: bool = True) -> tuple[list[Any], list[list[float]] | None]:
     """The predictions for ``features`` of the model at artifact URI ``uri`` (a version's
     :meth:`~loopml.registry.service.RegistryService.download_uri`, or a local folder), from a
     model host started for this evaluation alone.
@@ -339,18 +410,52 @@ def predict_sandboxed(uri: str, features: pd.DataFrame, settings) -> list[Any]:
                                                     tracking_uri=settings.tracking_uri)
         with ModelHost(local, isolation=settings.job_isolation,
                        hide=sandbox.hidden_paths(settings.home), timeout_s=EVALUATION_TIMEOUT_S) as host:
-            return host.predict(ModelInput(features, tuple(str(c) for c in features.columns)))
+            parsed = ModelInput(features, tuple(str(c) for c in features.columns))
+            if probabilities:
+                return host.predict_with_probabilities(parsed)
+            return host.predict(parsed), None
 
 
 def _fired(spec: PolicySpec, report) -> dict[str, tuple[float, float | None, dict[str, Any]]]:
     """The conditions ``report`` meets: ``{kind: (value, threshold, detail)}``."""
     fired: dict[str, tuple[float, float | None, dict[str, Any]]] = {}
-    if spec.drift and report.drifted_features:
+    estimated = report.estimated
+    if spec.drift and report.drifted_features and (not spec.drift_needs_estimate or _estimate_dropped(spec, estimated)):
         share = len(report.drifted_features) / max(len(report.drift), 1)
-        fired["drift"] = (share, None, {"features": report.drifted_features})
+        detail: dict[str, Any] = {"features": report.drifted_features}
+        if estimated is not None:
+            detail["estimated"] = {"metric": estimated.metric, "value": estimated.value,
+                                   "reference": estimated.reference.get(estimated.metric)}
+        fired["drift"] = (share, None, detail)
+    if estimated is not None:
+        band = {"low": estimated.low, "high": estimated.high, "n": estimated.n}
+        if (estimated.metric == "accuracy" and spec.estimated_accuracy_below is not None
+                and estimated.value < spec.estimated_accuracy_below):
+            fired["est_accuracy"] = (estimated.value, spec.estimated_accuracy_below, band)
+        if estimated.metric == "mae" and spec.estimated_mae_above is not None and estimated.value > spec.estimated_mae_above:
+            fired["est_mae"] = (estimated.value, spec.estimated_mae_above, band)
+    quality = report.data_quality
+    if spec.violations_above is not None and quality is not None and quality.share is not None \
+            and quality.share > spec.violations_above:
+        fired["violations"] = (quality.share, spec.violations_above,
+                               {"affected": quality.affected, "features": sorted({v["feature"] for v in
+                                                                                  quality.violations})})
     accuracy = (report.quality or {}).get("accuracy")
     if spec.accuracy_below is not None and accuracy is not None and accuracy < spec.accuracy_below:
         fired["accuracy"] = (accuracy, spec.accuracy_below, {"n": report.quality.get("n")})
     if spec.error_rate_above is not None and report.error_rate is not None and report.error_rate > spec.error_rate_above:
         fired["error_rate"] = (report.error_rate, spec.error_rate_above, {"errors": report.errors})
     return fired
+
+
+def _estimate_dropped(spec: PolicySpec, estimated) -> bool:
+    """Whether estimated performance fell from the version's held-out figure by more than ``estimate_drop``
+    (no estimate: the drift alone decides, as without the option)."""
+    if estimated is None:
+        return True
+    reference = estimated.reference.get(estimated.metric)
+    if reference is None:
+        return True
+    if estimated.metric == "accuracy":
+        return estimated.value < reference - spec.estimate_drop
+    return estimated.value > reference * (1 + spec.estimate_drop)

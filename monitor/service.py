@@ -26,10 +26,21 @@ from sqlalchemy import case, func, select, update
 from loopml.db import Database, utcnow
 from loopml.errors import InvalidInput, LoopMLError, Unavailable
 from loopml.monitor import stats
+from loopml.monitor.estimate import estimate
 from loopml.monitor.ingest import CaptureService
-from loopml.monitor.models import MAX_FEEDBACK, FeedbackItem, FeedbackResult, MonitorReport, Trend, parse_window
+from loopml.monitor.models import (
+    MAX_FEEDBACK,
+    DataQuality,
+    Estimated,
+    FeedbackItem,
+    FeedbackResult,
+    MonitorReport,
+    Trend,
+    parse_window,
+)
 from loopml.monitor.orm import PredictionRow
 from loopml.registry import tags as tag
+from loopml.registry.estimator import Estimator
 from loopml.registry.sdk import LABEL_COLUMN, PREDICTION_COLUMN
 from loopml.registry.service import RegistryService
 from loopml.serving.service import EndpointService
@@ -47,53 +58,80 @@ _IN_CHUNK = 500  # request ids per IN (...) of a feedback lookup, under every ba
 
 ReferenceLoader = Callable[[str, int], "pd.DataFrame | None"]
 """``(registered model, version) -> reference sample``, ``None`` when the version has none."""
+EstimatorLoader = Callable[[str, int], "Estimator | None"]
+"""``(registered model, version) -> performance estimator``, ``None`` when the version has none."""
 
 
-class MlflowReferences:
-    """The default reference loader: the parquet file named by the version's ``loopml.reference`` tag.
+class _MlflowArtifact:
+    """A loader of one version artifact that a version tag names: the registry vouches for the
+    tag first (:meth:`~loopml.registry.service.RegistryService.tagged_artifact`: an artifact of
+    the version's own run, of the model's project, else :class:`InvalidInput`, unread); the file
+    is then read, as data, as ``runs:/<run>/<path>`` through the tracking server."""
 
-    The registry vouches for the tag first (:meth:`~loopml.registry.service.RegistryService.reference_uri`:
-    an artifact of the version's own run, of the model's project, else :class:`InvalidInput`, unread);
-    the file is then read as ``runs:/<run>/<path>`` through the tracking server.
-    """
-
-    TAG = tag.REFERENCE
+    TAG: str
+    WHAT: str
 
     def __init__(self, registry: RegistryService, tracking_uri: str) -> None:
         self.registry = registry
         self.tracking_uri = tracking_uri
 
-    def __call__(self, model: str, version: int) -> pd.DataFrame | None:
+    def read(self, path: Path) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, model: str, version: int) -> Any:
         import mlflow
 
-        uri = self.registry.reference_uri(model, version)
+        uri = self.registry.tagged_artifact(model, version, self.TAG)
         if uri is None:
             return None
-        with tempfile.TemporaryDirectory(prefix="loopml-reference-") as folder:
+        with tempfile.TemporaryDirectory(prefix="loopml-artifact-") as folder:
             try:
                 path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder,
                                                            tracking_uri=self.tracking_uri)
-                return pd.read_parquet(Path(path))
-            except Exception as exc:  # MLflow and pyarrow raise many unrelated types for a lost or broken file
-                raise Unavailable(f"the reference sample {uri} could not be read: {exc}"[:400],
+                return self.read(Path(path))
+            except Exception as exc:  # MLflow, pyarrow and pydantic raise many unrelated types for a lost or broken file
+                raise Unavailable(f"the {self.WHAT} {uri} could not be read: {exc}"[:400],
                                   component="mlflow") from None
+
+
+class MlflowReferences(_MlflowArtifact):
+    """The default reference loader: the parquet file named by the version's ``loopml.reference`` tag."""
+
+    TAG, WHAT = tag.REFERENCE, "reference sample"
+
+    def read(self, path: Path) -> pd.DataFrame:
+        return pd.read_parquet(path)
+
+
+class MlflowEstimators(_MlflowArtifact):
+    """The default estimator loader: the JSON file named by the version's ``loopml.estimator`` tag
+    (:class:`~loopml.registry.estimator.Estimator`)."""
+
+    TAG, WHAT = tag.ESTIMATOR, "performance estimator"
+
+    def read(self, path: Path) -> Estimator:
+        return Estimator.model_validate_json(path.read_bytes())
 
 
 class MonitorService:
     """Monitor reports and feedback labels of a project's endpoints.
 
-    ``references`` loads a version's reference sample (default: :class:`MlflowReferences`);
-    its answers are cached per ``(model, version)``, :data:`REFERENCE_CACHE` versions at most.
+    ``references`` loads a version's reference sample (default: :class:`MlflowReferences`),
+    ``estimators`` its performance estimator (default: :class:`MlflowEstimators`); their
+    answers are cached per ``(model, version)``, :data:`REFERENCE_CACHE` versions at most.
     """
 
     def __init__(self, db: Database, settings: Settings, endpoints: EndpointService, registry: RegistryService | None,
-                 captures: CaptureService, *, references: ReferenceLoader | None = None) -> None:
+                 captures: CaptureService, *, references: ReferenceLoader | None = None,
+                 estimators: EstimatorLoader | None = None) -> None:
         self.db = db
         self.settings = settings
         self.endpoints = endpoints
         self.captures = captures
-        self._load_reference = references or MlflowReferences(registry, settings.tracking_uri)
-        self._references: OrderedDict[tuple[str, int], pd.DataFrame | None] = OrderedDict()
+        self._loaders = {"reference": references or MlflowReferences(registry, settings.tracking_uri),
+                         "estimator": estimators or (MlflowEstimators(registry, settings.tracking_uri)
+                                                     if registry is not None else _no_estimator)}
+        self._cache: OrderedDict[tuple[str, str, int], Any] = OrderedDict()
         self._lock = threading.Lock()
 
     # -- report ------------------------------------------------------------------------
@@ -119,6 +157,7 @@ class MonitorService:
         notes: list[str] = []
         in_window = (PredictionRow.project == project, PredictionRow.endpoint == name, PredictionRow.at >= since)
         serving = (*in_window, PredictionRow.version == endpoint.version)
+        estimator = self._estimator_or_note(endpoint.model, endpoint.version, notes)
         with self.db.session() as session:
             requests, errors, refused, labelled = session.execute(select(
                 func.count(), func.sum(case((PredictionRow.status >= 500, 1), else_=0)),
@@ -130,10 +169,14 @@ class MonitorService:
                 .order_by(PredictionRow.at.desc()).limit(MAX_REQUESTS)).all(), columns=["at", "status", "latency_ms"])
             live, predictions = self._live(session, serving, notes)
             truth, predicted = self._labelled(session, serving)
+            scored = _scored(session, serving, since) if estimator is not None else None
+            data_quality = _data_quality(session, in_window, requests)
         if requests > MAX_REQUESTS:
             notes.append(f"latency and trend use the newest {MAX_REQUESTS} of the window's {requests} requests")
         answered = recent.loc[recent["status"] < 400, "latency_ms"]
         drift, prediction_drift = self._drift(endpoint.model, endpoint.version, live, predictions, notes)
+        trend = _trend(recent, since, span)
+        estimated = self._estimated(estimator, scored, span, trend, notes) if estimator is not None else None
         return MonitorReport(
             project=project, endpoint=name, version=endpoint.version, window=window, since=since, until=until,
             requests=requests, rate_per_s=requests / span.total_seconds(), errors=errors, refused=refused,
@@ -143,7 +186,7 @@ class MonitorService:
             prediction_drift=prediction_drift.to_dict() if prediction_drift is not None else None,
             quality=self._quality(truth, predicted, notes), labelled=labelled,
             capture_dropped=self.captures.dropped[(project, name)], alerts=[],
-            trend=_trend(recent, since, span), notes=notes,
+            trend=trend, estimated=estimated, data_quality=data_quality, notes=notes,
         )
 
     @staticmethod
@@ -219,6 +262,56 @@ class MonitorService:
             prediction_drift = stats.prediction_drift(reference[PREDICTION_COLUMN], predictions)
         return drift, prediction_drift
 
+    def _estimator_or_note(self, model: str, version: int, notes: list[str]) -> Estimator | None:
+        """The version's estimator; ``None``, with the reason in ``notes``, when there is none."""
+        try:
+            estimator = self.estimator(model, version)
+        except LoopMLError as exc:
+            log.warning("no estimate for %s/%s: %s", model, version, exc.message)
+            notes.append(f"no estimate: the estimator of v{version} could not be read ({exc.message})")
+            return None
+        if estimator is None:
+            notes.append(f"no estimate: v{version} has no performance estimator (log a scikit-learn model with "
+                         "loopml.log_model and X_test/y_test, or y_train)")
+        return estimator
+
+    @staticmethod
+    def _estimated(estimator: Estimator, scored: _Scored, span: dt.timedelta, trend: Trend,
+                   notes: list[str]) -> Estimated | None:
+        """The estimate over the window (and per trend bucket, into ``trend``), beside realized
+        metrics where labels exist; ``None`` with the reason in ``notes`` when there is none."""
+        if not scored.rows:
+            return None
+        inputs = scored.inputs(estimator)
+        if inputs is None:
+            notes.append("no estimate: " + ("the requests carry no class probabilities (deploy with probability "
+                                            "capture on)" if estimator.kind == "cbpe" else
+                                            "the requests' columns are not the estimator's"))
+            return None
+        found = estimate(estimator, **inputs)
+        if found is None:
+            notes.append("no estimate: the captured rows do not fit the estimator")
+            return None
+        labelled = scored.labelled()
+        realized = on_labelled = None
+        if labelled.any():
+            realized = _realized(estimator.kind, scored, labelled)
+            on_labelled = estimate(estimator, **scored.inputs(estimator, labelled))["value"]
+        width = span / TREND_BUCKETS
+        bucket = np.clip((scored.offsets // width.total_seconds()).astype(int), 0, TREND_BUCKETS - 1)
+        for index in range(TREND_BUCKETS):
+            rows = bucket == index
+            part = estimate(estimator, **scored.inputs(estimator, rows)) if rows.any() else None
+            trend.estimated.append(part["value"] if part else None)
+            trend.estimated_low.append(part["low"] if part else None)
+            trend.estimated_high.append(part["high"] if part else None)
+            with_labels = rows & labelled
+            trend.realized.append(_realized(estimator.kind, scored, with_labels) if with_labels.any() else None)
+        return Estimated(**{k: v for k, v in found.items() if k in Estimated.model_fields},
+                         reference=estimator.reference, source=estimator.source, labelled=int(labelled.sum()),
+                         realized=realized, estimated_on_labelled=on_labelled,
+                         error=None if realized is None or on_labelled is None else on_labelled - realized)
+
     @staticmethod
     def _quality(truth: list[Any], predicted: list[Any], notes: list[str]) -> dict[str, Any] | None:
         if not truth:
@@ -231,16 +324,23 @@ class MonitorService:
 
     def reference(self, model: str, version: int) -> pd.DataFrame | None:
         """The reference sample of ``model`` version ``version`` (cached); ``None`` if it has none."""
-        key = (model, version)
+        return self._cached("reference", model, version)
+
+    def estimator(self, model: str, version: int) -> Estimator | None:
+        """The performance estimator of ``model`` version ``version`` (cached); ``None`` if it has none."""
+        return self._cached("estimator", model, version)
+
+    def _cached(self, kind: str, model: str, version: int) -> Any:
+        key = (kind, model, version)
         with self._lock:
-            if key in self._references:
-                self._references.move_to_end(key)
-                return self._references[key]
-        found = self._load_reference(model, version)  # outside the lock: a slow download blocks no other report
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                return self._cache[key]
+        found = self._loaders[kind](model, version)  # outside the lock: a slow download blocks no other report
         with self._lock:
-            self._references[key] = found
-            while len(self._references) > REFERENCE_CACHE:
-                self._references.popitem(last=False)
+            self._cache[key] = found
+            while len(self._cache) > 2 * REFERENCE_CACHE:
+                self._cache.popitem(last=False)
         return found
 
     # -- the loop's state tracker --------------------------------------------------------
@@ -315,6 +415,117 @@ class MonitorService:
         log.info("feedback for %s/%s: %d accepted, %d updated, %d unchanged, %d unknown", project, name,
                  result.accepted, result.updated, result.unchanged, len(result.unknown))
         return result
+
+
+def _no_estimator(model: str, version: int) -> None:
+    return None
+
+
+class _Scored:
+    """The serving version's answered rows of the window, one entry per input row, newest first:
+    time (seconds since the window began), input row, prediction, class probabilities and label."""
+
+    def __init__(self, since: dt.datetime) -> None:
+        self.since = since
+        self.columns: list[str] | None = None
+        self.rows: list[list[Any]] = []
+        self.at: list[float] = []
+        self.predictions: list[Any] = []
+        self.probabilities: list[Any] = []
+        self.labels: list[Any] = []
+
+    def add(self, at: dt.datetime, features: Any, prediction: Any, probabilities: Any, label: Any) -> None:
+        data = features.get("data") if isinstance(features, dict) else None
+        if not data or not isinstance(prediction, list) or len(prediction) != len(data):
+            return
+        columns = features.get("columns")
+        if self.columns is None:
+            self.columns = list(columns) if columns else None
+        elif columns and list(columns) != self.columns:
+            return  # another layout of the same inputs: the newest layout is estimated
+        labels = label if isinstance(label, list) and len(label) == len(data) else [label] * len(data)
+        if len(data) > 1 and not isinstance(label, list):
+            labels = [None] * len(data)
+        if not (isinstance(probabilities, list) and len(probabilities) == len(data)):
+            probabilities = [None] * len(data)
+        offset = (at - self.since).total_seconds()
+        self.rows += data
+        self.at += [offset] * len(data)
+        self.predictions += prediction
+        self.probabilities += probabilities
+        self.labels += labels
+
+    @property
+    def offsets(self) -> np.ndarray:
+        return np.asarray(self.at, dtype=float)
+
+    def labelled(self) -> np.ndarray:
+        return np.array([label is not None for label in self.labels], dtype=bool)
+
+    def inputs(self, estimator: Estimator, rows: np.ndarray | None = None) -> dict[str, Any] | None:
+        """What :func:`~loopml.monitor.estimate.estimate` takes for ``rows`` (all when ``None``)."""
+        pick = np.arange(len(self.rows)) if rows is None else np.flatnonzero(rows)
+        if estimator.kind == "cbpe":
+            probabilities = [self.probabilities[i] for i in pick if self.probabilities[i] is not None]
+            return {"probabilities": np.asarray(probabilities, dtype=float)} if probabilities else None
+        columns = self.columns or (estimator.features if self.rows and len(self.rows[0]) == len(estimator.features)
+                                   else None)
+        if columns is None:
+            return None
+        try:
+            frame = pd.DataFrame([self.rows[i] for i in pick], columns=columns)
+            predictions = np.asarray([self.predictions[i] for i in pick], dtype=float)
+        except (ValueError, TypeError):
+            return None
+        return {"features": frame, "predictions": predictions}
+
+
+def _scored(session, serving, since: dt.datetime) -> _Scored:
+    """The serving version's answered requests of the window (newest :data:`MAX_LIVE_ROWS` rows)."""
+    scored = _Scored(since)
+    statement = (select(PredictionRow.at, PredictionRow.features, PredictionRow.prediction,
+                        PredictionRow.probabilities, PredictionRow.label)
+                 .where(*serving, PredictionRow.status == 200).order_by(PredictionRow.at.desc())
+                 .limit(MAX_REQUESTS).execution_options(yield_per=1000))
+    for at, features, prediction, probabilities, label in session.execute(statement):
+        scored.add(at, features, prediction, probabilities, label)
+        if len(scored.rows) >= MAX_LIVE_ROWS:
+            break
+    return scored
+
+
+def _realized(kind: str, scored: _Scored, rows: np.ndarray) -> float | None:
+    """Accuracy (``cbpe``) or MAE (``dle``) of the predictions of ``rows`` against their labels."""
+    pick = np.flatnonzero(rows)
+    truth = [scored.labels[i] for i in pick]
+    predicted = [scored.predictions[i] for i in pick]
+    try:
+        found = stats.quality(truth, predicted, "classification" if kind == "cbpe" else "regression")
+    except InvalidInput:
+        return None
+    return found.get("accuracy" if kind == "cbpe" else "mae")
+
+
+def _data_quality(session, in_window, requests: int) -> DataQuality | None:
+    """Violations per feature and kind over the window's requests; ``None`` when there were no requests."""
+    if not requests:
+        return None
+    affected = 0
+    table: dict[tuple[str, str], list[int]] = {}
+    statement = (select(PredictionRow.violations).where(*in_window, PredictionRow.violations.is_not(None))
+                 .limit(MAX_REQUESTS).execution_options(yield_per=1000))
+    for (violations,) in session.execute(statement):
+        if not isinstance(violations, list) or not violations:
+            continue
+        affected += 1
+        for violation in violations:
+            if isinstance(violation, dict):
+                counts = table.setdefault((str(violation.get("feature")), str(violation.get("kind"))), [0, 0])
+                counts[0] += 1
+                counts[1] += int(violation.get("rows") or 1)
+    rows = [{"feature": feature, "kind": kind, "requests": n, "rows": r, "share": n / requests}
+            for (feature, kind), (n, r) in sorted(table.items(), key=lambda item: -item[1][0])]
+    return DataQuality(requests=requests, affected=affected, share=affected / requests, violations=rows)
 
 
 def _labels(items: Iterable[FeedbackItem]) -> dict[str, Any]:

@@ -8,8 +8,10 @@ lazy (:mod:`loopml._lazy`): nothing here imports mlflow until a service is used.
 from loopml._lazy import lazy_exports
 
 _EXPORTS = {
-    **dict.fromkeys(["AliasChange", "AliasSet", "Lineage", "Model", "ModelRef", "ModelSummary", "ModelVersion"],
-                    ".models"),
+    **dict.fromkeys(["AliasChange", "AliasSet", "ContractPatch", "ContractView", "Lineage", "Model", "ModelRef",
+                     "ModelSummary", "ModelVersion"], ".models"),
+    **dict.fromkeys(["DataContract", "FeatureContract", "apply_overrides", "derive_contract"], ".contract"),
+    "ContractService": ".contract_service",
     **dict.fromkeys(["SEPARATOR", "check_alias", "registered_name", "short_name"], ".names"),
     **dict.fromkeys(["CHALLENGER", "CHAMPION"], ".tags"),
     **dict.fromkeys(["RegistryService", "check_version"], ".service"),

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, StrictInt
 
+from loopml.registry.contract import DataContract
+
 
 class Lineage(BaseModel):
     """Where a version came from (job → run → version) and where it went (→ endpoints)."""
@@ -75,3 +77,28 @@ class RegisteredVersion(ModelRef):
 
     created_at: dt.datetime | None
     job_id: str | None = Field(None, description="The loopml job that registered it, if one did.")
+
+
+class ContractView(BaseModel):
+    """A version's data contract: the logged one with the users' overrides applied."""
+
+    model: str = Field(description="Name within the project.")
+    version: int
+    contract: DataContract | None = Field(
+        description="The effective contract; None for a version logged without one (a tensor signature, or "
+                    "logged before loopml derived contracts).")
+    overrides: dict[str, dict[str, Any]] = Field(default_factory=dict,
+                                                 description="The users' overrides: {feature: {rule: value}}.")
+    updated_by: str | None = Field(None, description="Who changed the overrides last.")
+    updated_at: dt.datetime | None = None
+    endpoints: list[str] = Field(default_factory=list,
+                                 description="Endpoints serving the version, which now check the new contract "
+                                             "(in the answer to a change).")
+
+
+class ContractPatch(BaseModel):
+    """Body of ``PATCH .../versions/{version}/contract``."""
+
+    set: list[str] = Field(min_length=1, max_length=500, description=(
+        "Overrides as feature.rule=value: min, max (a number or none), categories (a,b,c or none), missing "
+        "(a share 0-1), check (on/off); the value logged drops an override."))

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Depends
 
 from loopml.auth import User, member
 from loopml.paging import Page, page
-from loopml.registry.models import AliasSet, Model, ModelSummary
+from loopml.registry.models import AliasSet, ContractPatch, ContractView, Model, ModelSummary
 from loopml.registry.names import check_alias, short_name
-from loopml.registry.service import RegistryService
+from loopml.registry.service import RegistryService, check_version
 from loopml.services import Services, services
 
 router = APIRouter(tags=["models"])
@@ -23,6 +23,23 @@ def list_models(project: str, window: Page = Depends(page), user: User = Depends
                 service: RegistryService = Depends(registry)):
     """The project's registered models with their aliases, by name (``limit`` and ``offset`` page them)."""
     return window.of(service.list(project))
+
+
+# before get_model: its {name:path} would take .../versions/{version}/contract for a model name
+@router.get("/projects/{project}/models/{name}/versions/{version}/contract", response_model=ContractView)
+def get_contract(project: str, name: str, version: int, user: User = Depends(member),
+                 found: Services = Depends(services)):
+    """The version's data contract: the one it was logged with, the users' overrides applied."""
+    return found.contracts.get(project, short_name(project, name), check_version(version))
+
+
+@router.patch("/projects/{project}/models/{name}/versions/{version}/contract", response_model=ContractView)
+def update_contract(project: str, name: str, version: int, change: ContractPatch, user: User = Depends(member),
+                    found: Services = Depends(services)):
+    """Override rules of the version's data contract (``feature.rule=value``); the endpoints serving
+    the version check requests against the result at once (they are listed in the answer)."""
+    return found.contracts.update(project, short_name(project, name), check_version(version), change.set,
+                                  user=user.name)
 
 
 @router.get("/projects/{project}/models/{name:path}", response_model=Model)

@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -176,15 +177,110 @@ def _is_python_model(model) -> bool:
     return isinstance(model, mlflow.pyfunc.PythonModel)
 
 
+def _log_estimator(model, short: str, run_id: str, model_id: str, reference, held_out) -> str | None:
+    """Fit and log the version's performance estimator (see :func:`log_model`); its ``runs:/`` URI,
+    or ``None`` for a model it does not apply to (not scikit-learn, no labels, too few rows)."""
+    import mlflow
+
+    estimator = _estimator(model, reference, held_out)
+    if estimator is None:
+        return None
+    path = f"loopml/estimator/{short}"
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / f"{model_id}.json"
+        target.write_text(estimator.model_dump_json())
+        mlflow.log_artifact(str(target), artifact_path=path)
+    return f"runs:/{run_id}/{path}/{target.name}"
+
+
+def _estimator(model, reference, held_out):
+    """CBPE for a classifier with ``predict_proba``, DLE for a regressor, on held-out rows."""
+    from loopml.registry.estimator import fit_estimator
+
+    if not _is_sklearn(model):
+        return None
+    from sklearn.base import clone, is_classifier, is_regressor
+
+    classifier = is_classifier(model) and hasattr(model, "predict_proba")
+    if not classifier and not is_regressor(model):
+        return None
+    X, y = held_out
+    source = "test"
+    if X is None or y is None or len(X) != len(y):
+        X, y = reference
+        source = "cross_validation"
+        if y is None:
+            return None
+    import numpy as np
+
+    X, y = _sample(X, 5 * REFERENCE_ROWS), _sample(np.asarray(y), 5 * REFERENCE_ROWS)
+    if source == "test":
+        outputs = model.predict_proba(X) if classifier else model.predict(X)
+    else:
+        from sklearn.model_selection import cross_val_predict
+
+        outputs = cross_val_predict(clone(model), X, y, cv=5, method="predict_proba" if classifier else "predict")
+    if classifier:
+        return fit_estimator("cbpe", y_true=y, probabilities=outputs, classes=list(model.classes_), source=source)
+    import pandas as pd
+
+    features = X.reset_index(drop=True) if isinstance(X, pd.DataFrame) else pd.DataFrame(X)
+    features.columns = [str(c) for c in features.columns]
+    return fit_estimator("dle", y_true=y, predictions=outputs, features=features, source=source)
+
+
+def _log_contract(signature, sample, contract: Mapping[str, Any] | None, short: str, run_id: str,
+                  model_id: str) -> dict[str, str]:
+    """Derive the version's data contract from ``signature`` and the reference ``sample``, apply the
+    author's ``contract`` overrides (``{"feature.rule": value}``) and log it as JSON beside the
+    sample; the version tag naming it, or ``{}`` for a signature without named columns.
+    :class:`InvalidInput` naming the feature and rule for a bad override."""
+    import mlflow
+
+    from loopml.registry.contract import DEFAULT_TOLERANCE, apply_overrides, derive_contract
+
+    # a job's kernel gets the platform's contract_tolerance setting in its environment
+    tolerance = os.environ.get("LOOPML_CONTRACT_TOLERANCE") or DEFAULT_TOLERANCE
+    try:
+        tolerance = float(tolerance)
+    except ValueError:
+        raise InvalidInput(f"LOOPML_CONTRACT_TOLERANCE={tolerance!r} is not a number: use a share such as 0.1",
+                           field="contract_tolerance") from None
+    frame = sample if hasattr(sample, "columns") else None
+    derived = derive_contract(signature, frame, tolerance) if frame is not None else None
+    if derived is None:
+        if contract:
+            raise InvalidInput("contract: this model's signature has no named columns to set rules on; pass "
+                               "X_train as a DataFrame", field="contract")
+        return {}
+    if contract:
+        derived = apply_overrides(derived, contract)
+    path = f"loopml/contract/{short}"
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / f"{model_id}.json"
+        target.write_text(derived.model_dump_json(indent=1))
+        mlflow.log_artifact(str(target), artifact_path=path)
+    return {tag.CONTRACT: f"runs:/{run_id}/{path}/{target.name}"}
+
+
 def log_model(model, name: str, X_train, y_train=None, metrics: dict[str, float] | None = None, *,
-              alias: str | None = None, **flavor_kwargs: Any) -> RegisteredVersion:
+              alias: str | None = None, X_test=None, y_test=None, contract: Mapping[str, Any] | None = None,
+              **flavor_kwargs: Any) -> RegisteredVersion:
     """Log ``model`` with its flavor, register it as ``<project>.<name>`` and alias it.
 
     The version gets a signature and input example inferred from ``X_train``, pinned pip
     requirements (no slow inference), a reference sample (≤1000 rows of ``X_train`` with
     predictions and ``y_train`` when given) for drift monitoring, and lineage tags (job,
-    run, user, notebook, parameters, notebook hash). The project's first version of a model
+    run, user, notebook, parameters, notebook hash). A scikit-learn classifier with
+    ``predict_proba`` or regressor also gets a performance estimator (CBPE or DLE,
+    :mod:`loopml.monitor.estimate`) fit on held-out rows: ``X_test``/``y_test`` when given
+    (rows the model was not trained on: the better choice), else out-of-fold predictions of
+    the reference sample (5-fold, the model cloned). The project's first version of a model
     becomes ``champion``, later ones ``challenger`` unless ``alias`` says otherwise.
+    The version also gets a data contract (:mod:`loopml.registry.contract`), derived from the
+    signature and the reference sample when ``X_train`` is a DataFrame; ``contract`` overrides
+    its rules as ``{"feature.rule": value}`` (``{"alcohol.max": 15, "color.categories": ["red",
+    "white"], "id.check": "off"}``; rules ``min``, ``max``, ``categories``, ``missing``, ``check``).
     ``metrics`` are logged to the run. Raises :class:`InvalidInput` for a bad name, alias or
     model type and :class:`LoopMLError` outside a job or project workspace.
     """
@@ -223,6 +319,10 @@ def log_model(model, name: str, X_train, y_train=None, metrics: dict[str, float]
         mlflow.log_artifact(str(target), artifact_path=reference_path)
     reference_uri = f"runs:/{run_id}/{reference_path}/{target.name}"
     tags = {**_lineage(job, project), tag.RUN_ID: run_id, tag.FLAVOR: flavor, tag.REFERENCE: reference_uri}
+    tags.update(_log_contract(signature, sample, contract, short, run_id, info.model_id))
+    estimator_uri = _log_estimator(model, short, run_id, info.model_id, (sample, labels), (X_test, y_test))
+    if estimator_uri:
+        tags[tag.ESTIMATOR] = estimator_uri
     if flavor_kwargs.get("skops_trusted_types"):
         tags[tag.SKOPS_TRUSTED_TYPES] = ",".join(flavor_kwargs["skops_trusted_types"])
     client = MlflowClient()

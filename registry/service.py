@@ -197,7 +197,16 @@ class RegistryService:
 
     def reference_uri(self, model: str, version: int) -> str | None:
         """``runs:/<run>/<path>`` of the reference sample of ``version`` of ``model`` (its
-        ``loopml.reference`` tag), ``None`` when it has none.
+        ``loopml.reference`` tag), ``None`` when it has none; see :meth:`tagged_artifact`."""
+        return self.tagged_artifact(model, version, tag.REFERENCE)
+
+    def contract_uri(self, model: str, version: int) -> str | None:
+        """``runs:/<run>/<path>`` of the data contract of ``version`` of ``model`` (its
+        ``loopml.contract`` tag), ``None`` when it has none; see :meth:`tagged_artifact`."""
+        return self.tagged_artifact(model, version, tag.CONTRACT)
+
+    def tagged_artifact(self, model: str, version: int, name: str) -> str | None:
+        """``runs:/<run>/<path>`` of the artifact version tag ``name`` names, ``None`` without the tag.
 
         The tag is written by whoever may write the model, so it is only trusted as a path: it
         must name an artifact of the version's own run (``runs:/<that run>/<path>`` or a URI under
@@ -210,15 +219,15 @@ class RegistryService:
         from loopml.registry.tracking import experiment_name
 
         found = self._read(f"version {version} of {model!r}", self.client.get_model_version, model, str(version))
-        tagged = (found.tags or {}).get(tag.REFERENCE)
+        tagged = (found.tags or {}).get(name)
         if not tagged:
             return None
         run_id = found.run_id
 
         def refuse(why: str) -> InvalidInput:
-            return InvalidInput(f"the {tag.REFERENCE} tag of {model} ({tagged[:200]!r}) {why}: it must name an "
+            return InvalidInput(f"the {name} tag of {model} ({tagged[:200]!r}) {why}: it must name an "
                                 f"artifact of the version's own run, runs:/{run_id}/<path> (loopml.log_model writes "
-                                "it so)", field=tag.REFERENCE)
+                                "it so)", field=name)
 
         if not run_id:
             raise refuse("belongs to a version logged without a run")

@@ -22,6 +22,8 @@ RUN_ID = "loopml.run_id"
 # What serving and monitoring need of a model version beyond MLflow's own fields.
 FLAVOR = "loopml.flavor"  # "sklearn" or "pyfunc"
 REFERENCE = "loopml.reference"  # runs:/<run>/<path> of the drift reference sample (parquet)
+ESTIMATOR = "loopml.estimator"  # runs:/<run>/<path> of the performance estimator (JSON, loopml.monitor.estimate)
+CONTRACT = "loopml.contract"  # runs:/<run>/<path> of the data contract (JSON, loopml.registry.contract)
 SKOPS_TRUSTED_TYPES = "loopml.skops_trusted_types"  # comma-separated, as the author logged them
 
 # A job's MLflow run: how it came to be, how it ended, and which versions it registered.

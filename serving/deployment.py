@@ -30,7 +30,17 @@ from ray.serve.config import BackpressureConfig
 from starlette.requests import Request
 from starlette.responses import Response
 
+from loopml.registry.contract import DataContract
 from loopml.serving.capture import CaptureBuffer, published_sink
+from loopml.serving.contract import (
+    CONTRACT_REASON,
+    VIOLATIONS_HEADER,
+    Violation,
+    check,
+    header_value,
+    refusal_message,
+    schema_violation,
+)
 from loopml.serving.errors import RequestError
 from loopml.serving.keys import HEALTH_ROUTES, KEY_MESSAGE, KEY_REASON, key_matches
 from loopml.serving.limits import MAX_ONGOING_REQUESTS, MAX_QUEUED_REQUESTS, RETRY_AFTER_S
@@ -105,6 +115,7 @@ class ModelEndpoint:
         self.config: ReplicaConfig  # set by reconfigure, which Serve calls before the first request
         self._dirs: dict[str, str] = {}
         self.capture: CaptureBuffer | None = None
+        self.contract: DataContract | None = None  # the stable version's, with its overrides
         # The fast path hands scikit-learn a bare array in the signature's column order.
         warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
 
@@ -137,6 +148,7 @@ class ModelEndpoint:
         dropped = [model for uri, model in self.models.items() if uri not in models]
         self.models, self.config = models, config
         self._configure_capture(config.capture)
+        self._configure_contract(config.contract)
         for model in dropped:
             model.close()  # a sandboxed model's process ends
         for uri in [u for u in self._dirs if u not in models]:
@@ -152,6 +164,23 @@ class ModelEndpoint:
             self.capture = CaptureBuffer(capture.url, capture.token, sample=capture.sample, resolve=published_sink)
         else:
             self.capture.configure(capture.url, capture.token, capture.sample)
+
+    def _configure_contract(self, contract: dict[str, Any] | None) -> None:
+        """A contract equal to the one in force is kept, with the checkers compiled for it."""
+        if contract is None:
+            self.contract = None
+        elif self.contract is None or self.contract.model_dump(mode="json") != contract:
+            self.contract = DataContract.model_validate(contract)
+
+    def _check(self, parsed, headers: dict[str, str]) -> list[Violation] | None:
+        """The request's value violations; under ``on_violation = header`` also named in the
+        ``x-loopml-violations`` header (the caller refuses them under ``refuse``)."""
+        violations = check(self.contract, parsed)
+        if not violations:
+            return None
+        if self.config.on_violation == "header":
+            headers[VIOLATIONS_HEADER] = header_value(violations)
+        return violations
 
     def _pick(self) -> tuple[Loaded, int]:
         """The model (and version) that answers this request: the canary for its share."""
@@ -188,10 +217,17 @@ class ModelEndpoint:
         if request.method != "POST" or route not in ("/invocations", f"/v2/models/{name}/infer"):
             return _json_error(404, f"no route {request.method} {route}: use POST /invocations, POST "
                                     f"/v2/models/{name}/infer or GET /v2/models/{name}", "not_found", headers)
-        parsed = predictions = None
+        parsed = predictions = probabilities = violations = None
         try:
             parsed = await self._parse(request, route, model.signature)
-            predictions = model.predict(parsed)
+            if self.contract is not None:
+                violations = self._check(parsed, headers)
+                if violations and self.config.on_violation == "refuse":  # 422 naming each feature and rule
+                    raise RequestError(refusal_message(violations), status=422, reason=CONTRACT_REASON)
+            if self.capture is not None and self.config.capture_probabilities:
+                predictions, probabilities = model.predict_with_probabilities(parsed)
+            else:
+                predictions = model.predict(parsed)
             if route == "/invocations":
                 body = format_invocation_response(predictions)
             else:
@@ -199,6 +235,9 @@ class ModelEndpoint:
             response = Response(body, media_type=JSON, headers=headers)
         except RequestError as exc:
             response = _json_error(exc.details.get("status", 400), exc.message, exc.reason, headers)
+            if violations is None:  # the parser's refusal: a schema violation, always refused
+                found = schema_violation(exc, self.contract)
+                violations = [found] if found is not None else None
         except ModelRefused as exc:
             response = _json_error(422, str(exc), "model_refused", headers)
         except ModelUnavailable as exc:
@@ -209,7 +248,8 @@ class ModelEndpoint:
                                    "model_error", headers)
         if self.capture is not None:
             self.capture.add(capture_record(self.config, request_id, version, response.status_code,
-                                            began, parsed, predictions))
+                                            began, parsed, predictions, probabilities=probabilities,
+                                            violations=[v.record() for v in violations] if violations else None))
         return response
 
     async def _parse(self, request: Request, route: str, signature):

@@ -50,16 +50,31 @@ class Loaded(Protocol):
     def predict(self, parsed: ModelInput) -> Any:
         """The model's predictions for ``parsed``, as JSON values."""
 
+    def predict_with_probabilities(self, parsed: ModelInput) -> tuple[Any, list[list[float]] | None]:
+        """Predictions and, for a classifier with ``predict_proba``, its class probabilities per row."""
+
     def close(self) -> None:
         """Release what the model holds (its process, for a sandboxed one)."""
 
 
+# Classifiers whose ``predict`` is the class of the largest ``predict_proba`` (scikit-learn
+# computes one from the other, or both from one monotone score): for them one call gives both.
+_ARGMAX_CLASSIFIERS = frozenset({
+    "LogisticRegression", "RandomForestClassifier", "ExtraTreesClassifier", "DecisionTreeClassifier",
+    "ExtraTreeClassifier", "GradientBoostingClassifier", "HistGradientBoostingClassifier", "GaussianNB",
+})
+
+
 class InProcess(NamedTuple):
-    """A model loaded in this process: MLflow's pyfunc model, and the flavor's own predict
-    function for the numeric fast path (``None`` when the flavor has none)."""
+    """A model loaded in this process: MLflow's pyfunc model, the flavor's own predict function
+    for the numeric fast path (``None`` when the flavor has none), a classifier's
+    ``predict_proba`` and, when its predictions are the argmax of its probabilities, its classes
+    (so capturing probabilities costs no second call)."""
 
     pyfunc: Any
     fast: Callable[[np.ndarray], Any] | None
+    proba: Callable[[Any], Any] | None = None
+    argmax_classes: np.ndarray | None = None
     in_process: bool = True
 
     @property
@@ -68,6 +83,14 @@ class InProcess(NamedTuple):
 
     def predict(self, parsed: ModelInput) -> Any:
         return jsonable(raw_predict(self, parsed))
+
+    def predict_with_probabilities(self, parsed: ModelInput) -> tuple[Any, list[list[float]] | None]:
+        fast = self.argmax_classes is not None and isinstance(parsed.data, np.ndarray) and not parsed.params
+        if fast:
+            probabilities = np.asarray(self.proba(parsed.data), dtype=float)
+            predicted = self.argmax_classes.take(probabilities.argmax(axis=1))
+            return jsonable(predicted), np.round(probabilities, 4).tolist()
+        return jsonable(raw_predict(self, parsed)), raw_probabilities(self, parsed)
 
     def close(self) -> None:
         pass
@@ -82,11 +105,31 @@ def load_local(folder: str) -> InProcess:
     import mlflow.pyfunc
 
     model = mlflow.pyfunc.load_model(folder)
-    fast = None
+    fast = proba = classes = None
     flavors = model.metadata.flavors
     if "sklearn" in flavors:
-        fast = getattr(model.get_raw_model(), flavors.get("python_function", {}).get("predict_fn", "predict"), None)
-    return InProcess(model, fast)
+        raw = model.get_raw_model()
+        predict_fn = flavors.get("python_function", {}).get("predict_fn", "predict")
+        fast = getattr(raw, predict_fn, None)
+        proba = getattr(raw, "predict_proba", None) if hasattr(raw, "classes_") else None
+        final = raw.steps[-1][1] if hasattr(raw, "steps") else raw  # a Pipeline predicts with its last step
+        if proba is not None and predict_fn == "predict" and type(final).__name__ in _ARGMAX_CLASSIFIERS \
+                and type(final).__module__.startswith("sklearn."):
+            classes = np.asarray(raw.classes_)
+    return InProcess(model, fast, proba, classes)
+
+
+def raw_probabilities(model: InProcess, parsed: ModelInput) -> list[list[float]] | None:
+    """A scikit-learn classifier's class probabilities for ``parsed`` (rounded to 4 places,
+    which the estimates do not feel); ``None`` for any other model or when it cannot give them."""
+    if model.proba is None or parsed.params:
+        return None
+    data = parsed.data if isinstance(parsed.data, np.ndarray) else parsed.to_frame()
+    try:
+        return np.round(np.asarray(model.proba(data), dtype=float), 4).tolist()
+    except Exception as exc:  # noqa: BLE001 - the prediction stands; only the capture lacks them
+        log.debug("no probabilities for this request: %s", exc)
+        return None
 
 
 def raw_predict(model: InProcess, parsed: ModelInput) -> Any:

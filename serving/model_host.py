@@ -31,7 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from loopml import sandbox
-from loopml.serving.loading import ModelRefused, ModelUnavailable, load_local, raw_predict
+from loopml.serving.loading import ModelRefused, ModelUnavailable, load_local, raw_predict, raw_probabilities
 from loopml.serving.model_wire import WireError, decode_input, encode_input, read_frame, write_frame
 from loopml.serving.protocols import ModelInput
 from loopml.serving.responses import jsonable
@@ -68,12 +68,20 @@ class ModelHost:
 
     def predict(self, parsed: ModelInput) -> Any:
         """The model's predictions for ``parsed`` as JSON values (see the module docstring)."""
+        return self._ask(parsed, False)[0]
+
+    def predict_with_probabilities(self, parsed: ModelInput) -> tuple[Any, list[list[float]] | None]:
+        """Predictions and a classifier's class probabilities (``None`` when it has none)."""
+        return self._ask(parsed, True)
+
+    def _ask(self, parsed: ModelInput, probabilities: bool) -> tuple[Any, list[list[float]] | None]:
         with self._lock:
             proc = self._proc
             if proc is None or proc.poll() is not None:
                 self._restart_locked()
                 raise ModelUnavailable("the model's process is restarting; retry in a few seconds")
             header, blob = encode_input(parsed)
+            header["probabilities"] = probabilities
             try:
                 write_frame(proc.stdin.fileno(), header, blob)
                 answer, _ = read_frame(proc.stdout.fileno(), timeout_s=self.timeout_s)
@@ -82,7 +90,7 @@ class ModelHost:
                 raise RuntimeError(f"the model's sandboxed process failed on this request ({exc}); "
                                    "it is restarting") from None
         if answer.get("ok"):
-            return answer.get("predictions")
+            return answer.get("predictions"), answer.get("probabilities")
         message = str(answer.get("message", ""))[:500]
         if answer.get("error") == "refused":
             raise ModelRefused(message)
@@ -173,7 +181,11 @@ def _one_line(exc: BaseException) -> str:
 
 def _answer(model, header: dict[str, Any], blob: bytes) -> dict[str, Any]:
     try:
-        return {"ok": True, "predictions": jsonable(raw_predict(model, decode_input(header, blob)))}
+        parsed = decode_input(header, blob)
+        answer = {"ok": True, "predictions": jsonable(raw_predict(model, parsed))}
+        if header.get("probabilities"):
+            answer["probabilities"] = raw_probabilities(model, parsed)
+        return answer
     except ModelRefused as exc:
         return {"ok": False, "error": "refused", "message": str(exc)}
     except Exception as exc:  # noqa: BLE001 - the model's own failure, told to the caller

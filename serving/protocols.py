@@ -401,7 +401,7 @@ def _check_values(col: _Col, column) -> None:
         bad = next(v for v in column if type(v) in wrong)
         raise _invalid(f"column {col.name!r} expects {col.kind}, got {_json_name(bad)}"
                        f"{_preview(bad)}; send {_json_name_a(col.kind)} value for this column",
-                       "wrong_type", column=col.name)
+                       "wrong_type", column=col.name, got=_json_name(bad))
     if col.kind in ("long", "integer") and float in types:
         bad = next((v for v in column if type(v) is float and not v.is_integer()), None)
         if bad is not None:
@@ -493,7 +493,8 @@ def _v2_tensor(tensor: Any, index: int) -> tuple[str, list[int], str, list]:
     if wrong:
         bad = next(v for v in flat if type(v) in wrong)
         raise _invalid(f"input {name!r} is {datatype} but holds {_json_name(bad)}"
-                       f"{_preview(bad)}; send data of its datatype", "wrong_type", input=name)
+                       f"{_preview(bad)}; send data of its datatype", "wrong_type", input=name,
+                       got=_json_name(bad))
     return name, shape, datatype, flat
 
 

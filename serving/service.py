@@ -44,6 +44,7 @@ from loopml.settings import Settings
 
 if TYPE_CHECKING:
     from loopml.capture_wire import CaptureTokens
+    from loopml.registry.contract_service import ContractService
     from loopml.registry.service import RegistryService
 
 log = logging.getLogger(__name__)
@@ -130,10 +131,11 @@ def _set_scaling(row: EndpointRow, replicas: int | None, autoscale: Autoscale | 
 
 class EndpointService:
     def __init__(self, settings: Settings, db: Database, registry: RegistryService, *,
-                 capture_tokens: CaptureTokens | None = None) -> None:
+                 capture_tokens: CaptureTokens | None = None, contracts: ContractService | None = None) -> None:
         """``registry`` says which version a deploy's alias names (the replicas then load it from
         ``registry.tracking_uri`` themselves); ``capture_tokens`` give each endpoint's replicas the
-        token that posts their own captured requests to the platform; ``None`` turns capture off."""
+        token that posts their own captured requests to the platform; ``None`` turns capture off.
+        ``contracts`` give the replicas the served version's data contract; ``None``: none."""
         self.settings = settings
         self.db = db
         self.registry = registry
@@ -141,6 +143,7 @@ class EndpointService:
         self._lock = threading.Lock()
         self._code_version = code_version()
         self._capture_tokens = capture_tokens
+        self.contracts = contracts
 
     def start(self) -> None:
         """Start Serve's HTTP proxy on loopback and reconcile Serve with the endpoint table:
@@ -232,8 +235,37 @@ class EndpointService:
         return config.model_dump(mode="json")
 
     def _contract(self, row: EndpointRow) -> dict[str, Any] | None:
-        """The stable version's effective data contract (logged, then the users' overrides), as JSON."""
-        return None
+        """The stable version's effective data contract (logged, then the users' overrides), as JSON.
+
+        A version whose contract cannot be trusted or read (a tag naming no artifact of its own
+        run, a file that is no contract) is served without one, with a warning; an MLflow that
+        cannot be reached raises :class:`Unavailable`, so running replicas keep the contract they have."""
+        if self.contracts is None:
+            return None
+        try:
+            contract = self.contracts.effective(row.model, row.version)
+        except (InvalidInput, NotFound) as exc:
+            log.warning("endpoint %s/%s serves %s/%s without a data contract: %s", row.project, row.name,
+                        row.model, row.version, exc.message)
+            return None
+        return None if contract is None else contract.model_dump(mode="json")
+
+    def contract_changed(self, model: str, version: int) -> list[str]:
+        """Give the endpoints serving ``version`` of ``model`` its new contract, in their live
+        replicas (a reconfigure: no restart), waiting until Serve has handed it over. Returns their
+        names; :class:`Unavailable` when Serve refuses (the overrides stay saved, and the next
+        deploy or platform start hands them over)."""
+        with self.db.session() as session:
+            rows = session.scalars(select(EndpointRow).where(EndpointRow.model == model,
+                                                             EndpointRow.version == version)).all()
+            for row in rows:
+                session.expunge(row)
+        try:
+            self._run_all(list(rows), wait=True)
+        except Exception as exc:
+            raise Unavailable(f"the contract is saved, but Ray Serve could not reconfigure "
+                              f"{', '.join(r.name for r in rows)}: {exc}"[:500], component="serve") from None
+        return [row.name for row in rows]
 
     def _run(self, row: EndpointRow) -> None:
         self._run_all([row], wait=True)

@@ -64,6 +64,13 @@ def _echo_deployed(deployed: Deployed) -> None:
                f"-d '{{\"inputs\": [[...]]}}' {endpoint.url}/invocations")
 
 
+on_violation_option = click.option(
+    "--on-violation", type=click.Choice(["pass", "refuse", "header"]), default=None,
+    help="What a request that breaks the version's data contract gets: pass (scored, counted; the default), "
+         "refuse (422 naming the feature and rule) or header (scored, with x-loopml-violations); an existing "
+         "endpoint keeps its own when left out.")
+
+
 @click.command("deploy")
 @click.argument("model")
 @click.option("--endpoint", "endpoint_name", required=True, metavar="NAME",
@@ -78,11 +85,12 @@ def _echo_deployed(deployed: Deployed) -> None:
 @click.option("--resource", "custom", multiple=True, callback=custom_resources, metavar="NAME=AMOUNT",
               help="Custom Ray resource each replica reserves, e.g. node2=0.1 to place replicas on the node "
                    "that offers it; repeat for more (default: an existing endpoint keeps its own).")
+@on_violation_option
 @json_option
 @click.pass_context
 def deploy(ctx: click.Context, model: str, endpoint_name: str, project: str | None, public: bool,
            replicas: int | None, autoscale: str | None, canary: float | None, custom: dict[str, float],
-           as_json: bool) -> Deployed | None:
+           on_violation: str | None, as_json: bool) -> Deployed | None:
     """Serve MODEL (NAME@ALIAS, NAME/VERSION, or NAME for NAME@champion) at an endpoint.
 
     Prints the URL, its request routes and, when the endpoint is created with a key, the key:
@@ -91,7 +99,7 @@ def deploy(ctx: click.Context, model: str, endpoint_name: str, project: str | No
     project = resolve_project(ctx, project)
     deployed = client_from(ctx).deploy(project, model, endpoint_name, public=public, replicas=replicas,
                                        canary=canary, autoscale=autoscale,
-                                       resources={"custom": custom} if custom else None)
+                                       resources={"custom": custom} if custom else None, on_violation=on_violation)
     if as_json:
         echo_json(deployed)
         return None
@@ -146,6 +154,7 @@ def show_endpoint(ctx: click.Context, name: str, project: str | None, as_json: b
         ("access", "public" if endpoint.public else "key"),
         ("replicas", scaling_text(endpoint)),
         ("resources", endpoint.resources.text() or None),
+        ("on violation", endpoint.on_violation),
         ("created", fmt_time(endpoint.created_at)),
         ("updated", fmt_time(endpoint.updated_at)),
     ])
@@ -165,14 +174,17 @@ def show_endpoint(ctx: click.Context, name: str, project: str | None, as_json: b
 @click.option("--canary", "canary_percent", type=click.FloatRange(0, 100, min_open=True, max_open=True),
               default=None, metavar="PCT", help="New traffic share of the running canary.")
 @click.option("--rotate-key", is_flag=True, help="Issue a new key; the old one stops working at once.")
+@on_violation_option
 @json_option
 @click.pass_context
 def update_endpoint(ctx: click.Context, name: str, project: str | None, replicas: int | None, autoscale: str | None,
-                    canary_percent: float | None, rotate_key: bool, as_json: bool) -> Deployed | None:
-    """Change endpoint NAME's scaling, canary share or key without restarting it."""
+                    canary_percent: float | None, rotate_key: bool, on_violation: str | None,
+                    as_json: bool) -> Deployed | None:
+    """Change endpoint NAME's scaling, canary share, key or data-contract mode without restarting it."""
     project = resolve_project(ctx, project)
     deployed = client_from(ctx).update_endpoint(project, name, replicas=replicas, autoscale=autoscale,
-                                                canary_percent=canary_percent, rotate_key=rotate_key)
+                                                canary_percent=canary_percent, rotate_key=rotate_key,
+                                                on_violation=on_violation)
     if as_json:
         echo_json(deployed)
         return None

@@ -20,7 +20,7 @@ from loopml.cli.util import (
     project_option,
     resolve_project,
 )
-from loopml.registry import CHALLENGER, CHAMPION, Model, ModelVersion
+from loopml.registry import CHALLENGER, CHAMPION, ContractView, Model, ModelVersion
 
 MAX_COLUMNS = 6
 """Versions ``models show`` puts side by side; older ones are counted, ``--json`` has them all."""
@@ -195,6 +195,61 @@ def delete_alias(ctx: click.Context, name: str, alias: str, project: str | None,
     was = f" (was on version {previous})" if previous else ""
     click.echo(f"removed alias {alias} from {model.registered_name}{was}")
     return model
+
+
+def _version_ref(ref: str) -> tuple[str, int]:
+    name, slash, version = ref.rpartition("/")
+    if not slash or not name or not version.isdigit() or int(version) < 1:
+        raise click.BadParameter(f"{ref!r}: write NAME/VERSION, such as wine/3", param_hint="NAME/VERSION")
+    return name, int(version)
+
+
+def contract_rows(view: ContractView) -> list[tuple[str, ...]]:
+    """One row per feature of the effective contract; an overridden rule is marked ``*``."""
+    rows = []
+    for feature, rule in (view.contract.features.items() if view.contract else ()):
+        changed = view.overrides.get(feature, {})
+
+        def cell(text: str, *rules: str, changed=changed) -> str:
+            return text + ("*" if any(r in changed for r in rules) else "")
+
+        categories = (",".join(rule.categories) if rule.categories is not None
+                      else "any" if rule.type == "string" else "-")
+        rows.append((feature, rule.type, "yes" if rule.required else "no",
+                     cell(f"{rule.max_missing_share:.2%}", "missing"),
+                     cell("-" if rule.min is None else f"{rule.min:.6g}", "min"),
+                     cell("-" if rule.max is None else f"{rule.max:.6g}", "max"),
+                     cell(_cell(categories) or "", "categories"), cell("on" if rule.check else "off", "check")))
+    return rows
+
+
+@models_group.command("contract")
+@click.argument("ref", metavar="NAME/VERSION")
+@click.option("--set", "changes", multiple=True, metavar="FEATURE.RULE=VALUE",
+              help="Override a rule: min, max (a number or none), categories (a,b,c or none), missing (a share "
+                   "0-1), check (on/off); the value logged drops an override. Repeat for more.")
+@project_option
+@json_option
+@click.pass_context
+def contract(ctx: click.Context, ref: str, changes: tuple[str, ...], project: str | None,
+             as_json: bool) -> ContractView | None:
+    """The data contract of model NAME's VERSION, the overrides applied (marked *); --set changes them,
+    and the endpoints serving the version check against the result at once."""
+    project = resolve_project(ctx, project)
+    name, version = _version_ref(ref)
+    view = client_from(ctx).contract(project, name, version, changes=changes)
+    if as_json:
+        echo_json(view)
+        return None
+    if view.contract is None:
+        click.echo(f"version {version} of {name} has no data contract")
+        return view
+    echo_table(("FEATURE", "TYPE", "REQUIRED", "MISSING", "MIN", "MAX", "CATEGORIES", "CHECK"), contract_rows(view))
+    if view.overrides:
+        click.echo(f"* overridden (last by {view.updated_by}, {fmt_time(view.updated_at)})")
+    if changes:
+        click.echo(f"endpoints now checking it: {', '.join(view.endpoints) or 'none'}")
+    return view
 
 
 COMMANDS = (models_group,)

@@ -106,6 +106,15 @@ def _echo_report(report: MonitorReport) -> None:
     metrics = [(name, _number(quality.get(name))) for name in ("accuracy", "f1", "mae", "rmse") if name in quality]
     echo_table(("QUALITY", "VALUE"), [("labelled requests", report.labelled),
                                       *([("scored rows", quality["n"])] if "n" in quality else []), *metrics])
+    if report.estimated is not None:
+        click.echo()
+        _echo_estimate(report)
+    if report.data_quality is not None and report.data_quality.violations:
+        click.echo()
+        dq = report.data_quality
+        echo_table(("DATA CONTRACT", "KIND", "REQUESTS", "ROWS", "SHARE"),
+                   [(v["feature"], v["kind"], v["requests"], v["rows"], f"{v['share']:.1%}") for v in dq.violations])
+        click.echo(f"{dq.affected} of {dq.requests} requests ({dq.share:.1%}) broke the data contract")
     click.echo()
     echo_fields([
         ("drifted", ", ".join(report.drifted_features) or "none"),
@@ -116,6 +125,19 @@ def _echo_report(report: MonitorReport) -> None:
     if not report.labelled:
         click.echo(f"note: no labels yet: `loopml feedback {report.endpoint} labels.csv -P {report.project}` "
                    "sends them")
+
+
+def _echo_estimate(report: MonitorReport) -> None:
+    est, trend = report.estimated, report.trend
+    rows = [(f"estimated {est.metric}", _number(est.value), sparkline(trend.estimated)),
+            ("95% band", f"{_number(est.low)} to {_number(est.high)}", ""),
+            (f"held-out {est.metric}", _number(est.reference.get(est.metric)), f"({est.source})")]
+    if est.f1 is not None:
+        rows.append((f"estimated F1 (class {est.f1_class})", _number(est.f1), ""))
+    if est.realized is not None:
+        rows += [(f"realized {est.metric}", _number(est.realized), sparkline(trend.realized)),
+                 ("estimate error", _number(est.error, "+.3f"), f"on {est.labelled} labelled rows")]
+    echo_table(("ESTIMATED (NO LABELS)", "VALUE", "TREND"), rows)
 
 
 @click.command("monitor")
@@ -130,7 +152,8 @@ def monitor(ctx: click.Context, endpoint: str, project: str | None, window: str,
     """ENDPOINT's traffic, latency, drift and quality over the last --window, with trends.
 
     ENDPOINT is NAME or PROJECT/NAME. Drift compares the served version's inputs with its
-    reference sample; quality needs labels (`loopml feedback`).
+    reference sample; quality needs labels (`loopml feedback`); the estimate (CBPE for
+    classifiers, DLE for regressors) needs none, and holds under covariate shift, not concept drift.
     """
     project, name = endpoint_ref(ctx, endpoint, project)
     report = client_from(ctx).monitor(project, name, window)

@@ -73,6 +73,18 @@ def requeue(ctx: click.Context, endpoint: str, project: str | None, parameters: 
 @click.option("--drift/--no-drift", default=None, help="Fire when any feature drifts.")
 @click.option("--accuracy-below", type=click.FloatRange(0, 1), default=None, help="Fire below this accuracy.")
 @click.option("--error-rate-above", type=click.FloatRange(0, 1), default=None, help="Fire above this 5xx share.")
+@click.option("--estimated-accuracy-below", type=click.FloatRange(0, 1), default=None,
+              help="Fire below this estimated accuracy (no labels needed).")
+@click.option("--estimated-mae-above", type=click.FloatRange(0), default=None,
+              help="Fire above this estimated MAE (no labels needed).")
+@click.option("--violations-above", type=click.FloatRange(0, 1), default=None, metavar="SHARE",
+              help="Fire when more than this share of requests break the data contract.")
+@click.option("--drift-needs-estimate/--no-drift-needs-estimate", default=None,
+              help="Fire on drift only when estimated performance has dropped too.")
+@click.option("--estimate-drop", type=click.FloatRange(0, 1), default=None,
+              help="The drop --drift-needs-estimate waits for (accuracy points, or relative MAE).")
+@click.option("--promote-on-estimate/--no-promote-on-estimate", default=None,
+              help="A challenger must also beat the champion's estimated performance on recent traffic.")
 @click.option("--action", type=click.Choice(["alert", "requeue"]), default=None, help="What a firing does.")
 @click.option("--cooldown", "cooldown_s", type=click.FloatRange(0), default=None, metavar="SECONDS",
               help="At most one requeue per endpoint in this time.")

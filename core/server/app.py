@@ -46,6 +46,7 @@ from loopml.monitor.service import MonitorService
 from loopml.projects import ProjectCreate, ProjectService
 from loopml.registry import mlflow_auth
 from loopml.registry import routes as registry_routes
+from loopml.registry.contract_service import ContractService
 from loopml.registry.mlflow_auth import ProjectAccess
 from loopml.registry.service import RegistryService
 from loopml.registry.tracking import JobTracking
@@ -287,7 +288,10 @@ def create_app(settings: Settings, *, backend: JobBackend | None = None) -> Fast
         await state.backend.start()
         state.jobs = JobService(settings, state.db, state.tracking, state.backend, job_tokens=state.job_tokens)
         state.captures = CaptureService(state.db, capture_tokens(settings))
-        state.endpoints = EndpointService(settings, state.db, state.registry, capture_tokens=state.captures.tokens)
+        state.contracts = ContractService(state.db, state.registry)
+        state.endpoints = EndpointService(settings, state.db, state.registry, capture_tokens=state.captures.tokens,
+                                          contracts=state.contracts)
+        state.contracts.on_change.append(state.endpoints.contract_changed)
         state.monitor = MonitorService(state.db, settings, state.endpoints, state.registry, state.captures)
         if backend is None:  # Serve needs the Ray connection the Ray backend opened
             await asyncio.to_thread(state.endpoints.start)

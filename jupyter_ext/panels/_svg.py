@@ -96,3 +96,45 @@ def bar_chart(title: str, bars: Sequence[tuple[str, float | None, bool]], *, thr
         parts.append(f'<line x1="{tx:.1f}" y1="{TOP}" x2="{tx:.1f}" y2="{height - 4}" stroke="{GUIDE}" '
                      f'stroke-dasharray="3,3"/>')
     return _svg("".join(parts), height=height)
+
+
+def estimate_chart(title: str, estimated: Sequence[float | None], low: Sequence[float | None],
+                   high: Sequence[float | None], realized: Sequence[float | None], *,
+                   fmt: Callable[[float], str] = "{:.3g}".format, start_label: str = "", end_label: str = "") -> str:
+    """Estimated values (solid, with their band shaded) and realized ones (dashed, green) per
+    bucket on one scale, oldest first; ``None`` leaves a gap."""
+    known = [v for series in (estimated, high, realized) for v in series if v is not None]
+    parts = [_text(LEFT, 13, title, bold=True)]
+    if not known:
+        parts.append(_text(WIDTH / 2, HEIGHT / 2 + 4, "no data", anchor="middle", color=GUIDE))
+        return _svg("".join(parts))
+    top = max(known) or 1.0
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    count = max(len(estimated), len(realized), 1)
+
+    def x(i: int) -> float:
+        return LEFT + (plot_w * i / (count - 1) if count > 1 else plot_w / 2)
+
+    def y(v: float) -> float:
+        return TOP + plot_h * (1 - v / top)
+
+    parts.append(f'<line x1="{LEFT}" y1="{TOP + plot_h}" x2="{LEFT + plot_w}" y2="{TOP + plot_h}" stroke="{AXIS}"/>')
+    for i, (lo, hi) in enumerate(zip(low, high, strict=False)):
+        if lo is not None and hi is not None:
+            parts.append(f'<line x1="{x(i):.1f}" y1="{y(hi):.1f}" x2="{x(i):.1f}" y2="{y(lo):.1f}" '
+                         f'stroke="{LINE}" stroke-opacity="0.35" stroke-width="6"/>')
+    for series, color, dash in ((estimated, LINE, ""), (realized, "#2e7d32", ' stroke-dasharray="4,2"')):
+        points = [f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(series) if v is not None]
+        if len(points) > 1:
+            parts.append(f'<polyline points="{" ".join(points)}" fill="none" stroke="{color}" '
+                         f'stroke-width="1.5"{dash}/>')
+        for point in points:
+            cx, cy = point.split(",")
+            parts.append(f'<circle cx="{cx}" cy="{cy}" r="2" fill="{color}"/>')
+    last = next((v for v in reversed(estimated) if v is not None), None)
+    if last is not None:
+        parts.append(_text(WIDTH - RIGHT, 13, fmt(last), anchor="end", color=LINE, bold=True))
+    parts.append(_text(LEFT, TOP + 8, "— estimated  - - realized", color=GUIDE))
+    parts.append(_text(LEFT, HEIGHT - 5, start_label, color=GUIDE))
+    parts.append(_text(WIDTH - RIGHT, HEIGHT - 5, end_label, anchor="end", color=GUIDE))
+    return _svg("".join(parts))

@@ -13,7 +13,7 @@ from loopml.client import Client
 from loopml.errors import NotFound
 from loopml.jupyter_ext.panels._base import Panel, close_tree, set_trait, wide_layout
 from loopml.jupyter_ext.panels._html import Raw, colored, esc, fmt_num, table
-from loopml.jupyter_ext.panels._svg import bar_chart, line_chart
+from loopml.jupyter_ext.panels._svg import bar_chart, estimate_chart, line_chart
 from loopml.jupyter_ext.panels.job import JobPanel
 from loopml.jupyter_ext.panels.pipeline import PipelinePanel
 from loopml.monitor import Alert, MonitorReport, parse_window
@@ -21,6 +21,12 @@ from loopml.registry import CHALLENGER, Model, short_name
 from loopml.serving import Endpoint
 
 QUALITY_SAMPLES = 120  # refreshes of quality history kept by the panel
+ESTIMATE_HELP = (
+    "Estimated performance needs no labels: a classifier's confidence, calibrated on held-out rows when the "
+    "version was logged (CBPE), or a model of a regressor's errors fit on them (DLE). It holds while the link "
+    "between inputs and target is the one the model was trained on: it follows covariate shift (inputs move) "
+    "but cannot see concept drift (the same inputs now mean another target) - realized metrics from labels do. "
+    "The band is the sampling error of the window's rows only.")
 # The platform's default PSI threshold (loopml.monitor.stats.DEFAULT_PSI_THRESHOLD), drawn as a
 # guide; not imported, as that module pulls scipy and scikit-learn into the kernel.
 PSI_GUIDE = 0.1
@@ -54,11 +60,41 @@ def summary_html(report: MonitorReport, endpoint: Endpoint, model: Model | None,
     ]
     if report.drifted_features:
         lines.append(colored("drifted: " + ", ".join(report.drifted_features), "#c62828", bold=True))
+    if report.estimated is not None:
+        lines.append(estimate_line(report))
+    quality = report.data_quality
+    if quality is not None and quality.affected:
+        lines.append(colored(f"data contract: {quality.affected} of {quality.requests} requests "
+                             f"({_percent(quality.share)}) broke it", "#c62828", bold=True))
     if challenger is not None:
         lines.append(colored(f"challenger v{challenger}{_metrics(model, challenger)} of {endpoint.model}",
                              "#ef6c00", bold=True))
     lines += [Raw(f"<i>{esc(note)}</i>") for note in report.notes]
     return "<br>".join(lines)
+
+
+def estimate_line(report: MonitorReport) -> Raw:
+    """``estimated accuracy 0.62 [0.58-0.66] (held-out 0.81) · realized 0.60 on 400 labelled rows, error +0.02``."""
+    est = report.estimated
+    held_out = est.reference.get(est.metric)
+    text = (f"estimated {est.metric} {fmt_num(est.value, 3)} [{fmt_num(est.low, 3)}–{fmt_num(est.high, 3)}] "
+            f"over {est.n} rows" + (f" (held-out {fmt_num(held_out, 3)})" if held_out is not None else ""))
+    if est.f1 is not None:
+        text += f", F1 of class {est.f1_class} {fmt_num(est.f1, 3)}"
+    if est.realized is not None:
+        text += f" · realized {fmt_num(est.realized, 3)} on {est.labelled} labelled rows"
+        if est.error is not None:
+            text += f", estimate off by {est.error:+.3f}"
+    return Raw(f'<span title="{esc(ESTIMATE_HELP)}">{esc(text)} <sup>?</sup></span>')
+
+
+def quality_table(report: MonitorReport) -> str:
+    """The data-contract violations of the window, per feature and kind."""
+    quality = report.data_quality
+    rows = quality.violations if quality is not None else []
+    return table(("feature", "kind", "requests", "rows", "share of requests"),
+                 ((v["feature"], colored(v["kind"], "#c62828"), v["requests"], v["rows"], _percent(v["share"]))
+                  for v in rows), empty="no data-contract violations")
 
 
 def charts_html(report: MonitorReport, quality: list[tuple[dt.datetime, float | None]], quality_name: str) -> str:
@@ -82,6 +118,9 @@ def charts_html(report: MonitorReport, quality: list[tuple[dt.datetime, float | 
         line_chart(f"{quality_name} (sampled by this panel)", [v for _, v in quality],
                    start_label=_clock(quality[0][0]) if quality else "", end_label=last, color="#2e7d32"),
     ]
+    if report.estimated is not None:
+        charts.append(estimate_chart(f"{report.estimated.metric}: estimated vs realized", trend.estimated,
+                                     trend.estimated_low, trend.estimated_high, trend.realized, **span))
     return f'<div style="display: flex; flex-wrap: wrap;">{"".join(charts)}</div>'
 
 
@@ -95,9 +134,11 @@ def alerts_table(alerts: list[Alert]) -> str:
 class MonitorPanel(Panel):
     """Endpoint ``endpoint`` over the last ``window``, refreshed every ``poll_s`` seconds.
 
-    :attr:`summary`, :attr:`charts` (requests, latency, error rate per trend bucket; drift per
-    feature; accuracy — or RMSE for regressions — as sampled at each refresh, since the
-    platform's trend has no quality per bucket), :attr:`alerts_html` (open alerts),
+    :attr:`summary` (with the estimated performance, whose help text says what it assumes:
+    :data:`ESTIMATE_HELP`), :attr:`charts` (requests, latency, error rate per trend bucket; drift
+    per feature; accuracy — or RMSE for regressions — as sampled at each refresh; estimated vs
+    realized accuracy or MAE per bucket when the version has an estimator), :attr:`alerts_html`
+    (open alerts), :attr:`quality_html` (data-contract violations per feature and kind),
     :attr:`requeue_button` ("Requeue training": the serving version's training job runs again;
     its panel shows below as :attr:`job_panel`) and :attr:`promote_button` ("Promote
     challenger": the model's ``challenger`` version becomes champion and the endpoint switches
@@ -123,6 +164,7 @@ class MonitorPanel(Panel):
         self.summary = ipywidgets.HTML(f"endpoint <code>{esc(endpoint)}</code>: loading…")
         self.charts = ipywidgets.HTML()
         self.alerts_html = ipywidgets.HTML()
+        self.quality_html = ipywidgets.HTML()
         self.requeue_button = ipywidgets.Button(description="Requeue training", icon="redo", layout=wide_layout(),
                                                 tooltip="Run the serving version's training job again; "
                                                         "its version becomes the challenger", disabled=True)
@@ -134,6 +176,7 @@ class MonitorPanel(Panel):
         self.promote_button.on_click(lambda _: self._act("Promote challenger", self._promote))
         self.job_box = ipywidgets.VBox()
         self.children = [self.summary, self.charts, ipywidgets.HTML("<b>open alerts</b>"), self.alerts_html,
+                         ipywidgets.HTML("<b>data quality</b>"), self.quality_html,
                          ipywidgets.HBox([self.requeue_button, self.promote_button]), self.result, self.error,
                          self.job_box]
         self._start_polling()
@@ -156,6 +199,7 @@ class MonitorPanel(Panel):
         set_trait(self.summary, "value", summary_html(report, endpoint, model, self.challenger))
         set_trait(self.charts, "value", charts_html(report, list(self._quality), self._quality_name))
         set_trait(self.alerts_html, "value", alerts_table(alerts))
+        set_trait(self.quality_html, "value", quality_table(report))
 
     def _sync_buttons(self) -> None:
         set_trait(self.requeue_button, "disabled", self.busy or self.endpoint is None)

@@ -156,3 +156,44 @@ def test_a_challenger_is_scored_in_a_host_of_its_own_that_ends_with_the_evaluati
     features = pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]})
     assert policies.predict_sandboxed(model_dir, features, settings) == [4.0, 6.0]
     assert len(started) == 1 and started[0]._proc is None  # its own host, gone with the evaluation
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory) -> str:
+    """A scikit-learn pipeline classifier saved with pickle (the host's kind) and with skops."""
+    import mlflow.sklearn
+    from sklearn.datasets import load_wine
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y = load_wine(return_X_y=True)
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
+    work = tmp_path_factory.mktemp("wine")
+    for name, serialization in (("pickle", "pickle"), ("skops", "skops")):
+        mlflow.sklearn.save_model(model, str(work / name), serialization_format=serialization)
+    return str(work)
+
+
+def test_a_classifier_answers_its_probabilities_in_process_and_from_the_host(classifier_dir):
+    from sklearn.datasets import load_wine
+
+    from loopml.serving.loading import load_local
+
+    X, _ = load_wine(return_X_y=True)
+    rows = [ModelInput(X[i:i + 1].astype(float), None) for i in range(0, len(X), 7)]
+    local = load_local(f"{classifier_dir}/skops")
+    assert local.argmax_classes is not None  # one predict_proba call gives both
+    for parsed in rows:
+        predictions, probabilities = local.predict_with_probabilities(parsed)
+        assert predictions == local.predict(parsed)
+        assert len(probabilities) == 1 and abs(sum(probabilities[0]) - 1) < 1e-3
+        assert int(np.argmax(probabilities[0])) == predictions[0]
+    with ModelHost(f"{classifier_dir}/pickle", isolation="off", timeout_s=60) as hosted:
+        predictions, probabilities = hosted.predict_with_probabilities(rows[0])
+        assert predictions == local.predict(rows[0]) and probabilities == local.predict_with_probabilities(rows[0])[1]
+        assert hosted.predict(rows[0]) == predictions
+
+
+def test_a_model_without_probabilities_answers_none_for_them(host):
+    assert host.predict_with_probabilities(frame([1.0, 2.0])) == ([3.0], None)

@@ -15,7 +15,7 @@ from loopml.errors import Conflict
 from loopml.executor.models import Job, JobStatus, Trigger
 from loopml.executor.pipelines.models import PipelineRun, PipelineStep
 from loopml.executor.pipelines.run_state import RunStatus, StepStatus
-from loopml.monitor.models import PolicySpec, RequeueRequest
+from loopml.monitor.models import DataQuality, Estimated, PolicySpec, RequeueRequest
 from loopml.monitor.policies import PolicyService
 from loopml.projects import ProjectCreate, ProjectService
 from loopml.registry.models import ModelRef
@@ -54,7 +54,7 @@ class Fakes:
 
     # monitor
     def report_of(self, project, name, window):
-        return SimpleNamespace(**self.report)
+        return SimpleNamespace(**{"estimated": None, "data_quality": None, **self.report})
 
     # jobs
     def requeue(self, user, project, job_id, change, trigger):
@@ -101,7 +101,7 @@ def service(tmp_path, monkeypatch, fakes) -> PolicyService:
     pipelines = SimpleNamespace(rerun_blocking=fakes.rerun_blocking, get=fakes.get_run,
                                 registered_versions=fakes.registered_versions)
     policies = PolicyService(db, settings, monitor, jobs, endpoints, registry, pipelines)
-    policies.compare = lambda *args: {"winner": "challenger", "promoted": False}
+    policies.compare = lambda *args, **options: {"winner": "challenger", "promoted": False}
     yield policies
     db.engine.dispose()
 
@@ -136,16 +136,42 @@ def test_thresholds_below_min_samples_do_not_fire(service, fakes):
     assert service.alerts("demo") == []
 
 
+def estimated(metric: str, value: float, reference: float) -> Estimated:
+    return Estimated(metric=metric, value=value, low=value - 0.02, high=value + 0.02, n=500,
+                     reference={metric: reference}, source="test")
+
+
 @pytest.mark.parametrize("spec, report, kind, value", [
     ({"accuracy_below": 0.9, "drift": False}, {"quality": {"accuracy": 0.7, "n": 80}}, "accuracy", 0.7),
     ({"error_rate_above": 0.05, "drift": False}, {"error_rate": 0.2, "errors": 100}, "error_rate", 0.2),
-], ids=["accuracy", "error-rate"])
+    ({"estimated_accuracy_below": 0.8, "drift": False}, {"estimated": estimated("accuracy", 0.62, 0.85)},
+     "est_accuracy", 0.62),
+    ({"estimated_mae_above": 1.0, "drift": False}, {"estimated": estimated("mae", 1.4, 0.6)}, "est_mae", 1.4),
+    ({"violations_above": 0.1, "drift": False},
+     {"data_quality": DataQuality(requests=200, affected=50, share=0.25, violations=[
+         {"feature": "x", "kind": "out_of_range", "requests": 50, "rows": 50, "share": 0.25}])}, "violations", 0.25),
+], ids=["accuracy", "error-rate", "estimated-accuracy", "estimated-mae", "violations"])
 def test_other_thresholds_alert_without_requeue(service, fakes, spec, report, kind, value):
     service.set_policy("alice", "demo", "ep", PolicySpec(**spec))
     fakes.report.update(report)
     service.evaluate_once()
     [alert] = open_alerts(service)
     assert (alert.kind, alert.value, alert.action) == (kind, value, "alert") and fakes.requeued == []
+
+
+@pytest.mark.parametrize("estimate, fires", [
+    (None, True),  # no estimator: the drift alone decides
+    (estimated("accuracy", 0.84, 0.85), False),  # within estimate_drop of the held-out accuracy
+    (estimated("accuracy", 0.70, 0.85), True),
+    (estimated("mae", 0.62, 0.6), False),
+    (estimated("mae", 0.9, 0.6), True),
+], ids=["no-estimate", "accuracy-held", "accuracy-dropped", "mae-held", "mae-rose"])
+def test_drift_needs_an_estimated_drop_when_the_policy_says_so(service, fakes, estimate, fires):
+    service.set_policy("alice", "demo", "ep", PolicySpec(drift_needs_estimate=True, action="requeue", cooldown_s=0))
+    fakes.report.update(drifted_features=["x3"], estimated=estimate)
+    service.evaluate_once()
+    assert [a.kind for a in open_alerts(service)] == (["drift"] if fires else [])
+    assert len(fakes.requeued) == (1 if fires else 0)
 
 
 def test_a_new_serving_version_closes_the_old_versions_alerts(service, fakes):
@@ -248,3 +274,46 @@ def test_a_deleted_endpoints_policy_is_skipped_without_a_traceback(service, fake
         service.evaluate_once()
     assert "does not exist" in caplog.text and "Traceback" not in caplog.text
     assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_promote_on_estimate_needs_the_challenger_to_win_on_estimated_accuracy(tmp_path, monkeypatch):
+    """The race on unlabelled traffic: the champion's captured probabilities against the
+    challenger's own (from its sandboxed answers), each through its own estimator."""
+    import numpy as np
+
+    from loopml.monitor.orm import PredictionRow
+    from loopml.registry.estimator import fit_estimator
+
+    monkeypatch.delenv("LOOPML_HOME", raising=False)
+    settings = load_settings(data_dir=tmp_path)
+    db = Database(settings.database_url)
+    migrate(db.engine)
+    ProjectService(db).create(ProjectCreate(name="demo", members=["alice"]))
+    rng = np.random.default_rng(0)
+    confidence = rng.uniform(0, 1, 400)  # a calibrated model: P(class 1) is what it says
+    truth = (rng.random(400) < confidence).astype(int)
+    estimator = fit_estimator("cbpe", y_true=truth, probabilities=np.column_stack([1 - confidence, confidence]),
+                              classes=[0, 1])
+    with db.session() as session:
+        for i in range(100):
+            p = 0.55 if i % 2 else 0.45  # the champion hesitates on this traffic
+            session.add(PredictionRow(project="demo", endpoint="ep", request_id=f"r{i}", version=1,
+                                      at=dt.datetime.now(dt.timezone.utc), status=200, latency_ms=1.0,
+                                      features={"columns": ["a"], "data": [[float(i)]]}, prediction=[int(p > 0.5)],
+                                      probabilities=[[1 - p, p]]))
+    monitor = SimpleNamespace(estimator=lambda model, version: estimator)
+    registry = SimpleNamespace(download_uri=lambda model, version: f"runs:/x/{version}")
+    policies = PolicyService(db, settings, monitor, None, None, registry)
+    answers = []
+    policies.predict_with_probabilities = lambda uri, features, settings: (
+        answers.append((uri, len(features))) or ([1] * len(features), [[0.03, 0.97]] * len(features)))
+    result = policies.compare("demo", "ep", "demo.iris", 1, 2, 0.05, on_estimate=True)
+    race = result["estimated"]
+    assert answers == [("runs:/x/2", 100)]
+    assert race["champion_estimate"]["value"] < 0.6 < 0.9 < race["challenger_estimate"]["value"]
+    assert result["winner"] == "challenger"  # no labels: the estimate decides
+    assert policies.compare("demo", "ep", "demo.iris", 1, 2, 0.05)["winner"] == "champion"  # not asked: by hand
+    policies.predict_with_probabilities = lambda uri, features, settings: ([0] * len(features),
+                                                                          [[0.5, 0.5]] * len(features))
+    assert policies.compare("demo", "ep", "demo.iris", 1, 2, 0.05, on_estimate=True)["winner"] == "champion"
+    db.engine.dispose()

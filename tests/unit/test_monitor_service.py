@@ -499,3 +499,83 @@ def test_routes_answer_the_report_and_refuse_a_bad_window_naming_it(http, traffi
     assert answer.json() == {"accepted": 1, "updated": 0, "unchanged": 0, "unknown": ["zz"]}
     missing = http.post(FEEDBACK, headers=auth, json=[{"label": 2}])
     assert missing.status_code == 422 and "request_id" in missing.json()["message"]
+
+
+# -- estimated performance and data quality ------------------------------------------------------
+
+
+def iris_estimator():
+    """A CBPE estimator of a logistic regression on iris, fit on held-out rows."""
+    from sklearn.linear_model import LogisticRegression
+
+    from loopml.registry.estimator import fit_estimator
+
+    rng = np.random.default_rng(0)
+    index = rng.permutation(len(IRIS.data))
+    train, test = index[:90], index[90:]
+    model = LogisticRegression(max_iter=500).fit(IRIS.data.to_numpy()[train], IRIS.target.to_numpy()[train])
+    X = IRIS.data.to_numpy()[test]
+    return model, fit_estimator("cbpe", y_true=IRIS.target.to_numpy()[test], probabilities=model.predict_proba(X),
+                                classes=list(model.classes_))
+
+
+def add_scored(db, model, rows: np.ndarray, *, ago: dt.timedelta, labels: list[int] | None = None,
+               probabilities: bool = True, violations: list[dict] | None = None) -> None:
+    now = utcnow()
+    with db.session() as session:
+        for i, row in enumerate(rows):
+            proba = model.predict_proba(row[None, :])
+            session.add(PredictionRow(
+                project="demo", endpoint="iris", request_id=f"s{ago.total_seconds()}-{i}", version=1, at=now - ago,
+                status=200, latency_ms=5.0, features={"columns": COLUMNS, "data": [row.tolist()]},
+                prediction=[int(proba.argmax())], probabilities=proba.round(4).tolist() if probabilities else None,
+                label=None if labels is None else labels[i], labelled_at=None if labels is None else now,
+                violations=violations))
+
+
+def test_the_report_estimates_accuracy_per_bucket_and_its_error_once_labels_come(db, settings, endpoints, captures):
+    model, estimator = iris_estimator()
+    calls = []
+    service = MonitorService(db, settings, endpoints, None, captures, references=FakeReferences(None),
+                             estimators=lambda m, v: calls.append((m, v)) or estimator)
+    rows, classes = sample(120, seed=4)
+    add_scored(db, model, rows[:60], ago=dt.timedelta(minutes=50))
+    add_scored(db, model, rows[60:], ago=dt.timedelta(minutes=5), labels=classes[60:])
+    report = service.report("demo", "iris", "1h")
+    est = report.estimated
+    assert est.metric == "accuracy" and est.n == 120 and est.low <= est.value <= est.high
+    assert est.labelled == 60 and est.realized == pytest.approx(
+        float(np.mean(model.predict(rows[60:]) == np.asarray(classes[60:]))))
+    assert est.error == pytest.approx(est.estimated_on_labelled - est.realized)
+    filled = [i for i, v in enumerate(report.trend.estimated) if v is not None]
+    assert len(filled) == 2 and [i for i, v in enumerate(report.trend.realized) if v is not None] == [filled[1]]
+    service.report("demo", "iris", "1h")
+    assert calls == [(MODEL, 1)]  # loaded once per version
+
+
+def test_without_an_estimator_or_probabilities_the_report_says_why(db, settings, endpoints, captures):
+    model, estimator = iris_estimator()
+    rows, _ = sample(40, seed=5)
+    add_scored(db, model, rows, ago=dt.timedelta(minutes=1), probabilities=False)
+    none = MonitorService(db, settings, endpoints, None, captures, references=FakeReferences(None)).report(
+        "demo", "iris", "1h")
+    assert none.estimated is None and any("no performance estimator" in n for n in none.notes)
+    bare = MonitorService(db, settings, endpoints, None, captures, references=FakeReferences(None),
+                          estimators=lambda m, v: estimator).report("demo", "iris", "1h")
+    assert bare.estimated is None and any("no class probabilities" in n for n in bare.notes)
+
+
+def test_the_data_quality_table_counts_violations_per_feature_and_kind(db, service, traffic):
+    model, _ = iris_estimator()
+    rows, _ = sample(10, seed=6)
+    traffic.add(rows=rows[:6])
+    add_scored(db, model, rows[6:8], ago=dt.timedelta(minutes=2),
+               violations=[{"feature": COLUMNS[0], "kind": "out_of_range", "rows": 1}])
+    add_scored(db, model, rows[8:], ago=dt.timedelta(minutes=3),
+               violations=[{"feature": COLUMNS[0], "kind": "out_of_range", "rows": 1},
+                           {"feature": COLUMNS[3], "kind": "missing", "rows": 1}])
+    quality = service.report("demo", "iris", "1h").data_quality
+    assert (quality.requests, quality.affected, quality.share) == (10, 4, 0.4)
+    assert quality.violations == [
+        {"feature": COLUMNS[0], "kind": "out_of_range", "requests": 4, "rows": 4, "share": 0.4},
+        {"feature": COLUMNS[3], "kind": "missing", "requests": 2, "rows": 2, "share": 0.2}]
