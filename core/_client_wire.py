@@ -92,22 +92,23 @@ def validated(schema: type[BaseModel], **fields: Any) -> dict[str, Any]:
 def endpoint_create(model: str, endpoint: str, public: bool, replicas: int | None = None,
                     canary: float | None = None, autoscale: str | Autoscale | None = None,
                     resources: EndpointResources | Mapping[str, Any] | None = None, *,
-                    on_violation: str | None = None) -> dict[str, Any]:
+                    on_violation: str | None = None, capture_probabilities: bool | None = None) -> dict[str, Any]:
     """The ``EndpointCreate`` body, validated here so a bad name, reference, replica count,
     autoscale range, resource or on_violation is an InvalidInput naming the field before any
-    request. ``replicas``, ``autoscale``, ``resources`` and ``on_violation`` left out keep an
-    existing endpoint's own."""
+    request. ``replicas``, ``autoscale``, ``resources``, ``on_violation`` and
+    ``capture_probabilities`` left out keep an existing endpoint's own."""
     return validated(EndpointCreate, name=endpoint, model=model, public=public, replicas=replicas,
                       canary=canary, autoscale=_autoscale(autoscale), resources=resources,
-                      on_violation=on_violation)
+                      on_violation=on_violation, capture_probabilities=capture_probabilities)
 
 
 def endpoint_patch(replicas: int | None = None, autoscale: str | Autoscale | None = None,
                    canary_percent: float | None = None, rotate_key: bool = False, *,
-                   on_violation: str | None = None) -> dict[str, Any]:
+                   on_violation: str | None = None, capture_probabilities: bool | None = None) -> dict[str, Any]:
     """The ``EndpointPatch`` body, validated here (InvalidInput naming the field)."""
     return validated(EndpointPatch, replicas=replicas, autoscale=_autoscale(autoscale),
-                      canary_percent=canary_percent, rotate_key=rotate_key or None, on_violation=on_violation)
+                      canary_percent=canary_percent, rotate_key=rotate_key or None, on_violation=on_violation,
+                      capture_probabilities=capture_probabilities)
 
 
 def _autoscale(value: str | Autoscale | None) -> Autoscale | None:

@@ -417,7 +417,7 @@ class Client:
     def deploy(self, project: str, model: str, endpoint: str, *, public: bool = False, replicas: int | None = None,
                canary: float | None = None, autoscale: str | Autoscale | None = None,
                resources: EndpointResources | Mapping[str, Any] | None = None,
-               on_violation: str | None = None) -> Deployed:
+               on_violation: str | None = None, capture_probabilities: bool | None = None) -> Deployed:
         """Serve ``model`` (``NAME@ALIAS``, ``NAME/VERSION`` or ``NAME`` = ``NAME@champion``) at
         ``endpoint``, creating it or switching its version in place; waits up to
         :data:`DEPLOY_TIMEOUT_S` for a replica. The answer's ``key`` is set only when the
@@ -428,10 +428,12 @@ class Client:
         left out, an existing endpoint keeps its own. ``resources`` (``{"custom": {"node2": 0.1}}``)
         are the custom Ray resources each replica reserves, which place replicas on the nodes
         that offer them; left out, an existing endpoint keeps its own. ``on_violation`` (``pass``,
-        ``refuse`` or ``header``) is what a request breaking the version's data contract gets.
+        ``refuse`` or ``header``) is what a request breaking the version's data contract gets;
+        ``capture_probabilities`` (default on) whether a classifier's class probabilities are
+        captured (estimated accuracy needs them).
         """
         body = wire.endpoint_create(model, endpoint, public, replicas, canary, autoscale, resources,
-                                    on_violation=on_violation)
+                                    on_violation=on_violation, capture_probabilities=capture_probabilities)
         path = wire.api_path("projects", project, "endpoints")
         return self._parse(Deployed, self._request("POST", path, json=body, timeout=max(DEPLOY_TIMEOUT_S, self.timeout)))
 
@@ -445,11 +447,13 @@ class Client:
 
     def update_endpoint(self, project: str, name: str, *, replicas: int | None = None,
                         autoscale: str | Autoscale | None = None, canary_percent: float | None = None,
-                        rotate_key: bool = False, on_violation: str | None = None) -> Deployed:
-        """Change a running endpoint's scaling, canary share, key or ``on_violation`` mode (in
-        place, no restart). The answer's ``key`` is the new key when ``rotate_key``; the old one
-        stops working."""
-        body = wire.endpoint_patch(replicas, autoscale, canary_percent, rotate_key, on_violation=on_violation)
+                        rotate_key: bool = False, on_violation: str | None = None,
+                        capture_probabilities: bool | None = None) -> Deployed:
+        """Change a running endpoint's scaling, canary share, key, ``on_violation`` mode or
+        probability capture (in place, no restart). The answer's ``key`` is the new key when
+        ``rotate_key``; the old one stops working."""
+        body = wire.endpoint_patch(replicas, autoscale, canary_percent, rotate_key, on_violation=on_violation,
+                                   capture_probabilities=capture_probabilities)
         return self._parse(Deployed, self._request("PATCH", wire.endpoint_path(project, name), json=body,
                                                    timeout=max(DEPLOY_TIMEOUT_S, self.timeout)))
 

@@ -69,6 +69,10 @@ on_violation_option = click.option(
     help="What a request that breaks the version's data contract gets: pass (scored, counted; the default), "
          "refuse (422 naming the feature and rule) or header (scored, with x-loopml-violations); an existing "
          "endpoint keeps its own when left out.")
+probabilities_option = click.option(
+    "--capture-probabilities/--no-capture-probabilities", default=None,
+    help="Capture a classifier's class probabilities with each request (estimated accuracy needs them; on by "
+         "default); an existing endpoint keeps its own when left out.")
 
 
 @click.command("deploy")
@@ -86,11 +90,12 @@ on_violation_option = click.option(
               help="Custom Ray resource each replica reserves, e.g. node2=0.1 to place replicas on the node "
                    "that offers it; repeat for more (default: an existing endpoint keeps its own).")
 @on_violation_option
+@probabilities_option
 @json_option
 @click.pass_context
 def deploy(ctx: click.Context, model: str, endpoint_name: str, project: str | None, public: bool,
            replicas: int | None, autoscale: str | None, canary: float | None, custom: dict[str, float],
-           on_violation: str | None, as_json: bool) -> Deployed | None:
+           on_violation: str | None, capture_probabilities: bool | None, as_json: bool) -> Deployed | None:
     """Serve MODEL (NAME@ALIAS, NAME/VERSION, or NAME for NAME@champion) at an endpoint.
 
     Prints the URL, its request routes and, when the endpoint is created with a key, the key:
@@ -99,7 +104,8 @@ def deploy(ctx: click.Context, model: str, endpoint_name: str, project: str | No
     project = resolve_project(ctx, project)
     deployed = client_from(ctx).deploy(project, model, endpoint_name, public=public, replicas=replicas,
                                        canary=canary, autoscale=autoscale,
-                                       resources={"custom": custom} if custom else None, on_violation=on_violation)
+                                       resources={"custom": custom} if custom else None, on_violation=on_violation,
+                                       capture_probabilities=capture_probabilities)
     if as_json:
         echo_json(deployed)
         return None
@@ -155,6 +161,7 @@ def show_endpoint(ctx: click.Context, name: str, project: str | None, as_json: b
         ("replicas", scaling_text(endpoint)),
         ("resources", endpoint.resources.text() or None),
         ("on violation", endpoint.on_violation),
+        ("capture probabilities", "on" if endpoint.capture_probabilities else "off"),
         ("created", fmt_time(endpoint.created_at)),
         ("updated", fmt_time(endpoint.updated_at)),
     ])
@@ -175,16 +182,19 @@ def show_endpoint(ctx: click.Context, name: str, project: str | None, as_json: b
               default=None, metavar="PCT", help="New traffic share of the running canary.")
 @click.option("--rotate-key", is_flag=True, help="Issue a new key; the old one stops working at once.")
 @on_violation_option
+@probabilities_option
 @json_option
 @click.pass_context
 def update_endpoint(ctx: click.Context, name: str, project: str | None, replicas: int | None, autoscale: str | None,
                     canary_percent: float | None, rotate_key: bool, on_violation: str | None,
-                    as_json: bool) -> Deployed | None:
-    """Change endpoint NAME's scaling, canary share, key or data-contract mode without restarting it."""
+                    capture_probabilities: bool | None, as_json: bool) -> Deployed | None:
+    """Change endpoint NAME's scaling, canary share, key, data-contract mode or probability capture
+    without restarting it."""
     project = resolve_project(ctx, project)
     deployed = client_from(ctx).update_endpoint(project, name, replicas=replicas, autoscale=autoscale,
                                                 canary_percent=canary_percent, rotate_key=rotate_key,
-                                                on_violation=on_violation)
+                                                on_violation=on_violation,
+                                                capture_probabilities=capture_probabilities)
     if as_json:
         echo_json(deployed)
         return None
