@@ -25,13 +25,17 @@ connection (p50, p99, rps@1), and ``--seconds`` of load from 8 threads with one 
 The load generator shares the 2 cores with the servers, so it is kept cheap: ``http.client``
 costs 3-4x less client CPU per request than ``httpx`` (the table shows its cost per request).
 
-Last, the platform service alone is restarted with ``capture_sample = 0`` (the same replicas
-behind the same HAProxy, reconfigured) and both loopml protocols are measured again (rows
-``..., capture off``).
+Then both loopml protocols are measured again with the endpoint's class-probability capture
+off (``capture_probabilities = false``, rows ``..., probabilities off``) and with every check of
+the version's data contract off (``feature.check=off`` overrides, rows ``..., contract off``),
+each switched back after. Last, the platform service alone is restarted with
+``capture_sample = 0`` (the same replicas behind the same HAProxy, reconfigured) and both
+loopml protocols are measured again (rows ``..., capture off``).
 
 Targets, for each loopml protocol: p50 <= 1.0x MLServer and <= 1.5x the limit;
 rps@8 >= 1.0x MLServer and >= 2x ``mlflow models serve``, with 0 errors; rps@8 with capture on
->= 0.9x capture off. The sandboxed rows report their cost
+>= 0.9x capture off; rps@8 with probabilities captured >= 0.95x not captured, and with the
+contract checked >= 0.95x unchecked. The sandboxed rows report their cost
 over the in-process ones (ms per request added to p50, ratio of rps@8).
 Prints the table and the ratios, writes ``bench/results/serving.md``.
 
@@ -490,10 +494,12 @@ def goals(results: dict[str, Result]) -> list[tuple[str, float, str, bool]]:
     unless ``--only-loopml``."""
     rows = []
     for name in CAPTURED:
-        off = results.get(name + CAPTURE_OFF)
-        if off is not None and off.rps8:
-            ratio = results[name].rps8 / off.rps8
-            rows.append((f"{name}: rps@8 capture on / off", ratio, ">= 0.9x", ratio >= 0.9))
+        for suffix, what, goal in ((CAPTURE_OFF, "capture", 0.9), (PROBABILITIES_OFF, "probabilities", 0.95),
+                                   (CONTRACT_OFF, "contract", 0.95)):
+            off = results.get(name + suffix)
+            if off is not None and off.rps8:
+                ratio = results[name].rps8 / off.rps8
+                rows.append((f"{name}: rps@8 {what} on / off", ratio, f">= {goal}x", ratio >= goal))
     if "MLServer" not in results:
         return rows
     mlserver, mlflow_serve, limit = results["MLServer"], results["mlflow models serve"], results["limit"]
@@ -619,6 +625,27 @@ def loopml_targets(deployed, columns: list[str], sandboxed: str = "") -> list[Ta
 
 CAPTURED = ("loopml /invocations", "loopml v2 infer")
 CAPTURE_OFF = ", capture off"
+PROBABILITIES_OFF, CONTRACT_OFF = ", probabilities off", ", contract off"
+
+
+def switches(home: Path, columns: list[str]) -> list[tuple[str, Callable[[bool], None]]]:
+    """``(row suffix, switch(on))`` for the features measured off then switched back on: the
+    endpoint's probability capture, and every check of the served version's data contract."""
+    from loopml.client import Client
+
+    client_config = json.loads((home / "client.json").read_text())
+
+    def probabilities(on: bool) -> None:
+        with Client(client_config["url"], client_config["token"]) as client:
+            client.update_endpoint(PROJECT, ENDPOINT, capture_probabilities=on)
+        time.sleep(2)  # the replicas' reconfigure
+
+    def contract(on: bool) -> None:
+        with Client(client_config["url"], client_config["token"]) as client:
+            client.contract(PROJECT, MODEL, 1, changes=[f"{c}.check={'logged' if on else 'off'}" for c in columns])
+        time.sleep(2)
+
+    return [(PROBABILITIES_OFF, probabilities), (CONTRACT_OFF, contract)]
 
 
 def capture_off(home: Path) -> None:
@@ -702,6 +729,14 @@ def main() -> None:
                 print(f"round {number + 1} of {args.rounds}")
             for target in targets:
                 rounds[target.name].append(measure(target, row, args))
+        for suffix, switch in switches(work / "home", list(X.columns)):
+            print(f"measuring with{suffix.replace(',', '')}")
+            switch(False)
+            for _ in range(args.rounds):
+                for target in (t for t in targets if t.name in CAPTURED):
+                    rounds.setdefault(target.name + suffix, []).append(
+                        measure(dataclasses.replace(target, name=target.name + suffix), row, args))
+            switch(True)
         print("restarting the platform service with capture off (capture_sample = 0)")
         capture_off(work / "home")
         for _ in range(args.rounds):

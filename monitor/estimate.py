@@ -40,7 +40,12 @@ def estimate(estimator: Estimator, *, probabilities=None, features=None, predict
 
 
 def calibrated(estimator: Estimator, probabilities: np.ndarray) -> np.ndarray:
-    """Each class's calibrated probability, rows normalised to sum to 1 (NannyML does the same)."""
+    """Each class's calibrated probability, rows normalised to sum to 1 (NannyML does the same);
+    a binary model's from its second class's map alone."""
+    if len(estimator.classes) == 2 and len(estimator.calibration) == 1:
+        x, y = estimator.calibration[0]
+        second = np.interp(probabilities[:, 1], x, y)
+        return np.column_stack([1 - second, second])
     columns = [np.interp(probabilities[:, i], x, y) for i, (x, y) in enumerate(estimator.calibration)]
     scores = np.column_stack(columns)
     total = scores.sum(axis=1, keepdims=True)

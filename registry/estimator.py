@@ -59,7 +59,8 @@ class Estimator(BaseModel):
     positive: Any = Field(None, description="The class whose F1 is estimated (binary: the second class; "
                                             "else the most frequent).")
     calibration: list[tuple[list[float], list[float]]] = Field(
-        default_factory=list, description="Per class: isotonic thresholds (probability, calibrated frequency).")
+        default_factory=list, description="Per class: isotonic thresholds (probability, calibrated frequency); "
+                                          "a binary model has one map, of its second class (the first is 1 - it).")
     # DLE
     features: list[str] = Field(default_factory=list, description="Input columns of the loss model, in order.")
     categories: dict[str, list[str]] = Field(default_factory=dict,
@@ -89,7 +90,7 @@ def _fit_cbpe(probabilities: np.ndarray, classes: list[Any], y: np.ndarray, sour
     from sklearn.isotonic import IsotonicRegression
 
     calibration = []
-    for index, label in enumerate(classes):
+    for index, label in enumerate(classes[1:] if len(classes) == 2 else classes, start=len(classes) == 2):
         iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip")
         iso.fit(probabilities[:, index], (y == label).astype(float))
         calibration.append((iso.X_thresholds_.tolist(), iso.y_thresholds_.tolist()))

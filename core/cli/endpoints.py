@@ -188,8 +188,7 @@ def show_endpoint(ctx: click.Context, name: str, project: str | None, as_json: b
 def update_endpoint(ctx: click.Context, name: str, project: str | None, replicas: int | None, autoscale: str | None,
                     canary_percent: float | None, rotate_key: bool, on_violation: str | None,
                     capture_probabilities: bool | None, as_json: bool) -> Deployed | None:
-    """Change endpoint NAME's scaling, canary share, key, data-contract mode or probability capture
-    without restarting it."""
+    """Change endpoint NAME's scaling, canary share, key, contract mode or probability capture in place."""
     project = resolve_project(ctx, project)
     deployed = client_from(ctx).update_endpoint(project, name, replicas=replicas, autoscale=autoscale,
                                                 canary_percent=canary_percent, rotate_key=rotate_key,
