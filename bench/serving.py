@@ -25,10 +25,11 @@ connection (p50, p99, rps@1), and ``--seconds`` of load from 8 threads with one 
 The load generator shares the 2 cores with the servers, so it is kept cheap: ``http.client``
 costs 3-4x less client CPU per request than ``httpx`` (the table shows its cost per request).
 
-Then both loopml protocols are measured again with the endpoint's class-probability capture
-off (``capture_probabilities = false``, rows ``..., probabilities off``) and with every check of
-the version's data contract off (``feature.check=off`` overrides, rows ``..., contract off``),
-each switched back after. Last, the platform service alone is restarted with
+Then both loopml protocols are measured with the endpoint's class-probability capture off
+(``capture_probabilities = false``, rows ``..., probabilities off``) and on again (``...,
+probabilities on``), in turn for each round, and the same with every check of the version's
+data contract off (``feature.check=off`` overrides) and on: each pair side by side, so that the
+box's drift over the run hits both sides of the ratio. Last, the platform service alone is restarted with
 ``capture_sample = 0`` (the same replicas behind the same HAProxy, reconfigured) and both
 loopml protocols are measured again (rows ``..., capture off``).
 
@@ -497,8 +498,9 @@ def goals(results: dict[str, Result]) -> list[tuple[str, float, str, bool]]:
         for suffix, what, goal in ((CAPTURE_OFF, "capture", 0.9), (PROBABILITIES_OFF, "probabilities", 0.95),
                                    (CONTRACT_OFF, "contract", 0.95)):
             off = results.get(name + suffix)
+            on = results.get(name + suffix.replace(" off", " on"), results[name])  # measured beside it
             if off is not None and off.rps8:
-                ratio = results[name].rps8 / off.rps8
+                ratio = on.rps8 / off.rps8
                 rows.append((f"{name}: rps@8 {what} on / off", ratio, f">= {goal}x", ratio >= goal))
     if "MLServer" not in results:
         return rows
@@ -730,13 +732,13 @@ def main() -> None:
             for target in targets:
                 rounds[target.name].append(measure(target, row, args))
         for suffix, switch in switches(work / "home", list(X.columns)):
-            print(f"measuring with{suffix.replace(',', '')}")
-            switch(False)
-            for _ in range(args.rounds):
-                for target in (t for t in targets if t.name in CAPTURED):
-                    rounds.setdefault(target.name + suffix, []).append(
-                        measure(dataclasses.replace(target, name=target.name + suffix), row, args))
-            switch(True)
+            print(f"measuring with{suffix.replace(',', '')}, then on again, in turn")
+            for _ in range(args.rounds):  # off and on side by side, so the box's drift hits both
+                for on, name_suffix in ((False, suffix), (True, suffix.replace(" off", " on"))):
+                    switch(on)
+                    for target in (t for t in targets if t.name in CAPTURED):
+                        rounds.setdefault(target.name + name_suffix, []).append(
+                            measure(dataclasses.replace(target, name=target.name + name_suffix), row, args))
         print("restarting the platform service with capture off (capture_sample = 0)")
         capture_off(work / "home")
         for _ in range(args.rounds):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -24,7 +23,7 @@ import pandas as pd
 from sqlalchemy import case, func, select, update
 
 from loopml.db import Database, utcnow
-from loopml.errors import InvalidInput, LoopMLError, Unavailable
+from loopml.errors import InvalidInput, LoopMLError
 from loopml.monitor import stats
 from loopml.monitor.estimate import estimate
 from loopml.monitor.ingest import CaptureService
@@ -63,35 +62,22 @@ EstimatorLoader = Callable[[str, int], "Estimator | None"]
 
 
 class _MlflowArtifact:
-    """A loader of one version artifact that a version tag names: the registry vouches for the
-    tag first (:meth:`~loopml.registry.service.RegistryService.tagged_artifact`: an artifact of
-    the version's own run, of the model's project, else :class:`InvalidInput`, unread); the file
-    is then read, as data, as ``runs:/<run>/<path>`` through the tracking server."""
+    """A loader of the version artifact a version tag names, read as data through
+    :meth:`~loopml.registry.service.RegistryService.read_tagged` (the registry vouches for the
+    tag first: an artifact of the version's own run, of the model's project, else
+    :class:`InvalidInput`, unread)."""
 
     TAG: str
     WHAT: str
 
-    def __init__(self, registry: RegistryService, tracking_uri: str) -> None:
+    def __init__(self, registry: RegistryService) -> None:
         self.registry = registry
-        self.tracking_uri = tracking_uri
 
     def read(self, path: Path) -> Any:
         raise NotImplementedError
 
     def __call__(self, model: str, version: int) -> Any:
-        import mlflow
-
-        uri = self.registry.tagged_artifact(model, version, self.TAG)
-        if uri is None:
-            return None
-        with tempfile.TemporaryDirectory(prefix="loopml-artifact-") as folder:
-            try:
-                path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder,
-                                                           tracking_uri=self.tracking_uri)
-                return self.read(Path(path))
-            except Exception as exc:  # MLflow, pyarrow and pydantic raise many unrelated types for a lost or broken file
-                raise Unavailable(f"the {self.WHAT} {uri} could not be read: {exc}"[:400],
-                                  component="mlflow") from None
+        return self.registry.read_tagged(model, version, self.TAG, self.read, self.WHAT)
 
 
 class MlflowReferences(_MlflowArtifact):
@@ -128,9 +114,9 @@ class MonitorService:
         self.settings = settings
         self.endpoints = endpoints
         self.captures = captures
-        self._loaders = {"reference": references or MlflowReferences(registry, settings.tracking_uri),
-                         "estimator": estimators or (MlflowEstimators(registry, settings.tracking_uri)
-                                                     if registry is not None else _no_estimator)}
+        self._loaders = {"reference": references or MlflowReferences(registry),
+                         "estimator": estimators or (MlflowEstimators(registry) if registry is not None
+                                                     else _no_estimator)}
         self._cache: OrderedDict[tuple[str, str, int], Any] = OrderedDict()
         self._lock = threading.Lock()
 

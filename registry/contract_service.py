@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import json
 import logging
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from loopml.db import Database, utcnow
-from loopml.errors import Conflict, InvalidInput, Unavailable
+from loopml.errors import Conflict, InvalidInput
+from loopml.registry import tags as tag
 from loopml.registry.contract import DataContract, apply_overrides, merge_overrides, parse_overrides
 from loopml.registry.models import ContractView
 from loopml.registry.names import registered_name
@@ -55,29 +56,8 @@ class ContractService:
         """The contract ``version`` of registered ``model`` was logged with; ``None`` without one.
         :class:`InvalidInput` for a tag that is no artifact of the version's own run or a file
         that is no contract, :class:`NotFound` for an unknown version, :class:`Unavailable`."""
-        import mlflow
-
-        uri = self.registry.contract_uri(model, version)
-        if uri is None:
-            return None
-        with tempfile.TemporaryDirectory(prefix="loopml-contract-") as folder:
-            try:
-                path = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder,
-                                                                tracking_uri=self.registry.tracking_uri))
-                if path.stat().st_size > MAX_BYTES:
-                    raise InvalidInput(f"the data contract {uri} is over {MAX_BYTES >> 20} MiB: it is not one "
-                                       "loopml.log_model wrote", field="contract")
-                text = path.read_text()
-            except InvalidInput:
-                raise
-            except Exception as exc:  # MLflow raises many unrelated types for a lost file or a dead server
-                raise Unavailable(f"the data contract {uri} could not be read: {exc}"[:400],
-                                  component="mlflow") from None
-        try:
-            return DataContract.model_validate(json.loads(text))
-        except (ValueError, ValidationError):
-            raise InvalidInput(f"the data contract {uri} of {model}/{version} is not a loopml data contract",
-                               field="contract") from None
+        return self.registry.read_tagged(model, version, tag.CONTRACT, partial(_read_contract, model, version),
+                                         "data contract")
 
     def effective(self, model: str, version: int) -> DataContract | None:
         """The logged contract with the overrides applied (cached); errors as :meth:`logged`."""
@@ -140,6 +120,17 @@ class ContractService:
         moved = [endpoint for listener in self.on_change for endpoint in listener(full, version)]
         return ContractView(model=name, version=version, contract=effective, overrides=row.rules,
                             updated_by=row.updated_by, updated_at=row.updated_at, endpoints=moved)
+
+
+def _read_contract(model: str, version: int, path: Path) -> DataContract:
+    if path.stat().st_size > MAX_BYTES:
+        raise InvalidInput(f"the data contract of {model}/{version} is over {MAX_BYTES >> 20} MiB: it is not one "
+                           "loopml.log_model wrote", field="contract")
+    try:
+        return DataContract.model_validate(json.loads(path.read_text()))
+    except (ValueError, ValidationError):
+        raise InvalidInput(f"the data contract of {model}/{version} is not a loopml data contract",
+                           field="contract") from None
 
 
 __all__ = ["ContractService"]

@@ -13,10 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from loopml.errors import InvalidInput, NotFound, Unavailable
+from loopml.errors import InvalidInput, LoopMLError, NotFound, Unavailable
 from loopml.registry import tags as tag
 from loopml.registry.models import AliasChange, Lineage, Model, ModelSummary, ModelVersion, RegisteredVersion
 from loopml.registry.names import SEPARATOR, check_alias, registered_name, short_name
@@ -200,10 +202,25 @@ class RegistryService:
         ``loopml.reference`` tag), ``None`` when it has none; see :meth:`tagged_artifact`."""
         return self.tagged_artifact(model, version, tag.REFERENCE)
 
-    def contract_uri(self, model: str, version: int) -> str | None:
-        """``runs:/<run>/<path>`` of the data contract of ``version`` of ``model`` (its
-        ``loopml.contract`` tag), ``None`` when it has none; see :meth:`tagged_artifact`."""
-        return self.tagged_artifact(model, version, tag.CONTRACT)
+    def read_tagged(self, model: str, version: int, name: str, read: Callable[[Path], Any], what: str) -> Any:
+        """``read(path)`` of the artifact version tag ``name`` names (vouched for by
+        :meth:`tagged_artifact`), downloaded into a temp dir; ``None`` without the tag.
+        :class:`LoopMLError` s of ``read`` (a file that is not what it should be) pass through;
+        anything else is :class:`Unavailable` naming ``what`` and the URI."""
+        import mlflow
+
+        uri = self.tagged_artifact(model, version, name)
+        if uri is None:
+            return None
+        with tempfile.TemporaryDirectory(prefix="loopml-artifact-") as folder:
+            try:
+                path = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=folder,
+                                                           tracking_uri=self.tracking_uri)
+                return read(Path(path))
+            except LoopMLError:
+                raise
+            except Exception as exc:  # MLflow and the readers raise many unrelated types for a lost or broken file
+                raise Unavailable(f"the {what} {uri} could not be read: {exc}"[:400], component="mlflow") from None
 
     def tagged_artifact(self, model: str, version: int, name: str) -> str | None:
         """``runs:/<run>/<path>`` of the artifact version tag ``name`` names, ``None`` without the tag.

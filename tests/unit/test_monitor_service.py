@@ -340,7 +340,7 @@ def fetched(tmp_path, monkeypatch) -> list[str]:
 
 @pytest.mark.parametrize("tag", [f"runs:/r1/{OWN}", f"{ROOT}/{OWN}"], ids=["runs-uri", "artifact-root"])
 def test_the_mlflow_loader_reads_the_reference_artifact_of_the_versions_own_run(fetched, tag):
-    load = MlflowReferences(fake_registry({1: tag, 2: None}), "http://127.0.0.1:1")
+    load = MlflowReferences(fake_registry({1: tag, 2: None}))
     pd.testing.assert_frame_equal(load(MODEL, 1), iris_reference())
     assert load(MODEL, 2) is None and fetched == [f"runs:/r1/{OWN}"]  # always through runs:/ of that run
 
@@ -363,7 +363,7 @@ def test_the_mlflow_loader_reads_the_reference_artifact_of_the_versions_own_run(
 ], ids=["file", "metadata-http", "https", "models-uri", "other-run", "run-prefix", "dotdot", "encoded-dotdot", "empty",
         "root-dotdot", "other-run-root", "root-prefix", "run-of-other-project", "no-run"])
 def test_a_reference_tag_outside_the_versions_own_run_is_refused_and_never_fetched(fetched, tag, run_id, why):
-    load = MlflowReferences(fake_registry({1: tag}, run_of={1: run_id}), "http://127.0.0.1:1")
+    load = MlflowReferences(fake_registry({1: tag}, run_of={1: run_id}))
     with pytest.raises(InvalidInput, match=why) as refused:
         load(MODEL, 1)
     assert fetched == [] and "loopml.reference" in refused.value.message and "runs:/" in refused.value.message
@@ -372,7 +372,7 @@ def test_a_reference_tag_outside_the_versions_own_run_is_refused_and_never_fetch
 def test_a_refused_reference_tag_is_a_note_of_the_report_not_an_error(db, settings, endpoints, captures, traffic,
                                                                        fetched):
     traffic.add(rows=sample(40)[0])
-    references = MlflowReferences(fake_registry({1: "http://169.254.169.254/x"}), "http://127.0.0.1:1")
+    references = MlflowReferences(fake_registry({1: "http://169.254.169.254/x"}))
     report = MonitorService(db, settings, endpoints, None, captures, references=references).report("demo", "iris")
     assert report.requests == 40 and report.drift == [] and fetched == []
     assert any("could not be read" in note and "not an artifact of that run" in note for note in report.notes)
