@@ -115,6 +115,31 @@ def test_monitor_prints_traffic_latency_drift_and_quality_with_trends(run, fake)
     assert "12 buckets of 5m" in out and "no labels yet" not in out
 
 
+ESTIMATED = {"metric": "accuracy", "value": 0.62, "low": 0.58, "high": 0.66, "n": 400, "f1": 0.6, "f1_class": 1,
+             "reference": {"accuracy": 0.81, "f1": 0.8}, "source": "test", "labelled": 400, "realized": 0.6,
+             "estimated_on_labelled": 0.62, "error": 0.02}
+DATA_QUALITY = {"requests": 412, "affected": 12, "share": 12 / 412, "violations": [
+    {"feature": "alcohol", "kind": "out_of_range", "requests": 10, "rows": 10, "share": 10 / 412},
+    {"feature": "color", "kind": "unseen_category", "requests": 2, "rows": 3, "share": 2 / 412}]}
+TREND_ESTIMATES = {"estimated": [None] * 10 + [0.9, 0.62], "estimated_low": [None] * 10 + [0.85, 0.58],
+                   "estimated_high": [None] * 10 + [0.95, 0.66], "realized": [None] * 11 + [0.6]}
+
+
+def test_monitor_prints_the_estimate_beside_the_realized_metric_and_the_contract_table(run, fake):
+    report = report_json(estimated=ESTIMATED, data_quality=DATA_QUALITY)
+    report["trend"] |= TREND_ESTIMATES
+    fake.report = report
+    out = run("monitor", "iris").stdout
+    assert re.search(r"^estimated accuracy +0\.620 +█▆$", out, re.M)  # the sparkline: 0.9 then 0.62
+    assert re.search(r"^95% band +0\.580 to 0\.660$", out, re.M)
+    assert re.search(r"^held-out accuracy +0\.810 +\(test\)$", out, re.M)
+    assert re.search(r"^estimated F1 \(class 1\) +0\.600$", out, re.M)
+    assert re.search(r"^realized accuracy +0\.600", out, re.M)
+    assert re.search(r"^estimate error +\+0\.020 +on 400 labelled rows$", out, re.M)
+    assert re.search(r"^alcohol +out_of_range +10 +10 +2\.4%$", out, re.M)
+    assert "12 of 412 requests (2.9%) broke the data contract" in out
+
+
 def test_monitor_of_project_slash_name_asks_that_project(run, fake):
     result = run("monitor", "other/iris", "--json")
     assert result.exit_code == 0, result.output

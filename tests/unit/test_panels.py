@@ -554,6 +554,24 @@ def test_monitor_panel_charts_alerts_and_challenger(client, monitored, opened):
     assert not panel.promote_button.disabled and not panel.requeue_button.disabled
 
 
+def test_the_panel_draws_estimated_vs_realized_and_the_data_quality_table(client, monitored, opened):
+    from tests.unit.test_cli_monitor import DATA_QUALITY, ESTIMATED, TREND_ESTIMATES
+
+    monitored.report = monitored.report | {"estimated": ESTIMATED, "data_quality": DATA_QUALITY}
+    monitored.report["trend"] = monitored.report["trend"] | TREND_ESTIMATES
+    panel = MonitorPanel("iris-api", client, "demo", poll_s=None)
+    opened.append(panel)
+    panel.refresh()
+    charts, summary = panel.charts.value, panel.summary.value
+    assert charts.count("<svg") == 6 and "accuracy: estimated vs realized" in charts
+    assert charts.count("r=\"2\" fill=\"#2e7d32\"") == 2  # the accuracy sample, and the realized point beside the estimate
+    assert "estimated accuracy 0.62 [0.58–0.66] over 400 rows (held-out 0.81)" in summary
+    assert "realized 0.6 on 400 labelled rows, estimate off by +0.020" in summary
+    assert "covariate shift" in summary and "concept drift" in summary  # the help text says what it assumes
+    assert "12 of 412 requests" in summary
+    assert "out_of_range" in panel.quality_html.value and "unseen_category" in panel.quality_html.value
+
+
 def test_accuracy_over_time_is_sampled_at_each_refresh(client, monitored, opened):
     panel = MonitorPanel("iris-api", client, "demo", poll_s=None)
     opened.append(panel)
