@@ -31,7 +31,8 @@ TRAIN_SOURCE = (
     "print('registered', version)"
 )
 SHIFTED = (2, 3)  # petal length and width move by +3 cm
-CALM_WAIT_S = 15  # longer than the default policy interval (10 s): calm traffic is evaluated at least once
+# how many of the platform's policy intervals the calm traffic waits: it is evaluated at least once
+CALM_WAIT_INTERVALS = 1.5
 
 
 def training_notebook() -> dict[str, Any]:
@@ -119,7 +120,7 @@ def demo(ctx: click.Context, project: str | None, n_requests: int) -> None:
         ids = _send(http, url, columns, rows[picked], f"calm-{uuid.uuid4().hex[:6]}")
         _poll("captured requests", lambda: client.monitor(project, "iris", "30m").requests >= n_requests, 60, 0.5)
         fed = client.feedback(project, "iris", [{"request_id": i, "label": int(target[p])} for i, p in zip(ids, picked, strict=False)])
-        time.sleep(CALM_WAIT_S)
+        time.sleep(CALM_WAIT_INTERVALS * client.status()["platform"].get("monitor_interval_s", 10.0))
         report = client.monitor(project, "iris", "30m")
         step(f"in-distribution traffic: {report.requests} requests, p50 {_num(report.latency_ms.get('p50'))} ms, "
              f"{fed.accepted} labels, accuracy {_num((report.quality or {}).get('accuracy'))}, "

@@ -93,7 +93,8 @@ async def status(user: User = Depends(current_user), state: Services = Depends(s
     )
     ray = {k: _without_credentials(v) if isinstance(v, str) else v for k, v in ray.items()}
     return {
-        "platform": {"ok": True, "url": state.settings.url, "user": user.name, "admin": user.admin},
+        "platform": {"ok": True, "url": state.settings.url, "user": user.name, "admin": user.admin,
+                     "monitor_interval_s": state.settings.monitor_interval_s},
         "ray": ray,
         # any caller may read this: the address only, never a password of the tracking URI
         "mlflow": {**mlflow_ok, "uri": _without_credentials(state.tracking.tracking_uri)},

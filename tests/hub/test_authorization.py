@@ -29,7 +29,7 @@ PROJECT = "fraud"
 CALLERS = {"member": "bob", "non_member": "alice", "admin": "carol"}
 # what each path parameter of the OpenAPI templates becomes in the requests
 PATH_VALUES = {"project": PROJECT, "job_id": "nonexistent", "schedule_id": "nonexistent", "name": "nonexistent",
-               "alias": "champion", "run_id": "nonexistent"}
+               "alias": "champion", "run_id": "nonexistent", "version": "1"}
 BAD_PIPELINE = {"source_name": "x.pipeline.yaml", "content": "steps: ["}  # not YAML: nothing runs
 NOTEBOOK = {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
 
@@ -85,6 +85,8 @@ MATRIX = [
     project_route("GET", P + "/models/{name}", ok=404),
     project_route("POST", P + "/models/{name}/aliases", ok=404, body={"alias": "champion", "version": 1}),
     project_route("DELETE", P + "/models/{name}/aliases/{alias}", ok=404),
+    project_route("GET", P + "/models/{name}/versions/{version}/contract", ok=404),
+    project_route("PATCH", P + "/models/{name}/versions/{version}/contract", ok=404, body={"set": ["x.max=1"]}),
     # endpoints
     project_route("POST", P + "/endpoints", ok=404, body={"name": "nonexistent", "model": "nonexistent@champion"}),
     project_route("GET", P + "/endpoints", ok=200),

@@ -171,7 +171,8 @@ def classifier_dir(tmp_path_factory) -> str:
     model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)).fit(X, y)
     work = tmp_path_factory.mktemp("wine")
     for name, serialization in (("pickle", "pickle"), ("skops", "skops")):
-        mlflow.sklearn.save_model(model, str(work / name), serialization_format=serialization)
+        mlflow.sklearn.save_model(model, str(work / name), serialization_format=serialization,
+                                  pip_requirements=["scikit-learn"])  # no requirement inference: seconds
     return str(work)
 
 
