@@ -175,7 +175,8 @@ class PolicyService:
                 log.exception("policy evaluation of %s/%s failed", project, name)
 
     def _evaluate(self, project: str, name: str) -> None:
-        report = self.monitor.report(project, name, self.get_policy(project, name).spec.window)
+        spec = self.get_policy(project, name).spec
+        report = self.monitor.report(project, name, spec.window, estimate=_needs_estimate(spec))
         now = utcnow()
         with self.db.session() as session:
             policy = self._policy_row(session, project, name)
@@ -446,6 +447,13 @@ def _fired(spec: PolicySpec, report) -> dict[str, tuple[float, float | None, dic
     if spec.error_rate_above is not None and report.error_rate is not None and report.error_rate > spec.error_rate_above:
         fired["error_rate"] = (report.error_rate, spec.error_rate_above, {"errors": report.errors})
     return fired
+
+
+def _needs_estimate(spec: PolicySpec) -> bool:
+    """Whether evaluating ``spec`` reads estimated performance (else the report skips it: it reads
+    every captured row of the window once more)."""
+    return (spec.estimated_accuracy_below is not None or spec.estimated_mae_above is not None
+            or (spec.drift and spec.drift_needs_estimate))
 
 
 def _estimate_dropped(spec: PolicySpec, estimated) -> bool:

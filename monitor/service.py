@@ -122,7 +122,7 @@ class MonitorService:
 
     # -- report ------------------------------------------------------------------------
 
-    def report(self, project: str, name: str, window: str = "1h") -> MonitorReport:
+    def report(self, project: str, name: str, window: str = "1h", *, estimate: bool = True) -> MonitorReport:
         """The endpoint's monitor report over the last ``window`` (``15m``, ``1h``, ``7d``…, ≤ 30 days).
 
         ``requests``, ``errors`` (status ≥ 500), ``refused`` (4xx) and ``labelled`` count every
@@ -132,9 +132,11 @@ class MonitorService:
         Drift compares the inputs and predictions of the serving version's successful
         requests (newest :data:`MAX_LIVE_ROWS` input rows) with that version's reference
         sample; quality compares its labelled requests' predictions with their labels (a
-        multi-row request's label list is paired row by row). Parts that cannot be computed
-        are empty, with the reason in ``notes``. :class:`InvalidInput` for a bad window,
-        :class:`NotFound` for an unknown endpoint.
+        multi-row request's label list is paired row by row). The estimate (the version's
+        estimator over the same rows, per bucket too) is left out with ``estimate=False`` (a
+        policy that does not read it). Parts that cannot be computed are empty, with the reason
+        in ``notes``. :class:`InvalidInput` for a bad window, :class:`NotFound` for an unknown
+        endpoint.
         """
         span = parse_window(window)
         endpoint = self.endpoints.get(project, name)
@@ -143,7 +145,7 @@ class MonitorService:
         notes: list[str] = []
         in_window = (PredictionRow.project == project, PredictionRow.endpoint == name, PredictionRow.at >= since)
         serving = (*in_window, PredictionRow.version == endpoint.version)
-        estimator = self._estimator_or_note(endpoint.model, endpoint.version, notes)
+        estimator = self._estimator_or_note(endpoint.model, endpoint.version, notes) if estimate else None
         with self.db.session() as session:
             requests, errors, refused, labelled = session.execute(select(
                 func.count(), func.sum(case((PredictionRow.status >= 500, 1), else_=0)),

@@ -53,7 +53,7 @@ class Fakes:
         return self.gate
 
     # monitor
-    def report_of(self, project, name, window):
+    def report_of(self, project, name, window, estimate=True):
         return SimpleNamespace(**{"estimated": None, "data_quality": None, **self.report})
 
     # jobs
@@ -266,7 +266,7 @@ def test_a_deleted_endpoints_policy_is_skipped_without_a_traceback(service, fake
 
     service.set_policy("alice", "demo", "ep", PolicySpec())
 
-    def gone(project, name, *window):
+    def gone(project, name, *window, **options):
         raise NotFound(f"endpoint {name!r} does not exist")
 
     service.monitor.report = gone  # as the real report does for a deleted endpoint
