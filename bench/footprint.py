@@ -14,9 +14,10 @@ server, dev identity provider, hub), each process classified by its command line
 - dev identity provider: ``node dev_idp.mjs``;
 - Ray head: every Ray process but Serve's: GCS, raylet, dashboard and its agents (and, on a
   head that starts them, the log monitor, autoscaler monitor and client server: loopml's
-  does not), the ``ray start --block`` parent, the idle pool workers
-  (``ray::IDLE``), and the platform's job runner (its Ray job: JobSupervisor, dispatcher
-  driver, Dispatcher actor; pool workers holding a warm kernel, and those kernels);
+  does not), the node supervisor (``loopml.launcher.ray_start``, also the driver of the job
+  runner's Ray job), the idle pool workers (``ray::IDLE``), and the job runner (Dispatcher
+  actor, pool workers holding a warm kernel, and those kernels; a JobSupervisor and dispatcher
+  driver where the dispatcher was started through Ray Jobs);
 - Serve: controller, HTTP proxy actor and the replicas of the endpoint;
 - MLflow server;
 - workspace: the JupyterLab server (``jupyterhub-singleuser``) and its kernel.
@@ -244,7 +245,7 @@ def classify(cmdline: list[str], inherited: tuple[str, str], children: list[list
     return inherited
 
 
-ROOTS = {"ray": ("Ray head", "ray start --block"), "mlflow": ("MLflow server", "mlflow server"),
+ROOTS = {"ray": ("Ray head", "node supervisor + dispatcher driver"), "mlflow": ("MLflow server", "mlflow server"),
          "idp": ("dev identity provider", "oidc-provider (node)"), "hub": ("hub", "jupyterhub")}
 
 

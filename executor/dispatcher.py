@@ -240,7 +240,8 @@ def find_dispatcher():
 
 def ensure_dispatcher(dashboard_url: str, *, kernel_name: str = "python3", prewarm: bool = True,
                       isolation: str = "bwrap", hide: tuple[str, ...] = (), timeout_s: float = 90.0):
-    """The running dispatcher, started as a long-lived Ray job if the cluster has none yet.
+    """The running dispatcher, started as a long-lived Ray job if the cluster has none yet
+    (a head that ``loopml up`` starts has one from the start: :mod:`loopml.launcher.ray_start`).
 
     Why a Ray job rather than an actor created from the platform: tasks reuse worker
     processes (and their warm kernels) only while the job that created the dispatcher is
@@ -271,6 +272,16 @@ def ensure_dispatcher(dashboard_url: str, *, kernel_name: str = "python3", prewa
     raise TimeoutError(f"the dispatcher job {submission_id} did not start within {timeout_s:g} s")
 
 
+def start_dispatcher(kernel_name: str = "python3", prewarm: bool = True, isolation: str = "bwrap",
+                     hide: tuple[str, ...] | list[str] = ()):
+    """Create the dispatcher (detached, named) from this driver, or find it; once it answers,
+    its handle. Its attempts' workers live as long as this driver's Ray job."""
+    handle = Dispatcher.options(name=NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote(
+        kernel_name, prewarm, isolation, tuple(hide))
+    ray.get(handle.known.remote())
+    return handle
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the dispatcher's Ray job: create the actor, then keep the job alive."""
     import argparse
@@ -282,10 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--hide", action="append", default=[], help="a path job kernels must not see")
     options = parser.parse_args(argv)
     ray.init(namespace=NAMESPACE, log_to_driver=False)
-    handle = Dispatcher.options(name=NAME, namespace=NAMESPACE, lifetime="detached", get_if_exists=True).remote(
-        options.kernel_name, not options.no_prewarm, options.isolation, tuple(options.hide)
-    )
-    ray.get(handle.known.remote())
+    start_dispatcher(options.kernel_name, not options.no_prewarm, options.isolation, options.hide)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     while True:
         time.sleep(3600)

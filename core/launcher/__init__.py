@@ -86,6 +86,7 @@ from loopml.launcher.ray_local import (
     ray_temp_dir,
     shutdown_serve,
     start_env,
+    wait_dispatcher,
     wait_ray,
 )
 from loopml.launcher.ray_worker import RayWorkerNode, start_ray_worker_node
@@ -324,6 +325,8 @@ def _start(settings: Settings, state: RunState, names: list[str], admin_token: s
             proc, record = started["ray"]
             with component_errors("Ray head", record):
                 wait_ray(state.urls["ray"], timeout, proc=proc, headers=ray_headers(state))
+                wait_dispatcher(state.urls["ray"], max(1.0, deadline - time.monotonic()), proc=proc,
+                                headers=ray_headers(state))
             step(f"Ray head ready: {state.urls['ray_address']}, dashboard {state.urls['ray']}")
         if "mlflow" in started:
             proc, record = started["mlflow"]

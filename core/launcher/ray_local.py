@@ -19,9 +19,11 @@ from typing import Any, ClassVar
 
 import httpx
 
+from loopml import sandbox
 from loopml.errors import InvalidInput, Unavailable
 from loopml.instance import write_private
 from loopml.launcher.processes import free_port_block, wait_http
+from loopml.launcher.ray_start import DISPATCHER_NAME, DISPATCHER_OPTION
 from loopml.serving.admission import CALLBACK, CALLBACK_ENV, DEFAULT_LIMIT, LIMIT_ENV
 from loopml.serving.ingress import ingress_env
 from loopml.settings import Settings
@@ -239,7 +241,15 @@ def head_command(settings: Settings) -> list[str]:
     ]
     if settings.ray_num_cpus is not None:
         argv.append(f"--num-cpus={settings.ray_num_cpus}")
-    return argv
+    return [*argv, DISPATCHER_OPTION + json.dumps(dispatcher_options(settings))]
+
+
+def dispatcher_options(settings: Settings) -> dict[str, Any]:
+    """What the head's parent creates the job runner's dispatcher with: the same the platform's
+    :class:`~loopml.executor.backend.RayJobBackend` would (``loopml.launcher.ray_start``)."""
+    return {"address": f"127.0.0.1:{settings.ray_port}", "cwd": ray_temp_dir(settings), "kernel_name": settings.kernel_name,
+            "prewarm": settings.warm_kernels, "isolation": settings.job_isolation,
+            "hide": sandbox.hidden_paths(settings.home)}
 
 
 def worker_command(address: str, name: str, base_port: int, *, num_cpus: int, resources: dict[str, float],
@@ -279,6 +289,21 @@ def wait_ray(dashboard: str, timeout: float, *, headers: dict[str, str], proc: s
     response = wait_http(f"{dashboard}/api/v0/nodes", max(1.0, deadline - time.monotonic()), proc=proc,
                          headers=headers, ready=lambda r: bool(matching(r)))
     return matching(response)[0]
+
+
+def wait_dispatcher(dashboard: str, timeout: float, *, headers: dict[str, str],
+                    proc: subprocess.Popen | None = None) -> None:
+    """Wait for the job runner's dispatcher, which the head's parent creates once the node is
+    up, to be alive: a platform started before would submit a dispatcher job of its own."""
+    def alive(response: httpx.Response) -> bool:
+        try:
+            actors = response.json()["data"]["result"]["result"]
+        except (ValueError, KeyError, TypeError):
+            return False
+        return any(actor.get("state") == "ALIVE" for actor in actors)
+
+    query = "filter_keys=name&filter_predicates=%3D&filter_values=" + DISPATCHER_NAME
+    wait_http(f"{dashboard}/api/v0/actors?{query}", timeout, proc=proc, headers=headers, ready=alive)
 
 
 def shutdown_serve(dashboard: str, *, headers: dict[str, str], timeout: float) -> bool:

@@ -16,28 +16,56 @@ measured both; ``ray start`` has no flag for either):
 
 - no Ray client server (``ray://``; ~67 MiB): nothing of loopml connects through it;
 - of the dashboard's module processes only those the platform and Ray's own clients call
-  (:data:`DASHBOARD_MODULES`: the Jobs API, the state API, Serve's REST API, nodes and
-  events); metrics, training, data, task-timeline and report modules are left out.
+  (:data:`DASHBOARD_MODULES`: the Jobs API, the state API, Serve's REST API and events);
+  node, metrics, training, data, task-timeline and report modules are left out.
+
+With ``--block`` (every node ``up`` starts), this process does not run ``ray start --block``
+itself: that parent imports all of Ray only to wait on its children (~170 MiB PSS). It marks
+itself a child subreaper, runs ``ray start`` without ``--block`` in a child (which starts the
+node's processes and exits; they are re-parented to this process), and supervises them as
+``--block`` would: SIGTERM stops the raylet first (it stops its workers), then the others, the
+GCS last, SIGKILL after :data:`STOP_GRACE_S`; when one of them dies unexpectedly it stops the
+rest and exits 1. ``--loopml-dispatcher=<json>`` (the head ``up`` starts) also makes it the
+driver of the job runner's :class:`~loopml.executor.dispatcher.Dispatcher`: the Ray job whose
+workers keep warm kernels lives as long as the head, without a Ray Jobs supervisor and a
+driver process of its own (~200 MiB; ``bench/footprint.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import json
+import os
+import signal
+import subprocess
 import sys
+import time
 import types
+from pathlib import Path
 
 # The dashboard modules the head loads: every head module (in the dashboard's own process)
 # and the subprocess modules loopml's calls reach: JobSubmissionClient, /api/v0/* (nodes,
-# actors), /api/serve/applications/ (`down`), and the node and event feeds they read.
-DASHBOARD_MODULES = ("UsageStatsHead", "PlatformEventsHead", "JobHead", "StateHead", "ServeHead", "NodeHead",
-                     "EventHead")
+# actors), /api/serve/applications/ (`down`), and the event feed the dashboard agent posts
+# to (/report_events). Not NodeHead (~29 MiB): its /nodes and /logical/actors serve the
+# dashboard's web UI and TrainHead only; the state API reads nodes from the GCS.
+DASHBOARD_MODULES = ("UsageStatsHead", "PlatformEventsHead", "JobHead", "StateHead", "ServeHead", "EventHead")
+
+
+DISPATCHER_OPTION = "--loopml-dispatcher="
+DISPATCHER_NAME = "loopml-dispatcher"  # loopml.executor.dispatcher.NAME, without importing Ray
+STOP_GRACE_S = 10.0
+_PR_SET_CHILD_SUBREAPER = 36
 
 
 def main() -> None:
-    """Run ``ray start`` with the arguments given: a lean head, or a worker node whose
-    cluster check passes."""
+    """Supervise a node (``--block``), or run ``ray start`` with the arguments given: a lean
+    head, or a worker node whose cluster check passes."""
+    args = sys.argv[1:]
+    if "--block" in args:
+        sys.exit(_supervise(args))
     from ray.scripts import scripts
 
-    args = sys.argv[1:]
     if "--head" in args:
         _lean_head(scripts)
     else:
@@ -47,6 +75,117 @@ def main() -> None:
         scripts.ray_constants = constants
     sys.argv = ["ray", "start", *args]
     scripts.main()
+
+
+def _supervise(args: list[str]) -> int:
+    """Start the node in a child, adopt its processes and watch them; the exit code."""
+    dispatcher = next((json.loads(a.removeprefix(DISPATCHER_OPTION)) for a in args if a.startswith(DISPATCHER_OPTION)),
+                      None)
+    start_args = [a for a in args if a != "--block" and not a.startswith(DISPATCHER_OPTION)]
+    stopping: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, _frame: stopping.append(signum))
+    if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+    code = subprocess.call([sys.executable, "-m", __spec__.name, *start_args])
+    node = _children()
+    if code != 0 or stopping:
+        _stop(node)
+        return code or 0
+    print(f"loopml: supervising the node's processes {sorted(node)}", flush=True)
+    if dispatcher is not None:
+        _drive_dispatcher(dispatcher)
+    while not stopping:
+        time.sleep(0.5)
+        died = [pid for pid in _reap() if pid in node]
+        if died:
+            print(f"loopml: the node's {', '.join(node.pop(pid) for pid in died)} exited unexpectedly; "
+                  "stopping the rest", flush=True)
+            _stop(node)
+            return 1
+    _stop(node)
+    return 0
+
+
+def _drive_dispatcher(options: dict) -> None:
+    """Connect to the head as the driver of the job runner's Ray job and create its dispatcher."""
+    import ray
+
+    from loopml.executor.dispatcher import start_dispatcher
+
+    os.chdir(options.pop("cwd"))  # Ray puts a driver's working directory on its workers' sys.path
+    ray.init(address=options.pop("address"), namespace="loopml", log_to_driver=False, configure_logging=False)
+    start_dispatcher(**options)
+    print("loopml: the job dispatcher runs", flush=True)
+
+
+def _children() -> dict[int, str]:
+    """This process's children (the node's processes, once ``ray start`` exited): PID -> name."""
+    me = str(os.getpid())
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if stat.rpartition(")")[2].split()[1] == me:
+            found[int(entry.name)] = _name(cmdline)
+    return found
+
+
+def _name(cmdline: list[bytes]) -> str:
+    words = [w.decode(errors="replace") for w in cmdline if w]
+    program = Path(words[0]).name if words else "?"
+    script = next((Path(w).name for w in words[1:] if w.endswith(".py")), None)
+    return f"{program} {script}" if script and program.startswith("python") else program
+
+
+def _reap() -> list[int]:
+    """PIDs of the children that exited since the last call."""
+    ended = []
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return ended
+        if pid == 0:
+            return ended
+        ended.append(pid)
+
+
+def _stop(node: dict[int, str]) -> None:
+    """Stop the node's processes the way ``ray start --block`` does: the raylet first (it
+    stops its workers), then the others, the GCS last; SIGKILL for what outlives the grace."""
+    if "ray" in sys.modules:  # this process drives the dispatcher: disconnect before the raylet goes
+        with contextlib.suppress(Exception):
+            sys.modules["ray"].shutdown()
+    order = sorted(node, key=lambda pid: {"raylet": 0, "gcs_server": 2}.get(node[pid], 1))
+    deadline = time.monotonic() + STOP_GRACE_S
+    for wave in ([p for p in order if node[p] == "raylet"], [p for p in order if node[p] not in ("raylet", "gcs_server")],
+                 [p for p in order if node[p] == "gcs_server"]):
+        for pid in wave:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        while wave and time.monotonic() < deadline:
+            _reap()
+            wave = [p for p in wave if _alive(p)]
+            time.sleep(0.05)
+    for pid in [p for p in node if _alive(p)] + list(_children()):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    time.sleep(0.1)
+    _reap()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _lean_head(scripts: types.ModuleType) -> None:
