@@ -29,7 +29,6 @@ import ray
 from ray.exceptions import TaskCancelledError
 
 from loopml.executor.attempts import AttemptOptions, AttemptRecord, AttemptReport, AttemptSpec, Updates, key
-from loopml.executor.runner import run_attempt, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +37,14 @@ NAMESPACE = "loopml"
 FORCE_CANCEL_AFTER_S = 2.0
 TICK_S = 0.5
 MAX_LOG_CHARS = 2_000_000
+
+
+def _runner():
+    """:mod:`loopml.executor.runner` (papermill, kernels: ~45 MiB), imported in the actor when it
+    first needs it, not in the driver that creates the actor (the head's node supervisor)."""
+    from loopml.executor import runner
+
+    return runner
 
 
 def _now() -> dt.datetime:
@@ -100,7 +107,7 @@ class Dispatcher:
         if prewarm:
             cpus = int(ray.cluster_resources().get("CPU", 1))
             for _ in range(max(1, min(cpus, 4))):
-                warm_up.remote(kernel_name, isolation, hide)
+                _runner().warm_up.remote(kernel_name, isolation, hide)
 
     def _touch(self, attempt: _Attempt, **changes: Any) -> None:
         """Apply ``changes`` (record fields, and ``log_append``) under a new sequence number."""
@@ -125,7 +132,7 @@ class Dispatcher:
         attempt = _Attempt(AttemptRecord(job_id=spec.job_id, attempt=spec.attempt), secrets.token_hex(16),
                            options.request(), timeout_s)
         self.attempts[name] = attempt
-        attempt.ref = run_attempt.options(name=f"loopml-job:{name}", **options.ray_options()).remote(
+        attempt.ref = _runner().run_attempt.options(name=f"loopml-job:{name}", **options.ray_options()).remote(
             spec, self.me, attempt.secret)
         self._touch(attempt)
         asyncio.get_event_loop().create_task(self._watch(attempt, attempt.ref))

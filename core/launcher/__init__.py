@@ -1,8 +1,9 @@
 """Start, stop and inspect the platform's local processes (``loopml up/down/status``).
 
 Processes. ``up`` starts, each in a session of its own (a terminal's Ctrl-C never reaches
-them) with its output in ``<home>/logs/<name>.log``: a Ray head (``ray start --head
---block``, which keeps it our child and makes it stop its own processes on SIGTERM), an
+them) with its output in ``<home>/logs/<name>.log``: a Ray head (``ray start --head`` under
+the node supervisor of :mod:`loopml.launcher.ray_start`, which keeps the node's processes its
+children, stops them on SIGTERM and drives the job runner's dispatcher), an
 MLflow server (:mod:`loopml.registry.server`) and the platform service (``python -m
 loopml.server``). Each is recorded in ``<home>/run/state.json`` the moment it starts, so
 ``down`` can stop it even when ``up`` fails half way. ``down`` stops exactly the recorded

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from loopml.executor import dispatcher as dispatcher_module
+from loopml.executor import runner as runner_module
 from loopml.executor.attempts import AttemptOptions, AttemptReport, AttemptSpec
 
 Dispatcher = dispatcher_module.Dispatcher.__ray_actor_class__  # the plain class behind the actor
@@ -31,7 +32,7 @@ class FakeRunAttempt:
 @pytest.fixture
 def runner(monkeypatch: pytest.MonkeyPatch) -> FakeRunAttempt:
     fake = FakeRunAttempt()
-    monkeypatch.setattr(dispatcher_module, "run_attempt", fake)
+    monkeypatch.setattr(runner_module, "run_attempt", fake)
     return fake
 
 
