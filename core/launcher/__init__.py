@@ -83,6 +83,7 @@ from loopml.launcher.processes import (
 )
 from loopml.launcher.ray_local import (
     RayPorts,
+    drives_dispatcher,
     head_command,
     ray_temp_dir,
     shutdown_serve,
@@ -326,8 +327,9 @@ def _start(settings: Settings, state: RunState, names: list[str], admin_token: s
             proc, record = started["ray"]
             with component_errors("Ray head", record):
                 wait_ray(state.urls["ray"], timeout, proc=proc, headers=ray_headers(state))
-                wait_dispatcher(state.urls["ray"], max(1.0, deadline - time.monotonic()), proc=proc,
-                                headers=ray_headers(state))
+                if drives_dispatcher(settings):
+                    wait_dispatcher(state.urls["ray"], max(1.0, deadline - time.monotonic()), proc=proc,
+                                    headers=ray_headers(state))
             step(f"Ray head ready: {state.urls['ray_address']}, dashboard {state.urls['ray']}")
         if "mlflow" in started:
             proc, record = started["mlflow"]

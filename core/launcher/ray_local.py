@@ -241,7 +241,15 @@ def head_command(settings: Settings) -> list[str]:
     ]
     if settings.ray_num_cpus is not None:
         argv.append(f"--num-cpus={settings.ray_num_cpus}")
-    return [*argv, DISPATCHER_OPTION + json.dumps(dispatcher_options(settings))]
+    if drives_dispatcher(settings):
+        argv.append(DISPATCHER_OPTION + json.dumps(dispatcher_options(settings)))
+    return argv
+
+
+def drives_dispatcher(settings: Settings) -> bool:
+    """Whether the head's node supervisor creates the job runner's dispatcher: when jobs run on
+    Ray (the ``ray`` job backend)."""
+    return settings.job_backend == "ray"
 
 
 def dispatcher_options(settings: Settings) -> dict[str, Any]:
