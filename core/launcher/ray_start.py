@@ -23,9 +23,9 @@ With ``--block`` (every node ``up`` starts), this process does not run ``ray sta
 itself: that parent imports all of Ray only to wait on its children (~170 MiB PSS). It marks
 itself a child subreaper, runs ``ray start`` without ``--block`` in a child (which starts the
 node's processes and exits; they are re-parented to this process), and supervises them as
-``--block`` would: SIGTERM stops the raylet first (it stops its workers), then the others, the
-GCS last, SIGKILL after :data:`STOP_GRACE_S`; when one of them dies unexpectedly it stops the
-rest and exits 1. ``--loopml-dispatcher=<json>`` (the head ``up`` starts) also makes it the
+``--block`` would: SIGTERM stops the raylet first (it stops its workers), then the GCS, then
+the others, each SIGKILLed after :data:`STOP_GRACE_S`; when one of them dies unexpectedly it
+stops the rest and exits 1. ``--loopml-dispatcher=<json>`` (the head ``up`` starts) also makes it the
 driver of the job runner's :class:`~loopml.executor.dispatcher.Dispatcher`: the Ray job whose
 workers keep warm kernels lives as long as the head, without a Ray Jobs supervisor and a
 driver process of its own (~200 MiB; ``bench/footprint.py``).
@@ -54,7 +54,7 @@ DASHBOARD_MODULES = ("UsageStatsHead", "PlatformEventsHead", "JobHead", "StateHe
 
 DISPATCHER_OPTION = "--loopml-dispatcher="
 DISPATCHER_NAME = "loopml-dispatcher"  # loopml.executor.dispatcher.NAME, without importing Ray
-STOP_GRACE_S = 10.0
+STOP_GRACE_S = 1.0  # per process, as Ray's own kill_all_processes
 _PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -83,8 +83,12 @@ def _supervise(args: list[str]) -> int:
                       None)
     start_args = [a for a in args if a != "--block" and not a.startswith(DISPATCHER_OPTION)]
     stopping: list[int] = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda signum, _frame: stopping.append(signum))
+
+    def on_signal() -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda signum, _frame: stopping.append(signum))
+
+    on_signal()
     if ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
     code = subprocess.call([sys.executable, "-m", __spec__.name, *start_args])
@@ -95,6 +99,7 @@ def _supervise(args: list[str]) -> int:
     print(f"loopml: supervising the node's processes {sorted(node)}", flush=True)
     if dispatcher is not None:
         _drive_dispatcher(dispatcher)
+        on_signal()  # ray.init installs Ray's own SIGTERM handler, which dumps a trace and dies
     while not stopping:
         time.sleep(0.5)
         died = [pid for pid in _reap() if pid in node]
@@ -157,26 +162,27 @@ def _reap() -> list[int]:
 
 
 def _stop(node: dict[int, str]) -> None:
-    """Stop the node's processes the way ``ray start --block`` does: the raylet first (it
-    stops its workers), then the others, the GCS last; SIGKILL for what outlives the grace."""
+    """Stop the node's processes the way ``ray start --block`` does (Ray's
+    ``kill_all_processes``): the raylet first (it stops its workers), then the GCS, then the
+    others; each gets SIGTERM, then SIGKILL after :data:`STOP_GRACE_S`."""
     if "ray" in sys.modules:  # this process drives the dispatcher: disconnect before the raylet goes
         with contextlib.suppress(Exception):
             sys.modules["ray"].shutdown()
-    order = sorted(node, key=lambda pid: {"raylet": 0, "gcs_server": 2}.get(node[pid], 1))
-    deadline = time.monotonic() + STOP_GRACE_S
-    for wave in ([p for p in order if node[p] == "raylet"], [p for p in order if node[p] not in ("raylet", "gcs_server")],
-                 [p for p in order if node[p] == "gcs_server"]):
+    rank = {"raylet": 0, "gcs_server": 1}
+    for wave in ([p for p in node if rank.get(node[p]) == 0], [p for p in node if rank.get(node[p]) == 1],
+                 [p for p in node if node[p] not in rank], list(_children())):
         for pid in wave:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE_S
         while wave and time.monotonic() < deadline:
+            time.sleep(0.02)
             _reap()
             wave = [p for p in wave if _alive(p)]
-            time.sleep(0.05)
-    for pid in [p for p in node if _alive(p)] + list(_children()):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    time.sleep(0.1)
+        for pid in wave:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    time.sleep(0.05)
     _reap()
 
 
