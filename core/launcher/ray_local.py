@@ -23,7 +23,6 @@ from loopml import sandbox
 from loopml.errors import InvalidInput, Unavailable
 from loopml.instance import write_private
 from loopml.launcher.processes import free_port_block, wait_http
-from loopml.launcher.ray_start import DISPATCHER_NAME, DISPATCHER_OPTION
 from loopml.serving.admission import CALLBACK, CALLBACK_ENV, DEFAULT_LIMIT, LIMIT_ENV
 from loopml.serving.ingress import ingress_env
 from loopml.settings import Settings
@@ -42,6 +41,9 @@ TOKEN_FILE = Path("ray") / "auth_token"
 # Ray puts unix sockets up to ~68 characters below its temp dir
 # (session_<date>_<pid>/sockets/dash_MetricsHead); the kernel's limit is 107.
 MAX_RAY_TEMP_DIR = 36
+# The head's node supervisor (loopml.launcher.ray_start) creates the job dispatcher with these options.
+DISPATCHER_OPTION = "--loopml-dispatcher="
+DISPATCHER_NAME = "loopml-dispatcher"  # loopml.executor.dispatcher.NAME, without importing Ray
 TEMP_PREFIX, TEMP_LEAF = "loopml-ray-", "r"  # /tmp/loopml-ray-<8 hex>/r: see private_temp_parent
 
 

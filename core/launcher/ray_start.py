@@ -44,6 +44,8 @@ import time
 import types
 from pathlib import Path
 
+from loopml.launcher.ray_local import DISPATCHER_OPTION
+
 # The dashboard modules the head loads: every head module (in the dashboard's own process)
 # and the subprocess modules loopml's calls reach: JobSubmissionClient, /api/v0/* (nodes,
 # actors), /api/serve/applications/ (`down`), and the event feed the dashboard agent posts
@@ -52,8 +54,7 @@ from pathlib import Path
 DASHBOARD_MODULES = ("UsageStatsHead", "PlatformEventsHead", "JobHead", "StateHead", "ServeHead", "EventHead")
 
 
-DISPATCHER_OPTION = "--loopml-dispatcher="
-DISPATCHER_NAME = "loopml-dispatcher"  # loopml.executor.dispatcher.NAME, without importing Ray
+STOPPED = "loopml: the node stopped"  # the last line of a node's log after a clean stop
 STOP_GRACE_S = 1.0  # per process, as Ray's own kill_all_processes
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -109,6 +110,7 @@ def _supervise(args: list[str]) -> int:
             _stop(node)
             return 1
     _stop(node)
+    print(STOPPED, flush=True)
     return 0
 
 

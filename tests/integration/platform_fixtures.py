@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from loopml.client import Client
-from loopml.launcher import free_port_block
+from loopml.launcher import free_port_block, ray_start
 from loopml.launcher.run_state import node_temp_dir
 from loopml.registry import mlflow_auth
 
@@ -74,6 +74,10 @@ def down_leaving_nothing(home: Path, env: dict[str, str]) -> None:
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     left = [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert not left, f"processes left after `loopml down`: {left}"
+    for record in (r for r in state["processes"] if r["name"] == "ray"):
+        # the head's supervisor stopped its node itself, not down's SIGKILL after the grace (a
+        # worker node the tests run under bubblewrap dies with it: --die-with-parent)
+        assert Path(record["log"]).read_text().rstrip().endswith(ray_start.STOPPED), record["log"]
 
 
 def _descendants(pids: list[int]) -> set[int]:

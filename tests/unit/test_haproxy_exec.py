@@ -105,6 +105,9 @@ def test_replicas_are_bounded_and_refusals_are_json_naming_the_endpoint(ray_conf
     assert "    http-request sc-inc-gpc0(2) if { queue() ge 64 }" in config
     assert "    http-request deny deny_status 503 if { sc2_gpc0_rate gt 0 } { be_conn() gt 4 }" in config
     assert "    stick-table type integer size 1 expire 10000ms store gpc0_rate(10000ms)" in config
+    backend = config[config.index("backend http-bench.wine"):]
+    for line in haproxy_exec.DIRECT_CALL_LINES:  # HAProxy times requests, over what callers send
+        assert line in backend
     refusal = files[str(ray_config.parent / "http-bench.wine.503.http")]
     head, body = refusal.split(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 503 ") and b"retry-after: 1" in head
