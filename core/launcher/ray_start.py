@@ -44,6 +44,8 @@ import time
 import types
 from pathlib import Path
 
+import psutil
+
 from loopml.launcher.ray_local import DISPATCHER_OPTION
 
 # The dashboard modules the head loads: every head module (in the dashboard's own process)
@@ -128,23 +130,14 @@ def _drive_dispatcher(options: dict) -> None:
 
 def _children() -> dict[int, str]:
     """This process's children (the node's processes, once ``ray start`` exited): PID -> name."""
-    me = str(os.getpid())
     found = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if stat.rpartition(")")[2].split()[1] == me:
-            found[int(entry.name)] = _name(cmdline)
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            found[child.pid] = _name(child.cmdline())
     return found
 
 
-def _name(cmdline: list[bytes]) -> str:
-    words = [w.decode(errors="replace") for w in cmdline if w]
+def _name(words: list[str]) -> str:
     program = Path(words[0]).name if words else "?"
     script = next((Path(w).name for w in words[1:] if w.endswith(".py")), None)
     return f"{program} {script}" if script and program.startswith("python") else program
